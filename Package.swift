@@ -1,0 +1,34 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-multiprocessing",
+    products: [
+        .library(name: "Multiprocessing", targets: ["Multiprocessing"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0")
+    ],
+    targets: [
+        // What Swift cannot say: the constructor that catches a child before `main`,
+        // variadic fcntl/prctl, cmsg arithmetic, raw clone.
+        .target(name: "CMultiprocessing"),
+        .target(
+            name: "Multiprocessing",
+            dependencies: [
+                "CMultiprocessing",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .testTarget(name: "MultiprocessingTests", dependencies: ["Multiprocessing"]),
+
+        // Examples: one runnable executable per scenario; Examples/tour.sh runs them all.
+        .executableTarget(name: "workers", dependencies: ["Multiprocessing"], path: "Examples/workers"),
+        .executableTarget(name: "error-handling", dependencies: ["Multiprocessing"], path: "Examples/error-handling"),
+
+        // Benchmarks: the Swift harness, and the raw-syscall floor it measures side by side.
+        .executableTarget(name: "mp-benchmarks", dependencies: ["Multiprocessing"], path: "Benchmarks/Harness"),
+        .executableTarget(name: "mp-floor", path: "Benchmarks/Floor"),
+    ],
+    swiftLanguageModes: [.v6]
+)
