@@ -1,0 +1,399 @@
+// mp-floor: the raw-syscall floor for the swift-multiprocessing benchmarks.
+//
+// Each workload does the least a process-based runtime could possibly do for the
+// same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair), so the
+// Swift and Python figures can be read against what the kernel itself costs.
+//
+// Usage: mp-floor WORKLOAD [--size tiny|full]
+// Prints exactly one JSON object line on stdout; everything else goes to stderr.
+// Unknown workload or bad arguments: exit code 2.
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+// argv[1] of the re-executed floor binary in `spawn-start-join`: exit at once.
+#define CHILD_EXIT_ARG "--floor-child-exit"
+
+#define MIB (1024 * 1024)
+
+enum size { SIZE_TINY, SIZE_FULL };
+
+// The child currently running, if any, so every failure path can reap it.
+static pid_t live_child = -1;
+
+static void reap_live_child(void) {
+    if (live_child <= 0) return;
+    kill(live_child, SIGKILL);
+    while (waitpid(live_child, NULL, 0) < 0 && errno == EINTR) {}
+    live_child = -1;
+}
+
+__attribute__((noreturn, format(printf, 1, 2)))
+static void fail(const char *fmt, ...) {
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mp-floor: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (saved != 0) fprintf(stderr, ": %s", strerror(saved));
+    fputc('\n', stderr);
+    reap_live_child();
+    exit(1);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) fail("clock_gettime");
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_u64(uint64_t *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_u64);
+    if (n % 2 == 1) return (double)v[n / 2];
+    return ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2.0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_double(double *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    if (n % 2 == 1) return v[n / 2];
+    return (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+// Reads exactly `len` bytes, retrying on EINTR and short reads.
+// Returns 0 on success, -1 on EOF before `len` bytes (errno = 0), -1 on error.
+static int read_full(int fd, void *buf, size_t len) {
+    char *p = buf;
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = 0;
+            return -1;
+        }
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+// Writes exactly `len` bytes, retrying on EINTR and short writes.
+static int write_full(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+// Waits for `pid`, retrying on EINTR; fails unless it exited with status 0.
+static void wait_ok(pid_t pid) {
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) fail("waitpid");
+    }
+    if (pid == live_child) live_child = -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        errno = 0;
+        fail("child %d did not exit cleanly (status 0x%x)", (int)pid, status);
+    }
+}
+
+static void print_result(const char *name, const char *unit, double value,
+                         int samples, const char *detail) {
+    printf("{\"name\": \"%s\", \"unit\": \"%s\", \"value\": %.6g, \"samples\": %d, "
+           "\"detail\": \"%s\"}\n", name, unit, value, samples, detail);
+    fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------
+// spawn-start-join: posix_spawn(/proc/self/exe CHILD_EXIT_ARG) + waitpid.
+
+static void bench_spawn(enum size size) {
+    const int warmup = size == SIZE_FULL ? 5 : 1;
+    const int runs = size == SIZE_FULL ? 200 : 10;
+    char *const child_argv[] = {"/proc/self/exe", CHILD_EXIT_ARG, NULL};
+    uint64_t *t = calloc((size_t)runs, sizeof *t);
+    if (t == NULL) fail("calloc");
+    fflush(NULL);
+
+    for (int i = -warmup; i < runs; i++) {
+        pid_t pid;
+        uint64_t t0 = now_ns();
+        int rc = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, child_argv, environ);
+        if (rc != 0) {
+            errno = rc;
+            fail("posix_spawn");
+        }
+        live_child = pid;
+        wait_ok(pid);
+        uint64_t t1 = now_ns();
+        if (i >= 0) t[i] = t1 - t0;
+    }
+
+    double ms = median_u64(t, (size_t)runs) / 1e6;
+    free(t);
+    print_result("spawn-start-join", "ms", ms, runs,
+                 "Median time to posix_spawn /proc/self/exe (which _exits at once) and waitpid it.");
+}
+
+// ---------------------------------------------------------------------------------
+// fork-start-join: fork(); child _exit(0); parent waitpid.
+
+static void bench_fork(enum size size) {
+    const int warmup = size == SIZE_FULL ? 10 : 1;
+    const int runs = size == SIZE_FULL ? 1000 : 20;
+    uint64_t *t = calloc((size_t)runs, sizeof *t);
+    if (t == NULL) fail("calloc");
+    fflush(NULL);
+
+    for (int i = -warmup; i < runs; i++) {
+        uint64_t t0 = now_ns();
+        pid_t pid = fork();
+        if (pid < 0) fail("fork");
+        if (pid == 0) _exit(0);
+        live_child = pid;
+        wait_ok(pid);
+        uint64_t t1 = now_ns();
+        if (i >= 0) t[i] = t1 - t0;
+    }
+
+    double ms = median_u64(t, (size_t)runs) / 1e6;
+    free(t);
+    print_result("fork-start-join", "ms", ms, runs,
+                 "Median time to fork a child that _exits at once and waitpid it.");
+}
+
+// ---------------------------------------------------------------------------------
+// Shared by the socket workloads: a socketpair and a forked child running `child_fn`
+// on its end. The parent keeps only its own end.
+
+typedef void (*child_fn)(int fd, long arg);
+
+static int start_socket_child(child_fn fn, long arg, pid_t *out_pid) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) fail("socketpair");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) fail("fork");
+    if (pid == 0) {
+        close(sv[0]);
+        fn(sv[1], arg);
+        _exit(0);
+    }
+    live_child = pid;
+    close(sv[1]);
+    *out_pid = pid;
+    return sv[0];
+}
+
+// Child side of pingpong: echo 8-byte messages until EOF.
+static void echo_child(int fd, long arg) {
+    (void)arg;
+    char msg[8];
+    for (;;) {
+        if (read_full(fd, msg, sizeof msg) != 0) {
+            if (errno == 0) _exit(0);  // parent closed its end: done
+            _exit(3);
+        }
+        if (write_full(fd, msg, sizeof msg) != 0) _exit(4);
+    }
+}
+
+static void bench_pingpong(enum size size) {
+    const int warmup = size == SIZE_FULL ? 1000 : 100;
+    const int runs = size == SIZE_FULL ? 20000 : 1000;
+    uint64_t *t = calloc((size_t)runs, sizeof *t);
+    if (t == NULL) fail("calloc");
+
+    pid_t pid;
+    int fd = start_socket_child(echo_child, 0, &pid);
+    char out[8] = "12345678", in[8];
+
+    for (int i = -warmup; i < runs; i++) {
+        uint64_t t0 = now_ns();
+        if (write_full(fd, out, sizeof out) != 0) fail("write");
+        if (read_full(fd, in, sizeof in) != 0) fail("read");
+        uint64_t t1 = now_ns();
+        if (i >= 0) t[i] = t1 - t0;
+    }
+    close(fd);
+    wait_ok(pid);
+
+    double us = median_u64(t, (size_t)runs) / 1e3;
+    free(t);
+    print_result("pingpong", "us", us, runs,
+                 "Median round trip of an 8-byte message echoed by a forked child over an AF_UNIX socketpair (read/write).");
+}
+
+// ---------------------------------------------------------------------------------
+// bytes-throughput: 1 MiB writes, the child reads the whole total into a reused
+// 1 MiB buffer and acks with one byte; repeated for each run on the same child.
+
+static long bytes_messages(enum size size) { return size == SIZE_FULL ? 1024 : 32; }
+static int bytes_runs(enum size size) { return size == SIZE_FULL ? 3 : 1; }
+
+static void sink_child(int fd, long total) {
+    char *buf = malloc(MIB);
+    if (buf == NULL) _exit(5);
+    for (;;) {
+        long remaining = total;
+        int first = 1;
+        while (remaining > 0) {
+            size_t want = remaining < MIB ? (size_t)remaining : MIB;
+            ssize_t r = read(fd, buf, want);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                _exit(3);
+            }
+            if (r == 0) {
+                free(buf);
+                _exit(first ? 0 : 3);  // EOF between runs: done; mid-run: error
+            }
+            first = 0;
+            remaining -= r;
+        }
+        char ack = '!';
+        if (write_full(fd, &ack, 1) != 0) _exit(4);
+    }
+}
+
+static void bench_bytes(enum size size) {
+    const long messages = bytes_messages(size);
+    const int runs = bytes_runs(size);
+    const long total = messages * MIB;
+    char *buf = malloc(MIB);
+    if (buf == NULL) fail("malloc");
+    memset(buf, 0xA5, MIB);
+    double rates[8];
+
+    pid_t pid;
+    int fd = start_socket_child(sink_child, total, &pid);
+
+    for (int r = 0; r < runs; r++) {
+        uint64_t t0 = now_ns();
+        for (long m = 0; m < messages; m++) {
+            if (write_full(fd, buf, MIB) != 0) fail("write");
+        }
+        char ack;
+        if (read_full(fd, &ack, 1) != 0) fail("read ack");
+        uint64_t t1 = now_ns();
+        rates[r] = (double)total / ((double)(t1 - t0) / 1e9) / 1e6;
+    }
+    close(fd);
+    wait_ok(pid);
+    free(buf);
+
+    print_result("bytes-throughput", "MB/s", median_double(rates, (size_t)runs), runs,
+                 "One-way 1 MiB writes to a forked child over an AF_UNIX socketpair until it has read the total and acked; MB = 1e6 bytes.");
+}
+
+// ---------------------------------------------------------------------------------
+
+static void bench_double_array(enum size size) {
+    (void)size;
+    printf("{\"name\": \"double-array\", \"unit\": \"MB/s\", \"value\": null, \"samples\": 0, "
+           "\"detail\": \"No raw-syscall floor: encoding typed values has no C counterpart here.\"}\n");
+    fflush(stdout);
+}
+
+static void usage(void) {
+    fputs("usage: mp-floor WORKLOAD [--size tiny|full]\n"
+          "workloads: spawn-start-join fork-start-join pingpong bytes-throughput double-array\n",
+          stderr);
+}
+
+int main(int argc, char **argv) {
+    // The re-executed child of spawn-start-join: nothing but exit.
+    if (argc >= 2 && strcmp(argv[1], CHILD_EXIT_ARG) == 0) _exit(0);
+
+    const char *workload = NULL;
+    const char *size_arg = "full";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--size") == 0) {
+            if (i + 1 >= argc) {
+                fputs("mp-floor: --size needs a value (tiny|full)\n", stderr);
+                return 2;
+            }
+            size_arg = argv[++i];
+        } else if (strncmp(argv[i], "--size=", 7) == 0) {
+            size_arg = argv[i] + 7;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage();
+            return 0;
+        } else if (argv[i][0] == '-' || workload != NULL) {
+            fprintf(stderr, "mp-floor: unexpected argument '%s'\n", argv[i]);
+            usage();
+            return 2;
+        } else {
+            workload = argv[i];
+        }
+    }
+    if (workload == NULL) {
+        usage();
+        return 2;
+    }
+
+    enum size size;
+    if (strcmp(size_arg, "full") == 0) {
+        size = SIZE_FULL;
+    } else if (strcmp(size_arg, "tiny") == 0) {
+        size = SIZE_TINY;
+    } else {
+        fprintf(stderr, "mp-floor: unknown size '%s' (expected tiny or full)\n", size_arg);
+        return 2;
+    }
+
+    if (strcmp(workload, "spawn-start-join") == 0) {
+        bench_spawn(size);
+    } else if (strcmp(workload, "fork-start-join") == 0) {
+        bench_fork(size);
+    } else if (strcmp(workload, "pingpong") == 0) {
+        signal(SIGPIPE, SIG_IGN);  // a dead child must surface as EPIPE, not kill us before waitpid
+        bench_pingpong(size);
+    } else if (strcmp(workload, "bytes-throughput") == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        bench_bytes(size);
+    } else if (strcmp(workload, "double-array") == 0) {
+        bench_double_array(size);
+    } else {
+        fprintf(stderr, "mp-floor: unknown workload '%s'\n", workload);
+        usage();
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,205 @@
+"""Python `multiprocessing` counterparts of the swift-multiprocessing benchmarks.
+
+Usage: python3 Benchmarks/Python/bench.py WORKLOAD [--size tiny|full]
+
+Prints exactly one JSON object line on stdout:
+    {"name": ..., "unit": ..., "value": ..., "samples": ..., "detail": ...}
+Everything else goes to stderr. Unknown workload: exit code 2.
+
+The code is plain, idiomatic multiprocessing: what a Python user would write.
+Standard library only.
+"""
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+
+MIB = 1024 * 1024
+
+
+# --- child targets (module level so the spawn start method can import them) -------
+
+def noop():
+    pass
+
+
+def echo(conn):
+    """Bounce every message back until the parent closes its end."""
+    try:
+        while True:
+            conn.send(conn.recv())
+    except EOFError:
+        pass
+    finally:
+        conn.close()
+
+
+def bytes_sink(conn, messages):
+    """Receive `messages` byte messages, then ack; repeat until the parent closes."""
+    try:
+        while True:
+            for _ in range(messages):
+                conn.recv_bytes()
+            conn.send_bytes(b"!")
+    except EOFError:
+        pass
+    finally:
+        conn.close()
+
+
+def object_sink(conn, messages):
+    """Receive (unpickle) `messages` objects, then ack; repeat until the parent closes."""
+    try:
+        while True:
+            for _ in range(messages):
+                conn.recv()
+            conn.send(True)
+    except EOFError:
+        pass
+    finally:
+        conn.close()
+
+
+# --- helpers ------------------------------------------------------------------------
+
+def result(name, unit, value, samples, detail):
+    return {"name": name, "unit": unit, "value": value, "samples": samples, "detail": detail}
+
+
+def stop(process, conn):
+    """Close the parent's end so the child sees EOF, then make sure it is gone."""
+    conn.close()
+    process.join(timeout=10)
+    if process.is_alive():
+        process.terminate()
+        process.join()
+    if process.exitcode != 0:
+        print(f"bench.py: child exited with {process.exitcode}", file=sys.stderr)
+
+
+def start_child(ctx, target, *args):
+    """A child running target(child_conn, *args) on one end of a duplex Pipe."""
+    parent_conn, child_conn = ctx.Pipe()
+    process = ctx.Process(target=target, args=(child_conn, *args))
+    process.start()
+    child_conn.close()  # the child has its own copy; ours would keep EOF from arriving
+    return process, parent_conn
+
+
+# --- workloads ----------------------------------------------------------------------
+
+def start_join(method, warmup, runs):
+    ctx = multiprocessing.get_context(method)
+    times = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter_ns()
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+        t1 = time.perf_counter_ns()
+        if i >= warmup:
+            times.append(t1 - t0)
+    return statistics.median(times) / 1e6, runs
+
+
+def bench_spawn_start_join(size):
+    warmup, runs = (2, 20) if size == "full" else (1, 3)
+    ms, n = start_join("spawn", warmup, runs)
+    return result("spawn-start-join", "ms", ms, n,
+                  "Median time to start and join a no-op Process with the spawn context.")
+
+
+def bench_fork_start_join(size):
+    warmup, runs = (2, 100) if size == "full" else (1, 5)
+    ms, n = start_join("fork", warmup, runs)
+    return result("fork-start-join", "ms", ms, n,
+                  "Median time to start and join a no-op Process with the fork context.")
+
+
+def bench_pingpong(size):
+    warmup, runs = (1_000, 20_000) if size == "full" else (100, 1_000)
+    ctx = multiprocessing.get_context("spawn")
+    process, conn = start_child(ctx, echo)
+    times = [0] * runs
+    try:
+        for i in range(warmup):
+            conn.send(i)
+            conn.recv()
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            conn.send(i)
+            conn.recv()
+            t1 = time.perf_counter_ns()
+            times[i] = t1 - t0
+    finally:
+        stop(process, conn)
+    return result("pingpong", "us", statistics.median(times) / 1e3, runs,
+                  "Median round trip of a small int via Connection.send/recv over a duplex Pipe, echoed by a child.")
+
+
+def bench_bytes_throughput(size):
+    messages, runs = (1024, 3) if size == "full" else (32, 1)
+    payload = bytes(MIB)
+    total = messages * len(payload)
+    ctx = multiprocessing.get_context("spawn")
+    process, conn = start_child(ctx, bytes_sink, messages)
+    rates = []
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            for _ in range(messages):
+                conn.send_bytes(payload)
+            conn.recv_bytes()  # ack: the child has received everything
+            t1 = time.perf_counter_ns()
+            rates.append(total / ((t1 - t0) / 1e9) / 1e6)
+    finally:
+        stop(process, conn)
+    return result("bytes-throughput", "MB/s", statistics.median(rates), runs,
+                  "One-way 1 MiB messages via Connection.send_bytes/recv_bytes over a Pipe until the child acks; MB = 1e6 bytes.")
+
+
+def bench_double_array(size):
+    messages, runs = (20, 3) if size == "full" else (2, 1)
+    count = 1_000_000
+    floats = [i * 0.5 for i in range(count)]
+    payload_bytes = messages * 8 * count
+    ctx = multiprocessing.get_context("spawn")
+    process, conn = start_child(ctx, object_sink, messages)
+    rates = []
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            for _ in range(messages):
+                conn.send(floats)
+            conn.recv()  # ack: the child has unpickled every list
+            t1 = time.perf_counter_ns()
+            rates.append(payload_bytes / ((t1 - t0) / 1e9) / 1e6)
+    finally:
+        stop(process, conn)
+    return result("double-array", "MB/s", statistics.median(rates), runs,
+                  "Lists of 1,000,000 floats via Connection.send/recv (pickle) to a child that decodes each; payload 8 bytes per float, MB = 1e6 bytes.")
+
+
+WORKLOADS = {
+    "spawn-start-join": bench_spawn_start_join,
+    "fork-start-join": bench_fork_start_join,
+    "pingpong": bench_pingpong,
+    "bytes-throughput": bench_bytes_throughput,
+    "double-array": bench_double_array,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    args = parser.parse_args()  # exits 2 with a message on stderr for an unknown workload
+    report = WORKLOADS[args.workload](args.size)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+#ifndef C_MULTIPROCESSING_H
+#define C_MULTIPROCESSING_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+/// The environment variable whose presence marks a process started by the library.
+/// Its value is "<mode>:<fd>:<parent pid>", mode being "worker" or "forkserver".
+#define MP_CHILD_ENV "SWIFT_MULTIPROCESSING_CHILD"
+
+/// The marker value seen by the constructor (copied before the variable is removed from
+/// the environment), or NULL in a process the library did not start.
+const char *mp_child_marker(void);
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`; prctl is variadic, which Swift cannot call.
+int mp_set_parent_death_signal(int sig);
+
+/// `pidfd_open(2)`, `pidfd_send_signal(2)`: glibc 2.36 declares them, but older headers do not.
+int mp_pidfd_open(pid_t pid);
+int mp_pidfd_send_signal(int pidfd, int sig);
+
+/// `waitid(P_PIDFD, pidfd, ...)`. Returns 0 and fills `code` (CLD_EXITED, CLD_KILLED,
+/// CLD_DUMPED, or 0 when WNOHANG found the child still running) and `status`; -1 and errno.
+int mp_waitid_pidfd(int pidfd, int options, int *code, int *status);
+
+/// `sendmsg(2)` of `len` bytes, then `len2` bytes from a second buffer (a header and a payload
+/// go out in one call without being copied together), with `nfds` descriptors attached as
+/// SCM_RIGHTS; MSG_NOSIGNAL is always added to `flags`. Returns the bytes sent or -1 and errno.
+ssize_t mp_send_with_fds(int sock, const void *buf, size_t len, const void *buf2, size_t len2,
+                         const int *fds, int nfds, int flags);
+
+/// `recvmsg(2)` into `buf`, receiving at most `max_fds` descriptors (close-on-exec) into `fds`;
+/// `*nfds` gets their count. Sets `*truncated_fds` when the kernel dropped descriptors
+/// (MSG_CTRUNC). Returns the bytes read (0 at end of stream) or -1 and errno.
+ssize_t mp_receive_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds,
+                            int *truncated_fds, int flags);
+
+/// `fcntl(fd, F_GETFD/F_SETFD)` to set or clear FD_CLOEXEC (fcntl is variadic).
+int mp_set_cloexec(int fd, int on);
+
+/// Clone the calling process as a *sibling*: the new process's parent is the caller's parent
+/// (CLONE_PARENT), so the process that asked a forkserver for a worker can reap it with a
+/// pidfd like any child of its own. Only safe in a single-threaded process (the forkserver).
+/// Returns 0 in the new process, its pid in the caller, -1 and errno on failure.
+pid_t mp_clone_sibling(void);
+
+/// Closes every descriptor from `lowest` up (`close_range(2)`, glibc >= 2.34).
+void mp_close_from(int lowest);
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc >= 2.34, declared only with _GNU_SOURCE).
+int mp_spawn_add_close_from(posix_spawn_file_actions_t *actions, int lowest);
+
+/// The calling thread's id (`gettid(2)`).
+pid_t mp_gettid(void);
+
+/// CPUs in this process's affinity mask (what it may run on), at least 1.
+int mp_cpu_count(void);
+
+#endif

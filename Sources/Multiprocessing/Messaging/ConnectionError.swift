@@ -1,0 +1,32 @@
+import SystemPackage
+
+/// What can go wrong on a connection, besides a malformed message (``WireError``).
+public enum ConnectionError: Error, Sendable, CustomStringConvertible {
+    /// The peer closed its end, or exited: no message will come. Raised only once every
+    /// message sent before that has been received.
+    case endOfStream
+    /// The peer went away in the middle of a message: `received` of `expected` bytes came.
+    case peerClosedMidMessage(expected: Int, received: Int)
+    /// This end was closed (by ``Connection/close()``, or because it was handed to a child
+    /// process, which took it).
+    case closed
+    /// The message is larger than the buffer given to `receiveBytes(into:)`; it was
+    /// received whole and is here, so nothing is lost.
+    case bufferTooSmall(needed: Int, message: [UInt8])
+    /// The peer cannot receive any more (it closed its end or exited).
+    case peerGone
+    /// A system call failed.
+    case system(Errno, during: String)
+
+    public var description: String {
+        switch self {
+        case .endOfStream: "end of stream: the other end of the connection was closed or its process exited"
+        case .peerClosedMidMessage(let expected, let received):
+            "the other end went away in the middle of a message (\(received) of \(expected) bytes arrived)"
+        case .closed: "this end of the connection is closed"
+        case .bufferTooSmall(let needed, _): "the message has \(needed) bytes, more than the buffer holds"
+        case .peerGone: "cannot send: the other end of the connection was closed or its process exited"
+        case .system(let errno, let during): "\(during) failed: \(errno)"
+        }
+    }
+}

@@ -1,0 +1,463 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import SystemPackage
+
+/// One received message: its payload and the descriptors that came with it (owned by the
+/// receiver, which must close the ones it does not keep).
+struct Frame: Sendable {
+    var payload: [UInt8]
+    var descriptors: [FileDescriptor]
+}
+
+/// One end of a stream socket carrying framed messages (``FrameHeader``): the engine under
+/// every connection and the channel between a parent and each child.
+///
+/// - Messages keep their boundaries, and a reader never takes half a message: bytes are
+///   read into this object, and only whole messages leave it. A wait that times out in the
+///   middle of a message keeps what arrived for the next call.
+/// - No lock is held while waiting: blocking callers `poll(2)`, `async` callers suspend on
+///   the ``Reactor``; both then read or write without blocking under a short lock.
+/// - Closing defers the `close(2)` until no call is using the descriptor, so a number that
+///   the kernel hands out again can never be read or written by mistake.
+final class MessageStream: Sendable {
+    /// The largest payload accepted in either direction.
+    let maximumMessageSize: Int
+    private let descriptor: FileDescriptor
+    private let lifecycle = Mutex(Lifecycle())
+    private let reader = Mutex(Reader())
+    private let writer = Mutex(Writer())
+
+    private struct Lifecycle {
+        var isClosed = false
+        var users = 0
+    }
+
+    /// Payloads up to this size are read through the shared buffer; larger ones are read
+    /// straight into their own array, so a 1 MiB message is copied once, by the kernel.
+    static let chunkSize = 64 * 1024
+
+    init(descriptor: FileDescriptor, maximumMessageSize: Int) {
+        self.descriptor = descriptor
+        self.maximumMessageSize = min(maximumMessageSize, FrameHeader.maximumLength)
+    }
+
+    deinit {
+        if !lifecycle.withLock(\.isClosed) { descriptor.closeIgnoringErrors() }
+        reader.withLock { $0.release() }
+    }
+
+    // MARK: Lifecycle
+
+    var isClosed: Bool { lifecycle.withLock(\.isClosed) }
+
+    /// The raw descriptor, for handing this end to a child. Valid while the stream is open.
+    var rawDescriptor: FileDescriptor { descriptor }
+
+    /// Closes this end. Waiters in `async` calls are woken and see ``ConnectionError/closed``.
+    func close() {
+        let closeNow = lifecycle.withLock { state -> Bool in
+            guard !state.isClosed else { return false }
+            state.isClosed = true
+            return state.users == 0
+        }
+        Reactor.forgetIfRunning(descriptor)
+        if closeNow { descriptor.closeIgnoringErrors() }
+    }
+
+    private func withDescriptor<Result>(_ body: (FileDescriptor) throws -> Result) throws -> Result {
+        try lifecycle.withLock { state throws(ConnectionError) in
+            if state.isClosed { throw .closed }
+            state.users += 1
+        }
+        defer {
+            let closeNow = lifecycle.withLock { state -> Bool in
+                state.users -= 1
+                return state.isClosed && state.users == 0
+            }
+            if closeNow { descriptor.closeIgnoringErrors() }
+        }
+        return try body(descriptor)
+    }
+
+    private func withDescriptor<Result>(_ body: (FileDescriptor) async throws -> Result) async throws -> Result {
+        try lifecycle.withLock { state throws(ConnectionError) in
+            if state.isClosed { throw .closed }
+            state.users += 1
+        }
+        defer {
+            let closeNow = lifecycle.withLock { state -> Bool in
+                state.users -= 1
+                return state.isClosed && state.users == 0
+            }
+            if closeNow { descriptor.closeIgnoringErrors() }
+        }
+        return try await body(descriptor)
+    }
+
+    // MARK: Receiving
+
+    /// Receives the next message, waiting until the deadline. Returns `nil` on timeout.
+    func receive(deadline: Deadline?) throws -> Frame? {
+        try withDescriptor { descriptor in
+            // A message already buffered needs no system call at all.
+            if let frame = try reader.withLock({ try $0.next(from: descriptor, limit: maximumMessageSize, read: false) }) {
+                return frame
+            }
+            while true {
+                guard try descriptor.waitReadable(deadline: deadline) else { return nil }
+                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+                if let frame = try reader.withLock({
+                    try $0.next(from: descriptor, limit: maximumMessageSize, read: true)
+                }) {
+                    return frame
+                }
+            }
+        }
+    }
+
+    /// Receives the next message without blocking a thread. Returns `nil` on timeout.
+    func receive(deadline: Deadline?) async throws -> Frame? {
+        try await withDescriptor { descriptor in
+            while true {
+                if let frame = try reader.withLock({
+                    try $0.next(from: descriptor, limit: maximumMessageSize, read: true)
+                }) {
+                    return frame
+                }
+                guard try await Reactor.shared.waitReadable(descriptor, deadline: deadline) else { return nil }
+                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+            }
+        }
+    }
+
+    /// Whether a whole message (or the end of the stream, or an error) can be received
+    /// without waiting, waiting for one until the deadline.
+    func poll(deadline: Deadline?) throws -> Bool {
+        try withDescriptor { descriptor in
+            while true {
+                if try reader.withLock({ try $0.hasMessage(from: descriptor, limit: maximumMessageSize) }) {
+                    return true
+                }
+                guard try descriptor.waitReadable(deadline: deadline) else { return false }
+            }
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends one message whose header space (the first ``FrameHeader/size`` bytes of
+    /// `frame`) is filled in here, blocking until the kernel has taken all of it.
+    func send(frame: inout [UInt8], descriptors: [FileDescriptor] = []) throws {
+        let length = frame.count - FrameHeader.size
+        try checkSize(length)
+        frame.withUnsafeMutableBytes {
+            FrameHeader(length: length, descriptorCount: descriptors.count).write(to: $0)
+        }
+        try frame.withUnsafeBytes { bytes in
+            try sendBlocking(bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: descriptors)
+        }
+    }
+
+    /// Sends `payload` as one message, header and payload in one system call, no copy.
+    func send(payload: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws {
+        try checkSize(payload.count)
+        let header = FrameHeader(length: payload.count, descriptorCount: descriptors.count).bytes
+        try header.withUnsafeBytes { head in
+            try sendBlocking(head, payload, descriptors: descriptors)
+        }
+    }
+
+    /// Sends a message prepared like ``send(frame:descriptors:)`` without blocking a thread.
+    func send(frame: [UInt8], descriptors: [FileDescriptor] = []) async throws {
+        var frame = frame
+        let length = frame.count - FrameHeader.size
+        try checkSize(length)
+        frame.withUnsafeMutableBytes {
+            FrameHeader(length: length, descriptorCount: descriptors.count).write(to: $0)
+        }
+        let message = frame
+        try await withDescriptor { descriptor in
+            var owner = false
+            while true {
+                let done = try writer.withLock { writer throws -> Bool in
+                    if !owner {
+                        if writer.asyncOwned { return false }
+                        let sent = try Self.sendSome(message, from: 0, descriptors: descriptors, on: descriptor)
+                        if sent == message.count { return true }
+                        // The rest goes out later; until then this call owns the stream, so
+                        // no other message can slip into the middle of this one.
+                        writer.pending = Array(message[sent...])
+                        writer.asyncOwned = true
+                        owner = true
+                        return false
+                    }
+                    let sent = try Self.sendSome(writer.pending, from: 0, descriptors: [], on: descriptor)
+                    writer.pending.removeFirst(sent)
+                    if writer.pending.isEmpty {
+                        writer.asyncOwned = false
+                        return true
+                    }
+                    return false
+                }
+                if done { return }
+                _ = try await Reactor.shared.wait(for: .writable, on: descriptor, deadline: nil)
+                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+            }
+        }
+    }
+
+    private func checkSize(_ length: Int) throws {
+        if length > maximumMessageSize { throw WireError.oversized(size: length, limit: maximumMessageSize) }
+    }
+
+    private func sendBlocking(
+        _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, descriptors: [FileDescriptor]
+    ) throws {
+        try withDescriptor { descriptor in
+            while true {
+                let sent = try writer.withLock { writer throws -> Bool in
+                    // An `async` sender is in the middle of a message: let it finish.
+                    if writer.asyncOwned { return false }
+                    try Self.sendAll(head, tail, descriptors: descriptors, on: descriptor)
+                    return true
+                }
+                if sent { return }
+                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
+                _ = Glibc.poll(&entry, 1, 1)
+            }
+        }
+    }
+
+    private static func sendAll(
+        _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, descriptors: [FileDescriptor],
+        on descriptor: FileDescriptor
+    ) throws {
+        var head = head
+        var tail = tail
+        var attached = descriptors.map(\.rawValue)
+        while head.count + tail.count > 0 {
+            var sent: Int
+            do throws(Errno) {
+                sent = try descriptor.send(head, tail, descriptors: attached)
+            } catch {
+                throw Self.sendError(error)
+            }
+            attached = []
+            let fromHead = min(sent, head.count)
+            head = UnsafeRawBufferPointer(rebasing: head[fromHead...])
+            sent -= fromHead
+            tail = UnsafeRawBufferPointer(rebasing: tail[sent...])
+        }
+    }
+
+    /// One non-blocking send of `bytes[offset...]`; returns how many bytes went out.
+    private static func sendSome(
+        _ bytes: [UInt8], from offset: Int, descriptors: [FileDescriptor], on descriptor: FileDescriptor
+    ) throws -> Int {
+        var result: Result<Int, Errno> = .success(0)
+        bytes.withUnsafeBytes { raw in
+            result = Result { () throws(Errno) in
+                try descriptor.send(
+                    UnsafeRawBufferPointer(rebasing: raw[offset...]), descriptors: descriptors.map(\.rawValue),
+                    nonBlocking: true)
+            }
+        }
+        switch result {
+        case .success(let sent): return sent
+        case .failure(.wouldBlock): return 0
+        case .failure(let error): throw Self.sendError(error)
+        }
+    }
+
+    private static func sendError(_ error: Errno) -> ConnectionError {
+        switch error {
+        case .brokenPipe, .connectionReset, .socketNotConnected: .peerGone
+        default: .system(error, during: "sending a message")
+        }
+    }
+
+    private struct Writer {
+        var pending: [UInt8] = []
+        var asyncOwned = false
+    }
+}
+
+// MARK: - Reading messages out of a byte stream
+
+extension MessageStream {
+    fileprivate struct Reader: ~Copyable {
+        /// Bytes read but not yet parsed: `storage[head..<tail]`.
+        private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: MessageStream.chunkSize, alignment: 8)
+        private var head = 0
+        private var tail = 0
+        /// The message whose header has been parsed and whose payload is arriving.
+        private var current: (header: FrameHeader, payload: [UInt8], filled: Int)?
+        /// Whole messages (or the error that replaced one), in arrival order.
+        private var ready: [Result<Frame, any Error>] = []
+        private var readyHead = 0
+        /// Descriptors received and not yet given to a message, in arrival order.
+        private var descriptors: [Int32] = []
+        /// Bytes of a refused (oversized) message still to skip.
+        private var discard = 0
+        private var sawEnd = false
+        /// An error that leaves the stream unusable (a bad header): every later call rethrows it.
+        private var failure: (any Error)?
+
+        /// Frees the buffer and closes descriptors no message took; the reader is empty after.
+        mutating func release() {
+            storage.deallocate()
+            storage = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            for descriptor in descriptors { _ = Glibc.close(descriptor) }
+            descriptors = []
+        }
+
+        mutating func hasMessage(from descriptor: FileDescriptor, limit: Int) throws -> Bool {
+            if readyHead < ready.count || failure != nil { return true }
+            while try readOnce(from: descriptor) {
+                try parse(limit: limit)
+                if readyHead < ready.count { return true }
+            }
+            return sawEnd
+        }
+
+        /// The next whole message: from what is buffered, then (if `read`) from the
+        /// descriptor without blocking. `nil` when no whole message is there yet.
+        mutating func next(from descriptor: FileDescriptor, limit: Int, read: Bool) throws -> Frame? {
+            while true {
+                if let failure { throw failure }
+                try parse(limit: limit)
+                if readyHead < ready.count {
+                    let result = ready[readyHead]
+                    readyHead += 1
+                    if readyHead == ready.count {
+                        ready.removeAll(keepingCapacity: true)
+                        readyHead = 0
+                    }
+                    return try result.get()
+                }
+                if sawEnd {
+                    if let current {
+                        throw ConnectionError.peerClosedMidMessage(
+                            expected: current.header.length, received: current.filled)
+                    }
+                    if tail > head || discard > 0 {
+                        throw ConnectionError.peerClosedMidMessage(expected: FrameHeader.size, received: tail - head)
+                    }
+                    throw ConnectionError.endOfStream
+                }
+                guard read, try readOnce(from: descriptor) else { return nil }
+            }
+        }
+
+        /// Turns buffered bytes into messages.
+        private mutating func parse(limit: Int) throws {
+            while true {
+                if discard > 0 {
+                    let dropped = min(discard, tail - head)
+                    head += dropped
+                    discard -= dropped
+                    if discard > 0 { return }
+                }
+                if current != nil {
+                    let wanted = current!.header.length - current!.filled
+                    let take = min(wanted, tail - head)
+                    if take > 0 {
+                        let offset = current!.filled
+                        current!.payload.withUnsafeMutableBytes { payload in
+                            payload.baseAddress!.advanced(by: offset).copyMemory(
+                                from: storage.baseAddress!.advanced(by: head), byteCount: take)
+                        }
+                        head += take
+                        current!.filled += take
+                    }
+                    guard current!.filled == current!.header.length else { return }
+                    let (header, payload, _) = current!
+                    current = nil
+                    ready.append(Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) })
+                    continue
+                }
+                guard tail - head >= FrameHeader.size else { return }
+                let header: FrameHeader
+                do {
+                    header = try FrameHeader(parsing: UnsafeRawBufferPointer(rebasing: storage[head..<head + FrameHeader.size]))
+                } catch {
+                    failure = error
+                    throw error
+                }
+                head += FrameHeader.size
+                if header.length > limit {
+                    // Refuse this one message but keep the stream in step: skip its bytes and
+                    // close its descriptors, and let later messages through.
+                    discard = header.length
+                    for descriptor in (try? takeDescriptors(header.descriptorCount)) ?? [] {
+                        descriptor.closeIgnoringErrors()
+                    }
+                    ready.append(.failure(WireError.oversized(size: header.length, limit: limit)))
+                    continue
+                }
+                let payload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in count = header.length }
+                current = (header, payload, 0)
+            }
+        }
+
+        private mutating func takeDescriptors(_ count: Int) throws -> [FileDescriptor] {
+            guard count > 0 else { return [] }
+            guard descriptors.count >= count else {
+                throw WireError.invalidData(
+                    "the message announced \(count) descriptors but \(descriptors.count) arrived", codingPath: "")
+            }
+            defer { descriptors.removeFirst(count) }
+            return descriptors.prefix(count).map(FileDescriptor.init(rawValue:))
+        }
+
+        /// One non-blocking read. Large payloads are read in place; everything else into the
+        /// buffer. Returns `false` when nothing could be read (would block, or end of stream).
+        private mutating func readOnce(from descriptor: FileDescriptor) throws -> Bool {
+            if sawEnd { return false }
+            var count: Int
+            do throws(Errno) {
+                if current != nil, tail == head, current!.header.length - current!.filled > MessageStream.chunkSize {
+                    // Read straight into the message's own array. Move it out of `current`
+                    // first so it stays uniquely referenced (no copy-on-write).
+                    let offset = current!.filled
+                    var payload = current!.payload
+                    self.current!.payload = []
+                    var result: Result<Int, Errno> = .success(0)
+                    payload.withUnsafeMutableBytes { raw in
+                        result = Result { () throws(Errno) in
+                            try descriptor.receive(
+                                into: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]),
+                                descriptors: &descriptors, nonBlocking: true)
+                        }
+                    }
+                    self.current!.payload = payload
+                    count = try result.get()
+                    self.current!.filled += count
+                } else {
+                    if head == tail {
+                        head = 0
+                        tail = 0
+                    } else if head > 0 && storage.count - tail < MessageStream.chunkSize / 2 {
+                        storage.baseAddress!.copyMemory(from: storage.baseAddress! + head, byteCount: tail - head)
+                        tail -= head
+                        head = 0
+                    }
+                    count = try descriptor.receive(
+                        into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]), descriptors: &descriptors,
+                        nonBlocking: true)
+                    tail += count
+                }
+            } catch .wouldBlock {
+                return false
+            } catch .connectionReset {
+                count = 0
+            } catch {
+                throw ConnectionError.system(error, during: "receiving a message")
+            }
+            if count == 0 { sawEnd = true }
+            return count > 0
+        }
+    }
+}

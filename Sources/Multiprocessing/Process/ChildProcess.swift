@@ -1,0 +1,337 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import SystemPackage
+
+/// A child process that runs a ``ProcessTarget`` (Python's `multiprocessing.Process`).
+///
+/// ```swift
+/// let child = ChildProcess(Worker(id: 1), name: "worker-1")
+/// try child.start()
+/// try child.join()   // throws ChildProcessError if the worker threw, crashed or was killed
+/// ```
+///
+/// - The child runs the same binary and is caught before `main`; the target travels as a
+///   Codable value, with any connection ends in its properties.
+/// - Every child ends when this process ends, even by SIGKILL. When this process exits
+///   normally, daemon children are terminated and the others are waited for, as in Python.
+/// - Timed waits (`join(timeout:)`) return `false` when the time runs out; they throw only
+///   when the child failed.
+public final class ChildProcess: Sendable {
+    /// The process's name, for messages and errors (Python's `name`).
+    public let name: String
+    /// Whether the process is ended (SIGTERM) rather than waited for when this process
+    /// exits (Python's `daemon`).
+    public let isDaemon: Bool
+    /// How the process starts.
+    public let startMethod: StartMethod
+
+    private let prepare: @Sendable () throws -> StartMessage
+    private let state = Mutex(State.notStarted)
+    private static let counter = Atomic<Int>(0)
+
+    private enum State {
+        case notStarted
+        case running(Running)
+        case finished(Running, Finished)
+    }
+
+    struct Running: Sendable {
+        let pid: pid_t
+        let process: ProcessDescriptor
+        let channel: MessageStream
+    }
+
+    struct Finished: Sendable {
+        let termination: Termination
+        let outcome: ChildOutcome?
+    }
+
+    /// A process that will run `target` once ``start()`` is called.
+    /// - Parameters:
+    ///   - name: defaults to `Process-N`, N counting the processes made by this program.
+    ///   - isDaemon: terminate the child at exit instead of waiting for it.
+    ///   - startMethod: ``StartMethod/spawn`` (default) or ``StartMethod/forkserver``.
+    public init<Target: ProcessTarget>(
+        _ target: Target, name: String? = nil, isDaemon: Bool = false, startMethod: StartMethod = .spawn
+    ) {
+        let number = Self.counter.add(1, ordering: .relaxed).newValue
+        let processName = name ?? "Process-\(number)"
+        self.name = processName
+        self.isDaemon = isDaemon
+        self.startMethod = startMethod
+        prepare = {
+            StartMessage(
+                processName: processName, typeName: _mangledTypeName(Target.self) ?? "",
+                readableTypeName: String(reflecting: Target.self), payload: [], work: .target)
+        }
+        encodeWork = { try MessageStream.encodeFrame(target) }
+    }
+
+    init<Function: ProcessFunction>(
+        _ function: Function, input: Function.Input, name: String?, startMethod: StartMethod
+    ) {
+        let number = Self.counter.add(1, ordering: .relaxed).newValue
+        let processName = name ?? "Process-\(number)"
+        self.name = processName
+        self.isDaemon = false
+        self.startMethod = startMethod
+        prepare = {
+            StartMessage(
+                processName: processName, typeName: _mangledTypeName(Function.self) ?? "",
+                readableTypeName: String(reflecting: Function.self), payload: [],
+                work: .function(input: try BinaryEncoder().encode(input)))
+        }
+        encodeWork = { try MessageStream.encodeFrame(function) }
+    }
+
+    private let encodeWork: @Sendable () throws -> (frame: [UInt8], outbox: DescriptorOutbox)
+
+    /// An internal door for tests: a child asked to run a type name that does not exist.
+    init(unresolvableTypeName: String) {
+        name = "Process-unresolvable"
+        isDaemon = false
+        startMethod = .spawn
+        prepare = {
+            StartMessage(
+                processName: "Process-unresolvable", typeName: unresolvableTypeName,
+                readableTypeName: unresolvableTypeName, payload: [], work: .target)
+        }
+        encodeWork = { ([UInt8](repeating: 0, count: FrameHeader.size), DescriptorOutbox()) }
+    }
+
+    deinit {
+        switch state.withLock({ $0 }) {
+        case .notStarted: break
+        case .running(let running):
+            running.channel.close()
+            // Dropped while running: reap it when it exits, so no zombie is left behind.
+            ChildRegistry.shared.adopt(running.pid)
+        case .finished(let running, _):
+            running.process.close()
+        }
+    }
+
+    // MARK: Starting
+
+    /// Starts the child (Python's `start()`). Handles inside the target (connection ends)
+    /// move to the child: this process's copies are closed once it has them.
+    ///
+    /// - Throws: ``WireError`` if the target cannot be encoded (nothing is started), or a
+    ///   ``ConnectionError/system(_:during:)`` if the system refuses a new process.
+    /// - Precondition: the process was not started before.
+    public func start() throws {
+        var message = try prepare()
+        var (payloadFrame, outbox) = try encodeWork()
+        message.payload = Array(payloadFrame[FrameHeader.size...])
+        payloadFrame = []
+        let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Int(UInt32.max))
+        let pid: pid_t
+        let process: ProcessDescriptor
+        do throws(Errno) {
+            let childSocket = childEnd.rawDescriptor
+            pid = try Launcher.launch(startMethod, socket: childSocket)
+            process = try ProcessDescriptor(child: pid)
+        } catch {
+            childEnd.close()
+            parentEnd.close()
+            throw ConnectionError.system(error, during: "starting process \"\(name)\"")
+        }
+        childEnd.close()
+        let running = Running(pid: pid, process: process, channel: parentEnd)
+        let wasStarted = state.withLock { state -> Bool in
+            guard case .notStarted = state else { return true }
+            state = .running(running)
+            return false
+        }
+        precondition(!wasStarted, "process \"\(name)\" was started twice; a ChildProcess starts once")
+        ChildRegistry.shared.register(pid: pid, process: process, isDaemon: isDaemon)
+
+        var frame = try MessageStream.encodeFrame(message).frame
+        do {
+            try parentEnd.send(frame: &frame, descriptors: outbox.descriptors)
+        } catch ConnectionError.peerGone {
+            // The child died before reading its work; join() reports how it ended.
+        }
+        outbox.closeMoved()
+    }
+
+    // MARK: Facts
+
+    /// The process id, once started (Python's `pid`).
+    public var pid: pid_t? {
+        switch state.withLock({ $0 }) {
+        case .notStarted: nil
+        case .running(let running), .finished(let running, _): running.pid
+        }
+    }
+
+    /// Whether the process has started and not yet ended (Python's `is_alive()`).
+    public var isAlive: Bool {
+        guard case .running(let running) = state.withLock({ $0 }) else { return false }
+        return (try? finishIfExited(running, wait: false)) == nil
+    }
+
+    /// How the process ended, or `nil` while it runs or before it starts.
+    public var termination: Termination? {
+        if case .running(let running) = state.withLock({ $0 }) { _ = try? finishIfExited(running, wait: false) }
+        if case .finished(_, let finished) = state.withLock({ $0 }) { return finished.termination }
+        return nil
+    }
+
+    /// Python's `exitcode`: the exit status, minus the signal number for a signal, or `nil`
+    /// while the process runs.
+    public var exitCode: Int32? { termination?.exitCode }
+
+    /// Why the process failed, once it has ended; `nil` while it runs or when it succeeded.
+    public var error: ChildProcessError? {
+        guard termination != nil, case .finished(let running, let finished) = state.withLock({ $0 }) else {
+            return nil
+        }
+        return failure(running, finished)
+    }
+
+    // MARK: Signals
+
+    /// Sends SIGTERM (Python's `terminate()`): the child may clean up, or ignore it.
+    public func terminate() { send(signal: .terminate) }
+    /// Sends SIGKILL (Python's `kill()`): the child ends at once.
+    public func kill() { send(signal: .kill) }
+
+    /// Sends `signal` to the running child; does nothing once it has ended.
+    public func send(signal: ProcessSignal) {
+        guard case .running(let running) = state.withLock({ $0 }) else { return }
+        try? running.process.send(signal: signal.rawValue)
+    }
+
+    // MARK: Joining
+
+    /// Waits for the process to end (Python's `join()`).
+    /// - Throws: ``ChildProcessError`` when the target threw, the process crashed or was
+    ///   killed, or it could not start its work.
+    public func join() throws {
+        _ = try join(deadline: nil)
+    }
+
+    /// Waits up to `timeout` for the process to end. Returns `false` if it is still running.
+    /// - Throws: ``ChildProcessError`` when the process ended and did not succeed.
+    @discardableResult
+    public func join(timeout: Duration) throws -> Bool {
+        try join(deadline: Optional(timeout).deadline)
+    }
+
+    /// Waits for the process to end without blocking a thread.
+    public func join() async throws {
+        _ = try await join(deadline: nil)
+    }
+
+    /// Waits up to `timeout` without blocking a thread. Returns `false` if still running.
+    @discardableResult
+    public func join(timeout: Duration) async throws -> Bool {
+        try await join(deadline: Optional(timeout).deadline)
+    }
+
+    private func join(deadline: Deadline?) throws -> Bool {
+        let running = try runningOrFinished()
+        guard let running else { return try checkFinished() }
+        while try finishIfExited(running, wait: false) == nil {
+            guard try running.process.descriptor.waitReadable(deadline: deadline) else { return false }
+        }
+        return try checkFinished()
+    }
+
+    private func join(deadline: Deadline?) async throws -> Bool {
+        let running = try runningOrFinished()
+        guard let running else { return try checkFinished() }
+        while try finishIfExited(running, wait: false) == nil {
+            guard try await Reactor.shared.waitReadable(running.process.descriptor, deadline: deadline) else {
+                return false
+            }
+        }
+        return try checkFinished()
+    }
+
+    /// The running child, `nil` once finished.
+    private func runningOrFinished() throws -> Running? {
+        switch state.withLock({ $0 }) {
+        case .notStarted: preconditionFailure("process \"\(name)\" was joined before it was started")
+        case .running(let running): return running
+        case .finished: return nil
+        }
+    }
+
+    private func checkFinished() throws -> Bool {
+        guard case .finished(let running, let finished) = state.withLock({ $0 }) else { return false }
+        if let failure = failure(running, finished) { throw failure }
+        return true
+    }
+
+    /// Reaps the child if it has exited and collects what it reported.
+    /// Returns `nil` while it runs.
+    @discardableResult
+    func finishIfExited(_ running: Running, wait: Bool, outcome: ChildOutcome? = nil) throws -> Finished? {
+        try state.withLock { state throws -> Finished? in
+            if case .finished(_, let finished) = state { return finished }
+            let reaped: Termination?
+            do throws(Errno) {
+                reaped = try running.process.reap(wait: wait)
+            } catch {
+                throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
+            }
+            guard let termination = reaped else { return nil }
+            ChildRegistry.shared.forget(pid: running.pid)
+            // The report was written before the child exited, so it is already here.
+            let report = outcome ?? (try? running.channel.receiveValue(deadline: .now) as ChildOutcome?) ?? nil
+            running.channel.close()
+            let finished = Finished(termination: termination, outcome: report)
+            state = .finished(running, finished)
+            return finished
+        }
+    }
+
+    private func failure(_ running: Running, _ finished: Finished) -> ChildProcessError? {
+        func error(_ reason: ChildProcessError.Reason) -> ChildProcessError {
+            ChildProcessError(processName: name, pid: running.pid, reason: reason, termination: finished.termination)
+        }
+        switch finished.outcome {
+        case .succeeded where finished.termination.isSuccess: return nil
+        case .threw(let report): return error(.threw(RemoteError(report)))
+        case .couldNotStart(let reason): return error(.couldNotStart(reason))
+        case .succeeded, nil:
+            return finished.termination.isSuccess ? nil : error(.terminated(finished.termination))
+        }
+    }
+
+    // MARK: Functions
+
+    /// Runs `function` with `input` in a new child process and returns its output.
+    ///
+    /// Cancelling the calling task kills the child: the work really stops.
+    /// - Throws: ``ChildProcessError`` when the function threw or the child crashed.
+    public static func run<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, startMethod: StartMethod = .spawn
+    ) async throws -> Function.Output {
+        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
+        try child.start()
+        guard case .running(let running) = child.state.withLock({ $0 }) else { fatalError("unreachable") }
+        return try await withTaskCancellationHandler {
+            // Read the report before waiting for the exit: a large output must not fill the
+            // socket while the child waits for it to drain.
+            let outcome = try? await running.channel.receiveValue(deadline: nil) as ChildOutcome?
+            while try child.finishIfExited(running, wait: false, outcome: outcome ?? nil) == nil {
+                _ = try await Reactor.shared.waitReadable(running.process.descriptor, deadline: nil)
+            }
+            try Task.checkCancellation()
+            _ = try child.checkFinished()
+            guard case .succeeded(let output) = outcome else {
+                throw ChildProcessError(
+                    processName: child.name, pid: running.pid, reason: .couldNotStart("no output was reported"),
+                    termination: child.termination ?? .exited(0))
+            }
+            return try BinaryDecoder().decode(Function.Output.self, from: output)
+        } onCancel: {
+            child.kill()
+        }
+    }
+}

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMultiprocessing
+import Synchronization
+import SystemPackage
+
+/// The fork server: a process spawned fresh, which stays single-threaded (no `Task`, no
+/// Dispatch, nothing that starts a thread) so that forking it is safe, and forks a worker
+/// for each request.
+///
+/// Its workers are cloned with `CLONE_PARENT`: they are children of the process that asked
+/// for them, not of the server. So the requester reaps them with a pidfd like spawned
+/// children (no exit statuses relayed over a socket), and their parent-death signal is
+/// tied to the requester's long-lived reactor thread.
+enum ForkServer {
+    private struct Client {
+        let control: MessageStream
+        let pid: pid_t
+    }
+
+    private static let client = Mutex<Client?>(nil)
+
+    /// What the server answers to a fork request.
+    private struct Reply: Codable {
+        var pid: Int32?
+        var error: String?
+    }
+
+    // MARK: Requester side
+
+    /// Asks the server (starting it on first use, restarting it if it died) for a worker
+    /// whose bootstrap descriptor is `socket`.
+    static func fork(socket: FileDescriptor) throws(Errno) -> pid_t {
+        do {
+            return try client.withLock { client throws -> pid_t in
+                for attempt in 0..<2 {
+                    if client == nil { client = try startServer() }
+                    do {
+                        return try request(socket, on: client!.control)
+                    } catch let error as ConnectionError where attempt == 0 {
+                        // The server is gone (killed?): start another once.
+                        _ = error
+                        client!.control.close()
+                        client = nil
+                    }
+                }
+                throw Errno.noSuchProcess
+            }
+        } catch let error as Errno {
+            throw error
+        } catch {
+            throw Errno.noSuchProcess
+        }
+    }
+
+    private static func request(_ socket: FileDescriptor, on control: MessageStream) throws -> pid_t {
+        var frame = [UInt8](repeating: 0, count: FrameHeader.size)
+        try control.send(frame: &frame, descriptors: [socket])
+        guard let reply = try control.receiveValue(deadline: nil) as Reply? else { throw ConnectionError.endOfStream }
+        guard let pid = reply.pid else {
+            throw ConnectionError.system(.noSuchProcess, during: "forking a worker: \(reply.error ?? "unknown")")
+        }
+        return pid
+    }
+
+    private static func startServer() throws -> Client {
+        let (mine, theirs) = try makeSocketPair()
+        defer { theirs.closeIgnoringErrors() }
+        let pid = try Reactor.shared.runOnLoop { () throws(Errno) in try spawnSelf(mode: "forkserver", socket: theirs) }
+        // The server is reaped when it exits, so it never lingers as a zombie.
+        let process = try ProcessDescriptor(child: pid)
+        Task.detached {
+            while (try? process.reap(wait: false)) == nil {
+                guard (try? await Reactor.shared.waitReadable(process.descriptor, deadline: nil)) != nil else { break }
+            }
+            process.close()
+        }
+        return Client(control: MessageStream(descriptor: mine, maximumMessageSize: 1 << 16), pid: pid)
+    }
+
+    // MARK: Server side
+
+    /// The server's loop: one fork per request, until the requester closes the control
+    /// socket or dies. Never returns.
+    static func serve(control descriptor: FileDescriptor) -> Never {
+        let control = MessageStream(descriptor: descriptor, maximumMessageSize: 1 << 16)
+        let requester = getppid()
+        while true {
+            guard let frame = try? control.receive(deadline: nil) else { _exit(0) }
+            guard frame.descriptors.count == 1 else {
+                for descriptor in frame.descriptors { descriptor.closeIgnoringErrors() }
+                try? control.sendValue(Reply(pid: nil, error: "a fork request must carry one descriptor"))
+                continue
+            }
+            let bootstrap = frame.descriptors[0]
+            let pid = mp_clone_sibling()
+            if pid == 0 {
+                becomeWorker(bootstrap: bootstrap, requester: requester)
+            }
+            bootstrap.closeIgnoringErrors()
+            let reply =
+                pid > 0
+                ? Reply(pid: pid, error: nil) : Reply(pid: nil, error: "clone failed: \(Errno(rawValue: errno))")
+            do {
+                try control.sendValue(reply)
+            } catch {
+                _exit(0)
+            }
+        }
+    }
+
+    /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3), then run
+    /// the work like a spawned child.
+    private static func becomeWorker(bootstrap: FileDescriptor, requester: pid_t) -> Never {
+        if bootstrap.rawValue != bootstrapDescriptor {
+            _ = dup2(bootstrap.rawValue, bootstrapDescriptor)
+        } else {
+            _ = mp_set_cloexec(bootstrapDescriptor, 0)
+        }
+        mp_close_from(bootstrapDescriptor + 1)
+        dieWithParent(expected: requester)
+        WorkerMain.run(bootstrap: FileDescriptor(rawValue: bootstrapDescriptor))
+    }
+}

@@ -1,0 +1,139 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMultiprocessing
+import Synchronization
+import SystemPackage
+
+/// The entry point of every process the library starts, called by the C constructor
+/// before `main` with the marker `"<mode>:<fd>:<parent pid>"`. Never returns.
+@_cdecl("mp_swift_child_main")
+func childMain(_ marker: UnsafePointer<CChar>) {
+    let fields = String(cString: marker).split(separator: ":")
+    guard fields.count == 3, let descriptor = Int32(fields[1]), let parent = pid_t(fields[2]) else {
+        printToStandardError("swift-multiprocessing: malformed child marker \(String(cString: marker))")
+        _exit(70)
+    }
+    dieWithParent(expected: parent)
+    switch fields[0] {
+    case "forkserver": ForkServer.serve(control: FileDescriptor(rawValue: descriptor))
+    default: WorkerMain.run(bootstrap: FileDescriptor(rawValue: descriptor))
+    }
+}
+
+/// Asks the kernel for SIGKILL when the parent dies, then checks that the parent is still
+/// the expected one: it may have died before the request was made, and then no signal
+/// would ever come.
+func dieWithParent(expected parent: pid_t) {
+    _ = mp_set_parent_death_signal(SIGKILL)
+    if getppid() != parent { _exit(1) }
+}
+
+enum WorkerMain {
+    /// Receives the work on `bootstrap`, runs it, reports the outcome, and exits.
+    static func run(bootstrap: FileDescriptor) -> Never {
+        // Programs this worker starts must not inherit the bootstrap socket.
+        _ = mp_set_cloexec(bootstrap.rawValue, 1)
+        let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
+        guard let frame = try? channel.receive(deadline: nil) else {
+            _exit(1)  // the parent went away before sending the work
+        }
+        let message: StartMessage
+        do {
+            message = try BinaryDecoder().decode(StartMessage.self, from: frame.payload)
+        } catch {
+            finish(.couldNotStart(reason: "the start message could not be decoded: \(error)"), on: channel, exitCode: 1)
+        }
+        CurrentProcess.setName(message.processName)
+        let outcome = perform(message, descriptors: frame.descriptors)
+        if case .threw(let report) = outcome {
+            // As Python prints a child's traceback: the error is visible even if no one joins.
+            printToStandardError("Process \(message.processName) (pid \(getpid())) threw \(report.typeName): \(report.description)")
+        }
+        if case .couldNotStart(let reason) = outcome {
+            printToStandardError("Process \(message.processName) (pid \(getpid())) could not start: \(reason)")
+        }
+        let succeeded = if case .succeeded = outcome { true } else { false }
+        finish(outcome, on: channel, exitCode: succeeded ? 0 : 1)
+    }
+
+    private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
+        try? channel.sendValue(outcome)
+        fflush(nil)
+        exit(exitCode)  // runs atexit handlers: this worker's own children are joined too
+    }
+
+    private static func perform(_ message: StartMessage, descriptors: [FileDescriptor]) -> ChildOutcome {
+        let inbox = DescriptorInbox(descriptors)
+        defer { inbox.closeUnclaimed() }
+        let decoder = BinaryDecoder(userInfo: [.descriptorInbox: inbox])
+        guard let type = _typeByName(message.typeName) else {
+            return .couldNotStart(
+                reason: "the type \(message.readableTypeName) (mangled name \(message.typeName)) is not in this "
+                    + "program's binary; it must be defined in code that the parent's executable links")
+        }
+        switch message.work {
+        case .target:
+            guard let target = type as? any ProcessTarget.Type else {
+                return .couldNotStart(reason: "\(message.readableTypeName) is not a ProcessTarget")
+            }
+            return runTarget(target, from: message.payload, decoder: decoder)
+        case .function(let input):
+            guard let function = type as? any ProcessFunction.Type else {
+                return .couldNotStart(reason: "\(message.readableTypeName) is not a ProcessFunction")
+            }
+            return callFunction(function, from: message.payload, input: input, decoder: decoder)
+        }
+    }
+
+    private static func runTarget<Target: ProcessTarget>(
+        _ type: Target.Type, from payload: [UInt8], decoder: BinaryDecoder
+    ) -> ChildOutcome {
+        let target: Target
+        do {
+            target = try decoder.decode(Target.self, from: payload)
+        } catch {
+            return .couldNotStart(reason: "\(String(reflecting: Target.self)) could not be decoded: \(error)")
+        }
+        return runBlocking {
+            try await target.run()
+            return []
+        }
+    }
+
+    private static func callFunction<Function: ProcessFunction>(
+        _ type: Function.Type, from payload: [UInt8], input: [UInt8], decoder: BinaryDecoder
+    ) -> ChildOutcome {
+        let function: Function
+        let argument: Function.Input
+        do {
+            function = try decoder.decode(Function.self, from: payload)
+            argument = try decoder.decode(Function.Input.self, from: input)
+        } catch {
+            return .couldNotStart(reason: "\(String(reflecting: Function.self)) could not be decoded: \(error)")
+        }
+        return runBlocking {
+            let output = try await function(argument)
+            return try BinaryEncoder().encode(output)
+        }
+    }
+
+    /// Runs async work to completion from this synchronous context (the constructor,
+    /// before `main`), on Swift's concurrency runtime.
+    private static func runBlocking(_ work: @escaping @Sendable () async throws -> [UInt8]) -> ChildOutcome {
+        let done = ThreadSignal()
+        let result = Mutex<ChildOutcome?>(nil)
+        Task.detached {
+            let outcome: ChildOutcome
+            do {
+                outcome = .succeeded(output: try await work())
+            } catch {
+                outcome = .threw(ErrorReport(error))
+            }
+            result.withLock { $0 = outcome }
+            done.fire()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+}

@@ -1,0 +1,32 @@
+/// A point in time by which a wait must end: `nil` waits forever.
+///
+/// Timeouts given as `Duration` become a deadline once, at the start of the call, so a
+/// wait that is woken and goes back to sleep (another reader took the message, `EINTR`)
+/// does not start its timeout over.
+typealias Deadline = ContinuousClock.Instant
+
+extension Optional where Wrapped == Duration {
+    /// The deadline this timeout sets, counted from now.
+    var deadline: Deadline? {
+        map { ContinuousClock.now.advanced(by: $0) }
+    }
+}
+
+extension Optional where Wrapped == Deadline {
+    /// Milliseconds left before the deadline, rounded up, as `poll(2)` and `epoll_wait(2)`
+    /// take them: -1 waits forever, 0 means the time is up.
+    var pollTimeout: Int32 {
+        guard let deadline = self else { return -1 }
+        let left = ContinuousClock.now.duration(to: deadline)
+        if left <= .zero { return 0 }
+        let (seconds, attoseconds) = left.components
+        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(clamping: milliseconds)
+    }
+
+    /// Whether the deadline has passed.
+    var hasPassed: Bool {
+        guard let deadline = self else { return false }
+        return ContinuousClock.now >= deadline
+    }
+}

@@ -1,0 +1,41 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMultiprocessing
+import SystemPackage
+
+/// A pidfd: a descriptor that names one process for good, so signalling or waiting on it
+/// can never hit another process that reused the pid. It becomes readable when the
+/// process exits.
+struct ProcessDescriptor: Sendable {
+    let descriptor: FileDescriptor
+
+    /// Opens a pidfd for `pid`, which must be an unreaped child of this process (so the pid
+    /// cannot have been reused yet).
+    init(child pid: pid_t) throws(Errno) {
+        descriptor = FileDescriptor(rawValue: try systemCall { mp_pidfd_open(pid) })
+    }
+
+    /// Sends `signal`; a process that has already exited is not an error.
+    func send(signal: Int32) throws(Errno) {
+        do {
+            _ = try systemCall { mp_pidfd_send_signal(descriptor.rawValue, signal) }
+        } catch .noSuchProcess {
+            return
+        }
+    }
+
+    /// Reaps the process if it has exited. Returns `nil` while it still runs.
+    func reap(wait: Bool) throws(Errno) -> Termination? {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        _ = try systemCall { mp_waitid_pidfd(descriptor.rawValue, WEXITED | (wait ? 0 : WNOHANG), &code, &status) }
+        switch code {
+        case 0: return nil
+        case Int32(CLD_EXITED): return .exited(status)
+        default: return .signaled(ProcessSignal(rawValue: status))
+        }
+    }
+
+    func close() { descriptor.closeIgnoringErrors() }
+}

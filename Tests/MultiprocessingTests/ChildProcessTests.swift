@@ -1,0 +1,210 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import Multiprocessing
+
+@Suite("Child processes", .timeLimit(.minutes(1)))
+struct ChildProcessTests {
+    @Test("a child runs its target and exits with status 0", arguments: StartMethod.allCases)
+    func succeeds(method: StartMethod) throws {
+        let child = ChildProcess(Succeed(), startMethod: method)
+        #expect(child.pid == nil)
+        #expect(!child.isAlive)
+        try child.start()
+        #expect(child.pid != nil)
+        try child.join()
+        #expect(child.termination == .exited(0))
+        #expect(child.exitCode == 0)
+        #expect(child.error == nil)
+        #expect(!child.isAlive)
+    }
+
+    @Test("a target's stored properties travel to the child", arguments: StartMethod.allCases)
+    func argumentsTravel(method: StartMethod) throws {
+        struct Check: ProcessTarget {
+            var text: String
+            var numbers: [Double]
+            func run() throws {
+                guard text == "héllo", numbers == [1.5, -2, .infinity] else { throw PlainError() }
+            }
+        }
+        let child = ChildProcess(Check(text: "héllo", numbers: [1.5, -2, .infinity]), startMethod: method)
+        try child.start()
+        try child.join()
+    }
+
+    @Test("a Codable error thrown in the child comes back as itself", arguments: StartMethod.allCases)
+    func codableErrorComesBack(method: StartMethod) throws {
+        let child = ChildProcess(ThrowInventory(), name: "stock-check", startMethod: method)
+        try child.start()
+        let error = try #require(throws: ChildProcessError.self) { try child.join() }
+        #expect(error.processName == "stock-check")
+        #expect(error.pid == child.pid)
+        #expect(error.termination == .exited(1))
+        let remote = try #require(error.remoteError)
+        #expect(remote.typeName.hasSuffix("InventoryError"))
+        #expect(remote.message == "3 × bolt missing")
+        #expect(remote.underlying as? InventoryError == InventoryError(item: "bolt", missing: 3))
+        #expect(error.description.contains("stock-check"))
+        #expect(error.description.contains("3 × bolt missing"))
+        #expect(child.error?.remoteError?.message == "3 × bolt missing")
+    }
+
+    @Test("an error that is not Codable keeps its type name and description")
+    func plainErrorKeepsItsName() throws {
+        let child = ChildProcess(ThrowPlain())
+        try child.start()
+        let error = try #require(throws: ChildProcessError.self) { try child.join() }
+        #expect(error.remoteError?.typeName.hasSuffix("PlainError") == true)
+        #expect(error.remoteError?.message == "plain failure")
+        #expect(error.remoteError?.underlying == nil)
+    }
+
+    @Test("a child that calls fatalError reports the signal that ended it", arguments: StartMethod.allCases)
+    func fatalErrorIsASignal(method: StartMethod) throws {
+        let child = ChildProcess(CallFatalError(), startMethod: method)
+        try child.start()
+        let error = try #require(throws: ChildProcessError.self) { try child.join() }
+        guard case .signaled(let signal) = error.termination else {
+            Issue.record("expected a signal, got \(error.termination)")
+            return
+        }
+        #expect([ProcessSignal.illegalInstruction, .trap, .abort].contains(signal))
+        #expect(error.description.contains("was killed by SIG"))
+    }
+
+    @Test("a child killed with SIGKILL reports SIGKILL in words", arguments: StartMethod.allCases)
+    func killedChild(method: StartMethod) throws {
+        let child = ChildProcess(Sleep(), startMethod: method)
+        try child.start()
+        #expect(child.isAlive)
+        child.kill()
+        let error = try #require(throws: ChildProcessError.self) { try child.join() }
+        #expect(error.termination == .signaled(.kill))
+        #expect(child.exitCode == -SIGKILL)
+        #expect(error.description.contains("SIGKILL"))
+    }
+
+    @Test("terminate sends SIGTERM")
+    func terminated() throws {
+        let child = ChildProcess(Sleep())
+        try child.start()
+        child.terminate()
+        #expect(throws: ChildProcessError.self) { try child.join() }
+        #expect(child.termination == .signaled(.terminate))
+    }
+
+    @Test("a child that exits by itself with a status reports it")
+    func exitStatus() throws {
+        let child = ChildProcess(ExitWith(status: 7))
+        try child.start()
+        let error = try #require(throws: ChildProcessError.self) { try child.join() }
+        #expect(error.termination == .exited(7))
+        #expect(child.exitCode == 7)
+    }
+
+    @Test("join with a timeout on a child that never ends returns false, and the child is still there")
+    func joinTimesOut() throws {
+        let child = ChildProcess(Sleep())
+        try child.start()
+        let start = ContinuousClock.now
+        #expect(try child.join(timeout: .milliseconds(200)) == false)
+        #expect(ContinuousClock.now - start >= .milliseconds(200))
+        #expect(child.isAlive)
+        #expect(try child.join(timeout: .zero) == false)
+        #expect(try child.join(timeout: .seconds(-1)) == false)
+        child.kill()
+        #expect(throws: ChildProcessError.self) { try child.join(timeout: .seconds(30)) }
+    }
+
+    @Test("async join waits without blocking and supports a timeout", arguments: StartMethod.allCases)
+    func asyncJoin(method: StartMethod) async throws {
+        let sleeper = ChildProcess(Sleep(), startMethod: method)
+        try sleeper.start()
+        #expect(try await sleeper.join(timeout: .milliseconds(100)) == false)
+        sleeper.kill()
+        await #expect(throws: ChildProcessError.self) { try await sleeper.join() }
+
+        let quick = ChildProcess(Sleep(seconds: 0.1), startMethod: method)
+        try quick.start()
+        try await quick.join()
+        #expect(quick.termination == .exited(0))
+    }
+
+    @Test("a type the child cannot find is an error naming the type, not a hang")
+    func unknownType() throws {
+        let child = ChildProcess(unresolvableTypeName: "$s12NoSuchModule9NoSuchTypeVN")
+        try child.start()
+        let error = try #require(throws: ChildProcessError.self) { try child.join(timeout: .seconds(30)) }
+        guard case .couldNotStart(let reason) = error.reason else {
+            Issue.record("expected couldNotStart, got \(error.reason)")
+            return
+        }
+        #expect(reason.contains("$s12NoSuchModule9NoSuchTypeVN"))
+        #expect(error.description.contains("could not start"))
+    }
+
+    @Test("children run at the same time: three 1-second sleeps take far less than 3 seconds")
+    func childrenRunInParallel() throws {
+        let start = ContinuousClock.now
+        let children = (0..<3).map { _ in ChildProcess(Sleep(seconds: 1)) }
+        for child in children { try child.start() }
+        for child in children { try child.join() }
+        // Generous bound: a shared 2-core machine; sequential would be >= 3 s.
+        #expect(ContinuousClock.now - start < .milliseconds(2900))
+    }
+
+    @Test("names default to Process-N and are known inside the child")
+    func names() throws {
+        struct CheckName: ProcessTarget {
+            var expected: String
+            func run() throws {
+                guard CurrentProcess.name == expected, CurrentProcess.isChild else { throw PlainError() }
+            }
+        }
+        let unnamed = ChildProcess(Succeed())
+        #expect(unnamed.name.hasPrefix("Process-"))
+        let child = ChildProcess(CheckName(expected: "custom-name"), name: "custom-name")
+        try child.start()
+        try child.join()
+        #expect(CurrentProcess.name == "MainProcess")
+        #expect(!CurrentProcess.isChild)
+    }
+
+    @Test("a function runs in a child and its output comes back", arguments: StartMethod.allCases)
+    func functionOutput(method: StartMethod) async throws {
+        struct Square: ProcessFunction {
+            var offset: Int
+            func callAsFunction(_ input: [Int]) -> [Int] { input.map { $0 * $0 + offset } }
+        }
+        let output = try await ChildProcess.run(Square(offset: 1), with: [1, 2, 3], startMethod: method)
+        #expect(output == [2, 5, 10])
+    }
+
+    @Test("a large function output does not deadlock the child on its way out")
+    func largeFunctionOutput() async throws {
+        struct Big: ProcessFunction {
+            func callAsFunction(_ count: Int) -> [UInt8] { [UInt8](repeating: 7, count: count) }
+        }
+        let output = try await ChildProcess.run(Big(), with: 8 * 1024 * 1024)
+        #expect(output.count == 8 * 1024 * 1024)
+        #expect(output.allSatisfy { $0 == 7 })
+    }
+
+    @Test("cancelling the task that runs a function kills the child")
+    func cancellationKills() async throws {
+        struct Forever: ProcessFunction {
+            func callAsFunction(_ input: Int) async throws -> Int {
+                try await Task.sleep(for: .seconds(3600))
+                return input
+            }
+        }
+        let task = Task { try await ChildProcess.run(Forever(), with: 1) }
+        try await Task.sleep(for: .milliseconds(300))
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: (any Error).self) { try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(20))
+    }
+}

@@ -1,0 +1,307 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Testing
+@testable import Multiprocessing
+
+/// Echoes messages until the other end closes.
+struct Echo: ProcessTarget {
+    let connection: Connection<String>
+    func run() throws {
+        while true {
+            let message: String
+            do {
+                message = try connection.receive()
+            } catch ConnectionError.endOfStream {
+                return
+            }
+            try connection.send(message.uppercased())
+        }
+    }
+}
+
+/// Sends a few messages, then exits (closing its end).
+struct SendThenExit: ProcessTarget {
+    let connection: SendingConnection<Int>
+    var count: Int
+    func run() throws {
+        for number in 0..<count { try connection.send(number) }
+    }
+}
+
+/// Writes the first part of a message, then waits to be killed.
+struct HalfAMessage: ProcessTarget {
+    let connection: SendingConnection<[UInt8]>
+    func run() async throws {
+        var header = FrameHeader(length: 1000, descriptorCount: 0).bytes
+        header += [UInt8](repeating: 1, count: 100)
+        _ = header.withUnsafeBytes { write(connection.stream.rawDescriptor.rawValue, $0.baseAddress, $0.count) }
+        try await Task.sleep(for: .seconds(3600))
+    }
+}
+
+/// Writes raw bytes on a descriptor (to forge broken frames).
+func writeRaw(_ bytes: [UInt8], to stream: MessageStream) {
+    _ = bytes.withUnsafeBytes { write(stream.rawDescriptor.rawValue, $0.baseAddress, $0.count) }
+}
+
+@Suite("Connections", .timeLimit(.minutes(1)))
+struct ConnectionTests {
+    @Test("messages cross a pair in both directions, boundaries kept")
+    func duplexInProcess() throws {
+        let (a, b) = try Connection<[String]>.pair()
+        try a.send(["one", "two"])
+        try a.send([])
+        try b.send(["back"])
+        #expect(try b.receive() == ["one", "two"])
+        #expect(try b.receive() == [])
+        #expect(try a.receive() == ["back"])
+    }
+
+    @Test("a connection end stored in a target works in the child", arguments: StartMethod.allCases)
+    func endTravelsToChild(method: StartMethod) throws {
+        let (mine, theirs) = try Connection<String>.pair()
+        let child = ChildProcess(Echo(connection: theirs), startMethod: method)
+        try child.start()
+        #expect(theirs.isClosed, "the end given to the child moves: this copy is closed")
+        for word in ["hello", "", "wörld"] {
+            try mine.send(word)
+            #expect(try mine.receive() == word.uppercased())
+        }
+        mine.close()
+        try child.join()
+    }
+
+    @Test("messages sent before the peer exited arrive, then end of stream, never a hang")
+    func endOfStreamAfterExit() throws {
+        let (receiver, sender) = try Connection<Int>.oneWayPair()
+        let child = ChildProcess(SendThenExit(connection: sender, count: 5))
+        try child.start()
+        try child.join()
+        for number in 0..<5 { #expect(try receiver.receive() == number) }
+        #expect(throws: ConnectionError.self) { try receiver.receive() }
+        #expect(try receiver.poll(timeout: .zero), "poll is true at end of stream: receive will not block")
+    }
+
+    @Test("a peer that dies in the middle of a message is a clear error")
+    func peerDiesMidMessage() throws {
+        let (receiver, sender) = try Connection<[UInt8]>.oneWayPair()
+        let child = ChildProcess(HalfAMessage(connection: sender))
+        try child.start()
+        #expect(try receiver.poll(timeout: .seconds(30)) == false || true)
+        child.kill()
+        _ = try? child.join()
+        do {
+            _ = try receiver.receive()
+            Issue.record("expected an error")
+        } catch ConnectionError.peerClosedMidMessage(let expected, let received) {
+            #expect(expected == 1000)
+            #expect(received == 100)
+        }
+    }
+
+    @Test("a receive blocked on a peer that is killed ends with end of stream", arguments: StartMethod.allCases)
+    func blockedReceiveSeesDeath(method: StartMethod) async throws {
+        let (mine, theirs) = try Connection<String>.pair()
+        let child = ChildProcess(Echo(connection: theirs), startMethod: method)
+        try child.start()
+        Task {
+            try await Task.sleep(for: .milliseconds(200))
+            child.kill()
+        }
+        await #expect(throws: ConnectionError.self) { _ = try await mine.receive() }
+        _ = try? await child.join()
+        #expect(throws: ConnectionError.self) { try mine.send("anyone?") }
+    }
+
+    @Test("one-way ends carry messages from sender to receiver")
+    func oneWay() throws {
+        let (receiver, sender) = try Connection<Double>.oneWayPair()
+        try sender.send(2.5)
+        #expect(try receiver.receive() == 2.5)
+        sender.close()
+        #expect(throws: ConnectionError.self) { try receiver.receive() }
+    }
+
+    @Test("a 16 MiB message round-trips intact")
+    func largeMessage() throws {
+        let (mine, theirs) = try Connection<[UInt8]>.pair()
+        struct Reflect: ProcessTarget {
+            let connection: Connection<[UInt8]>
+            func run() throws { try connection.send(try connection.receive()) }
+        }
+        let child = ChildProcess(Reflect(connection: theirs))
+        try child.start()
+        let big = (0..<(16 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try mine.send(big)
+        #expect(try mine.receive() == big)
+        try child.join()
+    }
+
+    @Test("raw bytes: an empty message is a message; a small buffer is an error that keeps the message")
+    func rawBytes() throws {
+        let (a, b) = try Connection<String>.pair()
+        try a.sendBytes([])
+        try a.sendBytes([1, 2, 3, 4, 5])
+        #expect(try b.receiveBytes() == [])
+        var small = [UInt8](repeating: 0, count: 3)
+        do {
+            _ = try small.withUnsafeMutableBytes { try b.receiveBytes(into: $0) }
+            Issue.record("expected bufferTooSmall")
+        } catch ConnectionError.bufferTooSmall(let needed, let message) {
+            #expect(needed == 5)
+            #expect(message == [1, 2, 3, 4, 5])
+        }
+        try a.sendBytes([9, 8])
+        let count = try small.withUnsafeMutableBytes { try b.receiveBytes(into: $0) }
+        #expect(count == 2)
+        #expect(small[0..<2] == [9, 8])
+    }
+
+    @Test("timeouts: zero or negative return at once; a timed receive returns nil")
+    func timeouts() throws {
+        let (a, b) = try Connection<Int>.pair()
+        var start = ContinuousClock.now
+        #expect(try b.poll() == false)
+        #expect(try b.poll(timeout: .seconds(-5)) == false)
+        #expect(ContinuousClock.now - start < .milliseconds(500))
+        start = ContinuousClock.now
+        #expect(try b.poll(timeout: .milliseconds(150)) == false)
+        #expect(ContinuousClock.now - start >= .milliseconds(150))
+        #expect(try b.receive(timeout: .milliseconds(50)) == nil)
+        try a.send(42)
+        #expect(try b.poll(timeout: .seconds(5)))
+        #expect(try b.receive(timeout: .seconds(5)) == 42)
+    }
+
+    @Test("garbage on the wire is a clear error, and stays one")
+    func garbage() throws {
+        let (a, b) = try Connection<Int>.pair()
+        writeRaw([0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 0, 1, 2, 3], to: a.stream)
+        #expect(throws: WireError.self) { try b.receive() }
+        #expect(throws: WireError.self) { try b.receive() }
+    }
+
+    @Test("an unsupported version is refused")
+    func badVersion() throws {
+        let (a, b) = try Connection<Int>.pair()
+        var header = FrameHeader(length: 0, descriptorCount: 0).bytes
+        header[2] = 99
+        writeRaw(header, to: a.stream)
+        do {
+            _ = try b.receive()
+            Issue.record("expected an error")
+        } catch WireError.unsupportedVersion(let version) {
+            #expect(version == 99)
+        }
+    }
+
+    @Test("a truncated message followed by the peer closing is reported with the byte counts")
+    func truncated() throws {
+        let (a, b) = try Connection<Int>.pair()
+        writeRaw(FrameHeader(length: 64, descriptorCount: 0).bytes + [1, 2, 3], to: a.stream)
+        a.close()
+        #expect(throws: ConnectionError.self) { try b.receive() }
+    }
+
+    @Test("an oversized message is refused on both sides, and the connection stays usable")
+    func oversized() throws {
+        let (a, b) = try Connection<[UInt8]>.pair(maximumMessageSize: 1024)
+        #expect(throws: WireError.self) { try a.send([UInt8](repeating: 0, count: 4096)) }
+        try a.send([1])
+        #expect(try b.receive() == [1])
+        // A peer that ignores the limit: the receiver skips the message and goes on.
+        writeRaw(FrameHeader(length: 5000, descriptorCount: 0).bytes + [UInt8](repeating: 9, count: 5000), to: a.stream)
+        try a.send([2])
+        do {
+            _ = try b.receive()
+            Issue.record("expected oversized")
+        } catch WireError.oversized(let size, let limit) {
+            #expect(size == 5000)
+            #expect(limit == 1024)
+        }
+        #expect(try b.receive() == [2])
+    }
+
+    @Test("a message of the wrong type is a descriptive error")
+    func wrongType() throws {
+        let (a, b) = try Connection<String>.pair()
+        try a.send("not a number")
+        let numbers = Connection<[Int]>(stream: b.stream)
+        #expect(throws: WireError.self) { try numbers.receive() }
+    }
+
+    @Test("a closed end throws closed")
+    func closedEnd() throws {
+        let (a, _) = try Connection<Int>.pair()
+        a.close()
+        a.close()
+        #expect(a.isClosed)
+        #expect(throws: ConnectionError.self) { try a.send(1) }
+        #expect(throws: ConnectionError.self) { try a.receive() }
+    }
+
+    @Test("async send and receive, with a timeout")
+    func asyncMessages() async throws {
+        let (a, b) = try Connection<[Int]>.pair()
+        #expect(try await b.receive(timeout: .milliseconds(50)) == nil)
+        async let received = b.receive()
+        try await a.send(Array(0..<100_000))
+        #expect(try await received == Array(0..<100_000))
+    }
+
+    @Test("an async sender of a message larger than the socket buffer never blocks a thread")
+    func asyncLargeSend() async throws {
+        let (a, b) = try Connection<[UInt8]>.pair()
+        let big = [UInt8](repeating: 3, count: 4 * 1024 * 1024)
+        async let sent: Void = a.send(big)
+        let got = try await b.receive()
+        try await sent
+        #expect(got == big)
+    }
+
+    @Test("two threads receiving on one end each get whole messages, each message once")
+    func concurrentReaders() async throws {
+        let (a, b) = try Connection<[Int]>.pair()
+        let total = 400
+        let seen = Mutex<[Int]>([])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    while true {
+                        let message: [Int]
+                        do { message = try await b.receive() } catch ConnectionError.endOfStream { return }
+                        // Sizes vary so that messages straddle reads.
+                        guard message.count == message.first! % 37 + 1, message.allSatisfy({ $0 == message[0] }) else {
+                            throw PlainError()
+                        }
+                        seen.withLock { $0.append(message[0]) }
+                    }
+                }
+            }
+            for number in 0..<total {
+                try a.send([Int](repeating: number, count: number % 37 + 1))
+            }
+            a.close()
+            try await group.waitForAll()
+        }
+        #expect(seen.withLock { $0.sorted() } == Array(0..<total))
+    }
+
+    @Test("a connection end cannot be encoded by another encoder")
+    func onlyTheLibraryEncodesHandles() throws {
+        let (a, _) = try Connection<Int>.pair()
+        #expect(throws: (any Error).self) { try BinaryEncoder().encode(a) }
+    }
+
+    @Test("a receiving end cannot be decoded as a sending end")
+    func directionIsChecked() throws {
+        let (receiver, _) = try Connection<Int>.oneWayPair()
+        let (frame, outbox) = try MessageStream.encodeFrame(receiver)
+        let decoded = Frame(payload: Array(frame[FrameHeader.size...]), descriptors: outbox.descriptors.map {
+            FileDescriptorCopy.duplicate($0)
+        })
+        #expect(throws: WireError.self) { try MessageStream.decode(SendingConnection<Int>.self, from: decoded) }
+    }
+}

@@ -1,0 +1,173 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import Multiprocessing
+
+/// Reports the descriptors open in the child (number → target) over a connection.
+struct ReportDescriptors: ProcessTarget {
+    let results: SendingConnection<[Int32: String]>
+    func run() throws { try results.send(openDescriptors()) }
+}
+
+/// Starts `count` sleeping grandchildren, reports their pids, then sleeps until killed.
+struct StartGrandchildren: ProcessTarget {
+    var count: Int
+    var method: StartMethod
+    let results: SendingConnection<[Int32]>
+    func run() async throws {
+        var pids: [Int32] = []
+        var children: [ChildProcess] = []
+        for _ in 0..<count {
+            let child = ChildProcess(Sleep(), startMethod: method)
+            try child.start()
+            children.append(child)
+            pids.append(child.pid!)
+        }
+        try results.send(pids)
+        try await Task.sleep(for: .seconds(3600))
+        _ = children
+    }
+}
+
+/// Runs a round of the library's features in this (child) process, then checks that it
+/// left no descriptor and no child behind. Runs in a child so that tests running in
+/// parallel in the test process cannot disturb the count.
+struct LeakCheck: ProcessTarget {
+    func run() async throws {
+        let before = openDescriptors()
+        for method in StartMethod.allCases {
+            let (mine, theirs) = try Connection<String>.pair()
+            struct Echo: ProcessTarget {
+                let connection: Connection<String>
+                func run() throws { try connection.send(try connection.receive().uppercased()) }
+            }
+            let echo = ChildProcess(Echo(connection: theirs), startMethod: method)
+            try echo.start()
+            try mine.send("ping")
+            guard try mine.receive() == "PING" else { throw PlainError() }
+            try echo.join()
+            mine.close()
+
+            let failing = ChildProcess(ThrowPlain(), startMethod: method)
+            try failing.start()
+            _ = try? failing.join()
+            let killed = ChildProcess(Sleep(), startMethod: method)
+            try killed.start()
+            killed.kill()
+            _ = try? await killed.join()
+            _ = try await ChildProcess.run(Double2(), with: 2, startMethod: method)
+        }
+        // A ChildProcess dropped while its child runs: the child is reaped when it ends.
+        do {
+            let dropped = ChildProcess(Sleep(seconds: 0.2))
+            try dropped.start()
+        }
+        try await Task.sleep(for: .seconds(1))
+        let after = openDescriptors()
+        // The fork server (started above) keeps its control socket open for later use.
+        let leaked = after.filter { before[$0.key] == nil && $0.key != after.keys.max() }
+        var problems: [String] = []
+        if after.count > before.count + 1 { problems.append("descriptors leaked: \(leaked)") }
+        let children = childProcesses()
+        let zombies = children.filter { (try? readFile("/proc/\($0)/stat"))?.contains(") Z ") == true }
+        if !zombies.isEmpty { problems.append("zombie children: \(zombies)") }
+        // The fork server is the one child allowed to stay.
+        if children.count > 1 { problems.append("children left: \(children)") }
+        if ChildRegistry.shared.count != 0 { problems.append("registry still holds \(ChildRegistry.shared.count)") }
+        if !problems.isEmpty { throw LeakError(problems: problems) }
+    }
+}
+
+struct Double2: ProcessFunction {
+    func callAsFunction(_ input: Int) -> Int { input * 2 }
+}
+
+struct LeakError: Error, Codable, CustomStringConvertible {
+    var problems: [String]
+    var description: String { problems.joined(separator: "; ") }
+}
+
+@Suite("Isolation: descriptors, parent death, leaks", .timeLimit(.minutes(1)))
+struct IsolationTests {
+    @Test("no descriptor leaks into a child beyond those passed on purpose", arguments: StartMethod.allCases)
+    func noDescriptorLeak(method: StartMethod) throws {
+        // A descriptor opened *without* close-on-exec: posix_spawn's closefrom must still
+        // keep it out of the child.
+        var fds: [Int32] = [-1, -1]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let leakyTarget = openDescriptors()[fds[0]]!
+
+        let (receiver, sender) = try Connection<[Int32: String]>.oneWayPair()
+        let child = ChildProcess(ReportDescriptors(results: sender), startMethod: method)
+        try child.start()
+        let seen = try receiver.receive()
+        try child.join()
+        #expect(!seen.values.contains(leakyTarget), "the child inherited \(leakyTarget)")
+        // stdin, stdout, stderr, the bootstrap socket and the connection end it was given;
+        // the Swift runtime may open a few of its own (eventfd, epoll) — none are pipes or
+        // sockets other than those two.
+        let sockets = seen.filter { $0.value.hasPrefix("socket:") }
+        #expect(sockets.count == 2, "unexpected sockets in the child: \(seen)")
+        #expect(!seen.values.contains { $0.hasPrefix("pipe:") }, "a pipe leaked into the child: \(seen)")
+    }
+
+    @Test("children share the parent's stdout and stderr")
+    func sharedStandardStreams() throws {
+        let (receiver, sender) = try Connection<[Int32: String]>.oneWayPair()
+        let child = ChildProcess(ReportDescriptors(results: sender))
+        try child.start()
+        let seen = try receiver.receive()
+        try child.join()
+        let mine = openDescriptors()
+        #expect(seen[1] == mine[1])
+        #expect(seen[2] == mine[2])
+    }
+
+    @Test(
+        "when a parent is killed with SIGKILL its children are gone within a second",
+        arguments: StartMethod.allCases)
+    func childrenDieWithParent(method: StartMethod) throws {
+        let (receiver, sender) = try Connection<[Int32]>.oneWayPair()
+        let parent = ChildProcess(StartGrandchildren(count: 2, method: method, results: sender))
+        try parent.start()
+        let grandchildren = try #require(try receiver.receive(timeout: .seconds(30)))
+        #expect(grandchildren.count == 2)
+        #expect(grandchildren.allSatisfy { !processIsGone($0) })
+        parent.kill()
+        #expect(throws: ChildProcessError.self) { try parent.join() }
+        #expect(eventually(within: .seconds(1)) { grandchildren.allSatisfy(processIsGone) })
+    }
+
+    @Test("a run of every feature leaves no descriptor, zombie or child behind")
+    func noLeaks() throws {
+        let child = ChildProcess(LeakCheck())
+        try child.start()
+        try child.join()
+    }
+
+    @Test("at exit, daemon children are terminated and the others are waited for")
+    func exitSemantics() throws {
+        struct Parent: ProcessTarget {
+            let results: SendingConnection<[Int32]>
+            func run() throws {
+                let daemon = ChildProcess(Sleep(), isDaemon: true)
+                let worker = ChildProcess(Sleep(seconds: 0.5))
+                try daemon.start()
+                try worker.start()
+                try results.send([daemon.pid!, worker.pid!])
+                // Returns without joining: exit must end the daemon and wait for the worker.
+            }
+        }
+        let (receiver, sender) = try Connection<[Int32]>.oneWayPair()
+        let parent = ChildProcess(Parent(results: sender))
+        try parent.start()
+        let pids = try receiver.receive()
+        let start = ContinuousClock.now
+        try parent.join()
+        // The parent waited for the 0.5 s worker (not for the hour-long daemon).
+        #expect(ContinuousClock.now - start >= .milliseconds(300))
+        #expect(eventually(within: .seconds(2)) { pids.allSatisfy(processIsGone) })
+    }
+}
