@@ -4,6 +4,37 @@ import Glibc
 import Testing
 @testable import Multiprocessing
 
+struct Check: ProcessTarget {
+    var text: String
+    var numbers: [Double]
+    func run() throws {
+        guard text == "héllo", numbers == [1.5, -2, .infinity] else { throw PlainError() }
+    }
+}
+
+struct CheckName: ProcessTarget {
+    var expected: String
+    func run() throws {
+        guard CurrentProcess.name == expected, CurrentProcess.isChild else { throw PlainError() }
+    }
+}
+
+struct Square: ProcessFunction {
+    var offset: Int
+    func callAsFunction(_ input: [Int]) -> [Int] { input.map { $0 * $0 + offset } }
+}
+
+struct Big: ProcessFunction {
+    func callAsFunction(_ count: Int) -> [UInt8] { [UInt8](repeating: 7, count: count) }
+}
+
+struct Forever: ProcessFunction {
+    func callAsFunction(_ input: Int) async throws -> Int {
+        try await Task.sleep(for: .seconds(3600))
+        return input
+    }
+}
+
 @Suite("Child processes", .timeLimit(.minutes(1)))
 struct ChildProcessTests {
     @Test("a child runs its target and exits with status 0", arguments: StartMethod.allCases)
@@ -22,13 +53,6 @@ struct ChildProcessTests {
 
     @Test("a target's stored properties travel to the child", arguments: StartMethod.allCases)
     func argumentsTravel(method: StartMethod) throws {
-        struct Check: ProcessTarget {
-            var text: String
-            var numbers: [Double]
-            func run() throws {
-                guard text == "héllo", numbers == [1.5, -2, .infinity] else { throw PlainError() }
-            }
-        }
         let child = ChildProcess(Check(text: "héllo", numbers: [1.5, -2, .infinity]), startMethod: method)
         try child.start()
         try child.join()
@@ -132,6 +156,22 @@ struct ChildProcessTests {
         #expect(quick.termination == .exited(0))
     }
 
+    @Test("a type declared inside a function is refused at start, in the parent, with a clear error")
+    func localTypeIsRefused() throws {
+        struct Local: ProcessTarget {
+            func run() {}
+        }
+        let child = ChildProcess(Local())
+        do {
+            try child.start()
+            Issue.record("expected an error")
+        } catch WireError.unencodable(let reason, _) {
+            #expect(reason.contains("Local"))
+            #expect(reason.contains("file scope"))
+        }
+        #expect(child.pid == nil)
+    }
+
     @Test("a type the child cannot find is an error naming the type, not a hang")
     func unknownType() throws {
         let child = ChildProcess(unresolvableTypeName: "$s12NoSuchModule9NoSuchTypeVN")
@@ -157,12 +197,6 @@ struct ChildProcessTests {
 
     @Test("names default to Process-N and are known inside the child")
     func names() throws {
-        struct CheckName: ProcessTarget {
-            var expected: String
-            func run() throws {
-                guard CurrentProcess.name == expected, CurrentProcess.isChild else { throw PlainError() }
-            }
-        }
         let unnamed = ChildProcess(Succeed())
         #expect(unnamed.name.hasPrefix("Process-"))
         let child = ChildProcess(CheckName(expected: "custom-name"), name: "custom-name")
@@ -174,19 +208,12 @@ struct ChildProcessTests {
 
     @Test("a function runs in a child and its output comes back", arguments: StartMethod.allCases)
     func functionOutput(method: StartMethod) async throws {
-        struct Square: ProcessFunction {
-            var offset: Int
-            func callAsFunction(_ input: [Int]) -> [Int] { input.map { $0 * $0 + offset } }
-        }
         let output = try await ChildProcess.run(Square(offset: 1), with: [1, 2, 3], startMethod: method)
         #expect(output == [2, 5, 10])
     }
 
     @Test("a large function output does not deadlock the child on its way out")
     func largeFunctionOutput() async throws {
-        struct Big: ProcessFunction {
-            func callAsFunction(_ count: Int) -> [UInt8] { [UInt8](repeating: 7, count: count) }
-        }
         let output = try await ChildProcess.run(Big(), with: 8 * 1024 * 1024)
         #expect(output.count == 8 * 1024 * 1024)
         #expect(output.allSatisfy { $0 == 7 })
@@ -194,12 +221,6 @@ struct ChildProcessTests {
 
     @Test("cancelling the task that runs a function kills the child")
     func cancellationKills() async throws {
-        struct Forever: ProcessFunction {
-            func callAsFunction(_ input: Int) async throws -> Int {
-                try await Task.sleep(for: .seconds(3600))
-                return input
-            }
-        }
         let task = Task { try await ChildProcess.run(Forever(), with: 1) }
         try await Task.sleep(for: .milliseconds(300))
         let start = ContinuousClock.now

@@ -46,6 +46,11 @@ func writeRaw(_ bytes: [UInt8], to stream: MessageStream) {
     _ = bytes.withUnsafeBytes { write(stream.rawDescriptor.rawValue, $0.baseAddress, $0.count) }
 }
 
+struct Reflect: ProcessTarget {
+    let connection: Connection<[UInt8]>
+    func run() throws { try connection.send(try connection.receive()) }
+}
+
 @Suite("Connections", .timeLimit(.minutes(1)))
 struct ConnectionTests {
     @Test("messages cross a pair in both directions, boundaries kept")
@@ -127,10 +132,6 @@ struct ConnectionTests {
     @Test("a 16 MiB message round-trips intact")
     func largeMessage() throws {
         let (mine, theirs) = try Connection<[UInt8]>.pair()
-        struct Reflect: ProcessTarget {
-            let connection: Connection<[UInt8]>
-            func run() throws { try connection.send(try connection.receive()) }
-        }
         let child = ChildProcess(Reflect(connection: theirs))
         try child.start()
         let big = (0..<(16 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
@@ -265,7 +266,8 @@ struct ConnectionTests {
     func concurrentReaders() async throws {
         let (a, b) = try Connection<[Int]>.pair()
         let total = 400
-        let seen = Mutex<[Int]>([])
+        final class Seen: Sendable { let numbers = Mutex<[Int]>([]) }
+        let seen = Seen()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<2 {
                 group.addTask {
@@ -276,17 +278,17 @@ struct ConnectionTests {
                         guard message.count == message.first! % 37 + 1, message.allSatisfy({ $0 == message[0] }) else {
                             throw PlainError()
                         }
-                        seen.withLock { $0.append(message[0]) }
+                        seen.numbers.withLock { $0.append(message[0]) }
                     }
                 }
             }
             for number in 0..<total {
-                try a.send([Int](repeating: number, count: number % 37 + 1))
+                try await a.send([Int](repeating: number, count: number % 37 + 1))
             }
             a.close()
             try await group.waitForAll()
         }
-        #expect(seen.withLock { $0.sorted() } == Array(0..<total))
+        #expect(seen.numbers.withLock { $0.sorted() } == Array(0..<total))
     }
 
     @Test("a connection end cannot be encoded by another encoder")

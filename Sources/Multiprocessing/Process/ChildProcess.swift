@@ -87,6 +87,7 @@ public final class ChildProcess: Sendable {
     }
 
     private let encodeWork: @Sendable () throws -> (frame: [UInt8], outbox: DescriptorOutbox)
+    private var checksTypeName: Bool { name != "Process-unresolvable" }
 
     /// An internal door for tests: a child asked to run a type name that does not exist.
     init(unresolvableTypeName: String) {
@@ -123,6 +124,7 @@ public final class ChildProcess: Sendable {
     /// - Precondition: the process was not started before.
     public func start() throws {
         var message = try prepare()
+        if checksTypeName { try Self.checkFindable(message) }
         var (payloadFrame, outbox) = try encodeWork()
         message.payload = Array(payloadFrame[FrameHeader.size...])
         payloadFrame = []
@@ -155,6 +157,17 @@ public final class ChildProcess: Sendable {
             // The child died before reading its work; join() reports how it ended.
         }
         outbox.closeMoved()
+    }
+
+    /// Fails early, in this process, for a type the child could never find by name: a
+    /// type declared inside a function has a mangled name that points into this process's
+    /// memory ("unknown context at $…"), which means nothing in another process.
+    private static func checkFindable(_ message: StartMessage) throws {
+        if message.typeName.isEmpty || _typeByName(message.typeName) == nil || message.typeName.contains("$") {
+            throw WireError.unencodable(
+                "\(message.readableTypeName) cannot be found by name in another process: declare it at file "
+                    + "scope or inside a named type, not inside a function", codingPath: "")
+        }
     }
 
     // MARK: Facts

@@ -1,5 +1,5 @@
 /// How a child process comes to life (Python's start methods).
-public enum StartMethod: String, Sendable, Hashable, CaseIterable {
+public enum StartMethod: String, Sendable, Hashable, CaseIterable, Codable {
     /// A fresh copy of this program's binary, started with `posix_spawn`: safe in any
     /// program, a few milliseconds per child. The default.
     case spawn

@@ -33,20 +33,36 @@ enum _BinaryPathComponent {
 /// While the value that created a container is being coded, the stack's first `depth`
 /// components cannot change (nested values push and pop above them), so the prefix is a
 /// faithful, free record of the path. `extra` is empty except for nested containers and
-/// super encoders/decoders, which are rare enough to pay for a small array.
+/// super encoders/decoders, which are rare enough to pay for a small allocation. It is
+/// boxed in an optional reference rather than stored as an array so that copying a spot
+/// (the standard library's container boxes copy the container for every call) retains
+/// nothing in the common case.
 struct _BinaryPathSpot {
     var depth: Int
-    var extra: [_BinaryPathComponent]
+    private var extraComponents: _BinaryPathExtra?
 
-    init(depth: Int, extra: [_BinaryPathComponent] = []) {
+    init(depth: Int) {
         self.depth = depth
-        self.extra = extra
+        self.extraComponents = nil
     }
+
+    private init(depth: Int, extra: [_BinaryPathComponent]) {
+        self.depth = depth
+        self.extraComponents = _BinaryPathExtra(extra)
+    }
+
+    var extra: [_BinaryPathComponent] { extraComponents?.components ?? [] }
 
     /// The spot of a nested container or super coder one component below this one.
     func appending(_ component: _BinaryPathComponent) -> _BinaryPathSpot {
         _BinaryPathSpot(depth: depth, extra: extra + [component])
     }
+}
+
+/// The components of a path spot beyond the stack prefix.
+final class _BinaryPathExtra {
+    let components: [_BinaryPathComponent]
+    init(_ components: [_BinaryPathComponent]) { self.components = components }
 }
 
 /// The coding key this codec invents: array positions (`"Index 3"`, like Foundation's
@@ -94,14 +110,15 @@ extension _BinaryPathTracking {
         _ spot: _BinaryPathSpot, _ last: _BinaryPathComponent?, _ body: () throws -> R
     ) rethrows -> R {
         if path.count == spot.depth {
-            if spot.extra.isEmpty {
+            let extra = spot.extra
+            if extra.isEmpty {
                 guard let last else { return try body() }
                 path.append(last)
                 defer { path.removeLast(Swift.min(1, path.count)) }
                 return try body()
             }
-            let pushed = spot.extra.count + (last == nil ? 0 : 1)
-            path.append(contentsOf: spot.extra)
+            let pushed = extra.count + (last == nil ? 0 : 1)
+            path.append(contentsOf: extra)
             if let last { path.append(last) }
             defer { path.removeLast(Swift.min(pushed, path.count)) }
             return try body()

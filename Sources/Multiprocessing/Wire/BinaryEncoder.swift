@@ -67,13 +67,20 @@ final class _BinaryEncoderImpl: Encoder, _BinaryPathTracking {
     /// the same depth, so nothing is sent that the peer would reject.
     static let maximumDepth = 512
 
-    private var storage: UnsafeMutableRawPointer
-    private var capacity: Int
+    // The mutable state below is touched for every value written. Swift checks exclusive
+    // access to a class's stored properties at run time (SE-0176), which costs more than
+    // the writes themselves here; `@exclusivity(unchecked)` (SE-0176's opt-out) drops the
+    // check. That is sound because every access is a short, non-overlapping read or
+    // assignment inside this codec (no property is passed `inout` across a call that could
+    // reach it again), and an encoding run is confined to the calling thread.
+    @exclusivity(unchecked) private var storage: UnsafeMutableRawPointer
+    @exclusivity(unchecked) private var capacity: Int
     /// Bytes written so far; lowering it discards what was written after that point.
-    var count = 0
-    var path: [_BinaryPathComponent] = []
+    @exclusivity(unchecked) var count = 0
+    @exclusivity(unchecked) var path: [_BinaryPathComponent] = []
     let userInfo: [CodingUserInfoKey: Any]
-    private var depth = 0
+    @exclusivity(unchecked) private var depth = 0
+    @exclusivity(unchecked) private var ordinaryTypes = _BinaryOrdinaryTypeCache()
     /// An error found in a method that cannot throw (a container's count overflowing while
     /// `nestedContainer` was creating an element); reported when encoding finishes.
     private var deferredError: WireError?
@@ -135,7 +142,7 @@ final class _BinaryEncoderImpl: Encoder, _BinaryPathTracking {
     func encodeComposite<T: Encodable>(_ value: T) throws {
         let start = count
         do {
-            if let special = T.self as? any _BinaryEncodingSpecial.Type {
+            if let special = specialType(T.self) {
                 try encodeSpecial(special, value)
             } else {
                 guard depth < Self.maximumDepth else {
@@ -158,6 +165,17 @@ final class _BinaryEncoderImpl: Encoder, _BinaryPathTracking {
             count = start
             throw error
         }
+    }
+
+    /// `T`'s fast-path conformance, if it has one. Types without one are remembered, so
+    /// an array of structs pays for the conformance lookup once, not per element.
+    @inline(__always)
+    private func specialType<T>(_ type: T.Type) -> (any _BinaryEncodingSpecial.Type)? {
+        let id = ObjectIdentifier(T.self)
+        if ordinaryTypes.contains(id) { return nil }
+        if let special = T.self as? any _BinaryEncodingSpecial.Type { return special }
+        ordinaryTypes.insert(id)
+        return nil
     }
 
     private func encodeSpecial<S: _BinaryEncodingSpecial, T>(_: S.Type, _ value: T) throws {

@@ -50,6 +50,30 @@ extension Int: _BinaryTrivialElement {}
 extension Float: _BinaryTrivialElement {}
 extension Double: _BinaryTrivialElement {}
 
+/// The last few types found to have no fast path, so that coding many values of one
+/// type (the elements of an array of structs) does not repeat the runtime's conformance
+/// lookup, a hash-table search, for each of them.
+struct _BinaryOrdinaryTypeCache {
+    private var entries: (ObjectIdentifier?, ObjectIdentifier?, ObjectIdentifier?, ObjectIdentifier?) =
+        (nil, nil, nil, nil)
+    private var next = 0
+
+    @inline(__always)
+    func contains(_ id: ObjectIdentifier) -> Bool {
+        entries.0 == id || entries.1 == id || entries.2 == id || entries.3 == id
+    }
+
+    mutating func insert(_ id: ObjectIdentifier) {
+        switch next {
+        case 0: entries.0 = id
+        case 1: entries.1 = id
+        case 2: entries.2 = id
+        default: entries.3 = id
+        }
+        next = (next + 1) & 3
+    }
+}
+
 // MARK: - Optional
 
 extension Optional: _BinaryEncodingSpecial where Wrapped: Encodable {
