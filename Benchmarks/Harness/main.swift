@@ -207,13 +207,15 @@ var arguments = CommandLine.arguments.dropFirst()
 var size = Size(tiny: false)
 var jsonPath: String?
 var only: String?
+var swiftOnly = false
 while let argument = arguments.popFirst() {
     switch argument {
     case "--size": size.tiny = arguments.popFirst() == "tiny"
     case "--json": jsonPath = arguments.popFirst()
     case "--only": only = arguments.popFirst()
+    case "--swift-only": swiftOnly = true
     default:
-        printError("usage: mp-benchmarks [--size tiny|full] [--json FILE] [--only NAME]")
+        printError("usage: mp-benchmarks [--size tiny|full] [--json FILE] [--only NAME] [--swift-only]")
         exit(2)
     }
 }
@@ -261,8 +263,8 @@ var rows: [Row] = []
 for workload in workloads where only == nil || only == workload.name {
     printError("running \(workload.name) (\(sizeName))…")
     let swift = try workload.measure()
-    let python = counterpart(["python3", pythonScript, workload.python, "--size", sizeName])
-    let floor = workload.floor.flatMap { counterpart([floorBinary, $0, "--size", sizeName]) }
+    let python = swiftOnly ? nil : counterpart(["python3", pythonScript, workload.python, "--size", sizeName])
+    let floor = swiftOnly ? nil : workload.floor.flatMap { counterpart([floorBinary, $0, "--size", sizeName]) }
     rows.append(
         Row(
             name: workload.name, unit: workload.unit, swift: swift, python: python, floor: floor,

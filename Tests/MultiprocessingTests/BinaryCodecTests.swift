@@ -73,6 +73,71 @@ private struct Everything: Codable, Equatable {
     var uint128: UInt128
 }
 
+/// No stored properties: the synthesized `encode(to:)` opens an empty keyed container,
+/// the synthesized `init(from:)` reads nothing.
+private struct Nothing: Codable, Equatable {}
+
+private struct HoldsNothing: Codable, Equatable {
+    var before: Int8
+    var nothing: Nothing
+    var maybe: Nothing?
+    var list: [Nothing]
+    var after: Int8
+}
+
+private class EmptyBase: Codable {
+    init() {}
+}
+
+/// A subclass whose superclass has nothing to store.
+private final class OverEmptyBase: EmptyBase {
+    var value: Int8
+
+    enum CodingKeys: String, CodingKey { case value }
+
+    init(value: Int8) {
+        self.value = value
+        super.init()
+    }
+
+    required init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        value = try container.decode(Int8.self, forKey: .value)
+        try super.init(from: container.superDecoder())
+    }
+
+    override func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(value, forKey: .value)
+        try super.encode(to: container.superEncoder())
+    }
+}
+
+/// Like `OverEmptyBase`, but the superclass's entry comes first.
+private final class SuperFirst: EmptyBase {
+    var value: Int8
+
+    enum CodingKeys: String, CodingKey { case value }
+
+    init(value: Int8) {
+        self.value = value
+        super.init()
+    }
+
+    required init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let superDecoder = try container.superDecoder()
+        value = try container.decode(Int8.self, forKey: .value)
+        try super.init(from: superDecoder)
+    }
+
+    override func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try super.encode(to: container.superEncoder())
+        try container.encode(value, forKey: .value)
+    }
+}
+
 /// Recursive, so hostile input could try to nest it without bound.
 private indirect enum Tree: Codable, Equatable {
     case leaf(Int)
@@ -523,6 +588,20 @@ struct BinaryCodecTests {
         for priority in Priority.allCases { #expect(try roundTrip(priority) == priority) }
         #expect(try encoded(Planet.earth) == encoded("blue marble"))
         #expect(try encoded(Priority.high) == encoded(100))
+    }
+
+    @Test("A type without stored properties round-trips wherever it appears")
+    func emptyTypes() throws {
+        #expect(try encoded(Nothing()) == [0, 0, 0, 0])
+        #expect(try roundTrip(Nothing()) == Nothing())
+        #expect(try roundTrip([Nothing(), Nothing()]) == [Nothing(), Nothing()])
+        #expect(try roundTrip(Nothing?.some(Nothing())) == Nothing())
+        let holder = HoldsNothing(before: 1, nothing: Nothing(), maybe: Nothing(), list: [Nothing()], after: 2)
+        #expect(try roundTrip(holder) == holder)
+        #expect(try roundTrip([holder, holder]) == [holder, holder])
+        let subclass = try roundTrip([OverEmptyBase(value: 7), OverEmptyBase(value: 8)])
+        #expect(subclass.map(\.value) == [7, 8])
+        #expect(try roundTrip([SuperFirst(value: 5), SuperFirst(value: 6)]).map(\.value) == [5, 6])
     }
 
     @Test("A recursive type round-trips")

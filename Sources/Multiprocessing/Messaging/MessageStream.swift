@@ -292,8 +292,13 @@ extension MessageStream {
         private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: MessageStream.chunkSize, alignment: 8)
         private var head = 0
         private var tail = 0
-        /// The message whose header has been parsed and whose payload is arriving.
-        private var current: (header: FrameHeader, payload: [UInt8], filled: Int)?
+        /// The message whose header has been parsed and whose payload is arriving: its
+        /// header, its payload array (written in place, so it must stay uniquely referenced:
+        /// a separate stored property, mutated directly, never copied out while filling)
+        /// and how much of it has arrived.
+        private var current: FrameHeader?
+        private var currentPayload: [UInt8] = []
+        private var currentFilled = 0
         /// Whole messages (or the error that replaced one), in arrival order.
         private var ready: [Result<Frame, any Error>] = []
         private var readyHead = 0
@@ -339,8 +344,7 @@ extension MessageStream {
                 }
                 if sawEnd {
                     if let current {
-                        throw ConnectionError.peerClosedMidMessage(
-                            expected: current.header.length, received: current.filled)
+                        throw ConnectionError.peerClosedMidMessage(expected: current.length, received: currentFilled)
                     }
                     if tail > head || discard > 0 {
                         throw ConnectionError.peerClosedMidMessage(expected: FrameHeader.size, received: tail - head)
@@ -360,20 +364,20 @@ extension MessageStream {
                     discard -= dropped
                     if discard > 0 { return }
                 }
-                if current != nil {
-                    let wanted = current!.header.length - current!.filled
-                    let take = min(wanted, tail - head)
+                if let header = current {
+                    let take = min(header.length - currentFilled, tail - head)
                     if take > 0 {
-                        let offset = current!.filled
-                        current!.payload.withUnsafeMutableBytes { payload in
-                            payload.baseAddress!.advanced(by: offset).copyMemory(
-                                from: storage.baseAddress!.advanced(by: head), byteCount: take)
+                        let offset = currentFilled
+                        let source = storage.baseAddress!.advanced(by: head)
+                        currentPayload.withUnsafeMutableBytes { payload in
+                            payload.baseAddress!.advanced(by: offset).copyMemory(from: source, byteCount: take)
                         }
                         head += take
-                        current!.filled += take
+                        currentFilled += take
                     }
-                    guard current!.filled == current!.header.length else { return }
-                    let (header, payload, _) = current!
+                    guard currentFilled == header.length else { return }
+                    let payload = currentPayload
+                    currentPayload = []
                     current = nil
                     ready.append(Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) })
                     continue
@@ -397,8 +401,9 @@ extension MessageStream {
                     ready.append(.failure(WireError.oversized(size: header.length, limit: limit)))
                     continue
                 }
-                let payload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in count = header.length }
-                current = (header, payload, 0)
+                currentPayload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in count = header.length }
+                currentFilled = 0
+                current = header
             }
         }
 
@@ -418,23 +423,19 @@ extension MessageStream {
             if sawEnd { return false }
             var count: Int
             do throws(Errno) {
-                if current != nil, tail == head, current!.header.length - current!.filled > MessageStream.chunkSize {
-                    // Read straight into the message's own array. Move it out of `current`
-                    // first so it stays uniquely referenced (no copy-on-write).
-                    let offset = current!.filled
-                    var payload = current!.payload
-                    self.current!.payload = []
+                if let header = current, tail == head, header.length - currentFilled > MessageStream.chunkSize {
+                    // Read straight into the message's own array.
+                    let offset = currentFilled
                     var result: Result<Int, Errno> = .success(0)
-                    payload.withUnsafeMutableBytes { raw in
+                    currentPayload.withUnsafeMutableBytes { raw in
                         result = Result { () throws(Errno) in
                             try descriptor.receive(
                                 into: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]),
                                 descriptors: &descriptors, nonBlocking: true)
                         }
                     }
-                    self.current!.payload = payload
                     count = try result.get()
-                    self.current!.filled += count
+                    currentFilled += count
                 } else {
                     if head == tail {
                         head = 0

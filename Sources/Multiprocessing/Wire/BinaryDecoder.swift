@@ -67,6 +67,9 @@ public struct BinaryDecoder {
 struct _BinaryKeyedSlot {
     var remaining: Int
     let id: Int
+    /// Where the value behind the container's latest `superDecoder()` starts, until the
+    /// container reads again; -1 when there is none (see `settleSuperValue`).
+    var superValueStart = -1
 }
 
 /// The one `Decoder` of a decoding run: it holds the input, the read position and the
@@ -175,6 +178,10 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
             depth += 1
             defer { depth -= 1 }
             let value = try T(from: self)
+            if slots.count > mark {
+                for slot in mark..<slots.count { settleSuperValue(slot: slot) }
+            }
+            skipUnreadEmptyContainer(valueStart: start)
             try checkAllEntriesRead(since: mark, by: T.self)
             return value
         } catch {
@@ -196,6 +203,39 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     private func decodeSpecial<S: _BinaryDecodingSpecial, T>(_: S.Type, as type: T.Type) throws -> T {
         // `S` is `T` (the cast above succeeded), so this reinterpretation is an identity.
         unsafeBitCast(try S._decodeBinary(from: self), to: T.self)
+    }
+
+    /// Steps over an empty container header (four zero bytes) at `valueStart` if the value
+    /// that starts there read nothing at all.
+    ///
+    /// A type without stored properties gets a synthesized `encode(to:)` that opens an
+    /// empty keyed container, but a synthesized `init(from:)` that never touches the
+    /// decoder. A value takes at least one byte, so a decode that read nothing where an
+    /// empty container was written can only be that case; anything else is left for the
+    /// usual checks to report.
+    @inline(__always)
+    private func skipUnreadEmptyContainer(valueStart: Int) {
+        guard position == valueStart, valueStart >= 0, end &- position >= 4, let base,
+            base.loadUnaligned(fromByteOffset: position, as: UInt32.self) == 0
+        else { return }
+        position &+= 4
+    }
+
+    /// Settles the value behind a keyed container's `superDecoder()` once the container
+    /// reads again or its value ends: if the superclass read nothing (a superclass without
+    /// stored properties), its empty container is stepped over.
+    func settleSuperValue(slot: Int) {
+        guard slot >= 0, slot < slots.count else { return }
+        let start = slots[slot].superValueStart
+        guard start >= 0 else { return }
+        slots[slot].superValueStart = -1
+        skipUnreadEmptyContainer(valueStart: start)
+    }
+
+    /// Records that the value behind `superDecoder()` starts at the current position.
+    func beginSuperValue(slot: Int, id: Int) {
+        guard slot >= 0, slot < slots.count, slots[slot].id == id else { return }
+        slots[slot].superValueStart = position
     }
 
     /// A keyed container the value opened still has entries: the value's type reads
@@ -334,12 +374,30 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
         let start = position
         let length = try readLength(codingPath())
         guard length > 0 else { return "" }
-        guard let string = String(validating: rawBytes(at: position, count: length), as: UTF8.self) else {
+        guard let string = Self.string(validating: rawBytes(at: position, count: length)) else {
             position = start
             throw WireError.invalidData("a string's bytes are not valid UTF-8", codingPath: codingPath())
         }
         position += length
         return string
+    }
+
+    /// The string whose UTF-8 encoding is `bytes`, or nil if they are not valid UTF-8.
+    ///
+    /// ASCII (nearly every string in practice) is checked with a plain loop and handed to
+    /// `String(decoding:)`, which cannot then find anything to repair; the standard
+    /// library's validating initializer goes through an unspecialized generic path that
+    /// costs noticeably more per string.
+    private static func string(validating bytes: UnsafeRawBufferPointer) -> String? {
+        var isASCII = true
+        for byte in bytes where byte >= 0x80 {
+            isASCII = false
+            break
+        }
+        if isASCII {
+            return bytes.withMemoryRebound(to: UInt8.self) { String(decoding: $0, as: UTF8.self) }
+        }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     /// A `UInt32` element count, refused (with the position restored) if `count` elements
@@ -385,7 +443,7 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     func peekKey() -> String? {
         guard let (start, length) = try? locateKey("") else { return nil }
         if length == 0 { return "" }
-        return String(validating: rawBytes(at: start, count: length), as: UTF8.self)
+        return Self.string(validating: rawBytes(at: start, count: length))
     }
 
     /// Consumes the next key, which must be `key`.
@@ -413,6 +471,7 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     /// decoding.
     func entriesRemaining(slot: Int, id: Int) -> Int? {
         guard slot >= 0, slot < slots.count, slots[slot].id == id else { return nil }
+        if slots[slot].superValueStart >= 0 { settleSuperValue(slot: slot) }
         return slots[slot].remaining
     }
 
@@ -601,11 +660,14 @@ struct _BinaryKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProt
         let key = _BinaryCodingKey.super
         try decoder.consumeKey(key.stringValue, entriesRemaining: remaining, decoder.pathString(spot, .key(key)))
         decoder.consumeEntry(slot: slot, id: slotID)
+        decoder.beginSuperValue(slot: slot, id: slotID)
         return _BinarySuperDecoder(decoder: decoder, spot: spot.appending(.key(key)))
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {
-        try entry(key) { _BinarySuperDecoder(decoder: decoder, spot: spot.appending(.key(key))) }
+        let superDecoder = try entry(key) { _BinarySuperDecoder(decoder: decoder, spot: spot.appending(.key(key))) }
+        decoder.beginSuperValue(slot: slot, id: slotID)
+        return superDecoder
     }
 }
 
