@@ -60,6 +60,10 @@ int mp_waitid_pidfd(int pidfd, int options, int *code, int *status) {
 
 ssize_t mp_send_with_fds(int sock, const void *buf, size_t len, const void *buf2, size_t len2,
                          const int *fds, int nfds, int flags) {
+  if (nfds == 0 && (buf2 == NULL || len2 == 0)) {
+    // The common case: one buffer, no descriptors. send(2) skips building a msghdr.
+    return send(sock, buf, len, flags | MSG_NOSIGNAL);
+  }
   struct iovec iov[2] = {{.iov_base = (void *)buf, .iov_len = len}, {.iov_base = (void *)buf2, .iov_len = len2}};
   struct msghdr msg;
   memset(&msg, 0, sizeof(msg));

@@ -1001,6 +1001,7 @@ struct BinaryCodecTests {
         let decoder = BinaryDecoder(userInfo: [StealsDecoder.key: thief])
         _ = try decoder.decode(StealsDecoder.self, from: encoded(5))
         let kept = try #require(thief.decoder)
+        defer { thief.decoder = nil }  // the kept decoder's userInfo holds the thief: break the cycle
         #expect(throws: WireError.self) { try kept.singleValueContainer().decode(Int.self) }
     }
 

@@ -101,18 +101,24 @@ final class MessageStream: Sendable {
     /// Receives the next message, waiting until the deadline. Returns `nil` on timeout.
     func receive(deadline: Deadline?) throws -> Frame? {
         try withDescriptor { descriptor in
-            // A message already buffered needs no system call at all.
-            if let frame = try reader.withLock({ try $0.next(from: descriptor, limit: maximumMessageSize, read: false) }) {
-                return frame
+            if deadline == nil {
+                // Waiting forever: read in blocking mode under the reader lock, one system
+                // call per message (a round trip costs what the kernel's wake-up costs).
+                return try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize, mode: .blocking) }
             }
             while true {
-                guard try descriptor.waitReadable(deadline: deadline) else { return nil }
-                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
-                if let frame = try reader.withLock({
-                    try $0.next(from: descriptor, limit: maximumMessageSize, read: true)
-                }) {
-                    return frame
+                // A timed wait never waits on the lock: another thread may hold it for as long
+                // as its untimed receive waits. When it is taken, look again soon.
+                let attempt = try reader.withLockIfAvailable {
+                    try $0.next(from: descriptor, limit: maximumMessageSize, mode: .nonBlocking)
                 }
+                if let frame = attempt ?? nil { return frame }
+                let wakeUp = attempt == nil ? Self.soon(deadline) : deadline
+                guard try descriptor.waitReadable(deadline: wakeUp) else {
+                    if deadline.hasPassed { return nil }
+                    continue
+                }
+                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
             }
         }
     }
@@ -121,12 +127,17 @@ final class MessageStream: Sendable {
     func receive(deadline: Deadline?) async throws -> Frame? {
         try await withDescriptor { descriptor in
             while true {
-                if let frame = try reader.withLock({
-                    try $0.next(from: descriptor, limit: maximumMessageSize, read: true)
-                }) {
-                    return frame
+                // Never wait on the lock here: that would block a cooperative thread. When it
+                // is taken (a blocking receive in another thread), look again soon.
+                let attempt = try reader.withLockIfAvailable {
+                    try $0.next(from: descriptor, limit: maximumMessageSize, mode: .nonBlocking)
                 }
-                guard try await Reactor.shared.waitReadable(descriptor, deadline: deadline) else { return nil }
+                if let frame = attempt ?? nil { return frame }
+                let wakeUp = attempt == nil ? Self.soon(deadline) : deadline
+                guard try await Reactor.shared.waitReadable(descriptor, deadline: wakeUp) else {
+                    if deadline.hasPassed { return nil }
+                    continue
+                }
                 if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
             }
         }
@@ -137,12 +148,23 @@ final class MessageStream: Sendable {
     func poll(deadline: Deadline?) throws -> Bool {
         try withDescriptor { descriptor in
             while true {
-                if try reader.withLock({ try $0.hasMessage(from: descriptor, limit: maximumMessageSize) }) {
-                    return true
+                let attempt = try reader.withLockIfAvailable {
+                    try $0.hasMessage(from: descriptor, limit: maximumMessageSize)
                 }
-                guard try descriptor.waitReadable(deadline: deadline) else { return false }
+                if attempt == true { return true }
+                guard try descriptor.waitReadable(deadline: attempt == nil ? Self.soon(deadline) : deadline) else {
+                    if deadline == nil || deadline.hasPassed { return false }
+                    continue
+                }
             }
         }
+    }
+
+    /// 10 ms from now, or the deadline if sooner: how long to wait before looking again
+    /// when another thread holds the reader lock.
+    private static func soon(_ deadline: Deadline?) -> Deadline {
+        let soon = ContinuousClock.now.advanced(by: .milliseconds(10))
+        return deadline.map { min($0, soon) } ?? soon
     }
 
     // MARK: Sending
@@ -320,16 +342,18 @@ extension MessageStream {
 
         mutating func hasMessage(from descriptor: FileDescriptor, limit: Int) throws -> Bool {
             if readyHead < ready.count || failure != nil { return true }
-            while try readOnce(from: descriptor) {
+            while try readOnce(from: descriptor, blocking: false) {
                 try parse(limit: limit)
                 if readyHead < ready.count { return true }
             }
             return sawEnd
         }
 
-        /// The next whole message: from what is buffered, then (if `read`) from the
-        /// descriptor without blocking. `nil` when no whole message is there yet.
-        mutating func next(from descriptor: FileDescriptor, limit: Int, read: Bool) throws -> Frame? {
+        enum ReadMode { case bufferedOnly, nonBlocking, blocking }
+
+        /// The next whole message: from what is buffered, then (unless `bufferedOnly`) from
+        /// the descriptor. `nil` when no whole message is there yet (never in `blocking`).
+        mutating func next(from descriptor: FileDescriptor, limit: Int, mode: ReadMode) throws -> Frame? {
             while true {
                 if let failure { throw failure }
                 try parse(limit: limit)
@@ -351,7 +375,10 @@ extension MessageStream {
                     }
                     throw ConnectionError.endOfStream
                 }
-                guard read, try readOnce(from: descriptor) else { return nil }
+                guard mode != .bufferedOnly, try readOnce(from: descriptor, blocking: mode == .blocking) else {
+                    if mode == .blocking || sawEnd { continue }  // at the end, the loop's top reports it
+                    return nil
+                }
             }
         }
 
@@ -419,7 +446,7 @@ extension MessageStream {
 
         /// One non-blocking read. Large payloads are read in place; everything else into the
         /// buffer. Returns `false` when nothing could be read (would block, or end of stream).
-        private mutating func readOnce(from descriptor: FileDescriptor) throws -> Bool {
+        private mutating func readOnce(from descriptor: FileDescriptor, blocking: Bool) throws -> Bool {
             if sawEnd { return false }
             var count: Int
             do throws(Errno) {
@@ -431,7 +458,7 @@ extension MessageStream {
                         result = Result { () throws(Errno) in
                             try descriptor.receive(
                                 into: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]),
-                                descriptors: &descriptors, nonBlocking: true)
+                                descriptors: &descriptors, nonBlocking: !blocking)
                         }
                     }
                     count = try result.get()
@@ -447,7 +474,7 @@ extension MessageStream {
                     }
                     count = try descriptor.receive(
                         into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]), descriptors: &descriptors,
-                        nonBlocking: true)
+                        nonBlocking: !blocking)
                     tail += count
                 }
             } catch .wouldBlock {

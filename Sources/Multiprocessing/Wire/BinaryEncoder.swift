@@ -156,10 +156,10 @@ final class _BinaryEncoderImpl: Encoder, _BinaryPathTracking {
             }
             if count == start {
                 // Every value must occupy at least one byte: that is what lets the decoder
-                // refuse an impossible element count before allocating for it.
-                throw WireError.unencodable(
-                    "\(T.self) encoded no data; encode(to:) must encode at least one value or container",
-                    codingPath: currentPathString)
+                // refuse an impossible element count before allocating for it. A value that
+                // wrote nothing is stored as an empty container, which the decoder steps
+                // over when the matching `init(from:)` reads nothing either.
+                writeFixed(UInt32(0))
             }
         } catch {
             count = start
