@@ -85,6 +85,13 @@ private struct HoldsNothing: Codable, Equatable {
     var after: Int8
 }
 
+/// Hand-written Codable that writes and reads nothing at all.
+private struct Silent: Codable, Equatable {
+    init() {}
+    init(from decoder: any Decoder) throws {}
+    func encode(to encoder: any Encoder) throws {}
+}
+
 private class EmptyBase: Codable {
     init() {}
 }
@@ -269,8 +276,10 @@ private struct Sheet: Codable, Equatable {
         while !notesContainer.isAtEnd {
             let noteContainer = try notesContainer.nestedContainer(keyedBy: NoteKeys.self)
             notes.append(
-                (try noteContainer.decode(Int.self, forKey: .line),
-                 try noteContainer.decodeIfPresent(String.self, forKey: .text)))
+                (
+                    try noteContainer.decode(Int.self, forKey: .line),
+                    try noteContainer.decodeIfPresent(String.self, forKey: .text)
+                ))
         }
     }
 
@@ -481,7 +490,8 @@ struct BinaryCodecTests {
     func fastPathMatchesSlowPath() throws {
         let values: [Int32] = [1, -1, .max, .min, 0]
         #expect(try encoded(values) == encoded(ContiguousArray(values)))
-        #expect(try BinaryDecoder().decode(ContiguousArray<Int32>.self, from: encoded(values)) == ContiguousArray(values))
+        #expect(
+            try BinaryDecoder().decode(ContiguousArray<Int32>.self, from: encoded(values)) == ContiguousArray(values))
     }
 
     // MARK: Primitive round trips
@@ -508,19 +518,23 @@ struct BinaryCodecTests {
         try check(UInt128.self)
     }
 
-    @Test("Doubles round-trip bit for bit", arguments: [
-        0.0, -0.0, 1.0, -1.5, .pi, .infinity, -.infinity, .nan, -.nan, .signalingNaN,
-        Double(bitPattern: 0x7FF8_0000_DEAD_BEEF), .leastNonzeroMagnitude, .greatestFiniteMagnitude, .ulpOfOne,
-    ])
+    @Test(
+        "Doubles round-trip bit for bit",
+        arguments: [
+            0.0, -0.0, 1.0, -1.5, .pi, .infinity, -.infinity, .nan, -.nan, .signalingNaN,
+            Double(bitPattern: 0x7FF8_0000_DEAD_BEEF), .leastNonzeroMagnitude, .greatestFiniteMagnitude, .ulpOfOne,
+        ])
     func doubleBits(_ value: Double) throws {
         #expect(try roundTrip(value).bitPattern == value.bitPattern)
         #expect(try roundTrip([value])[0].bitPattern == value.bitPattern)
         #expect(try roundTrip(Point(x: 0, y: value, label: "")).y.bitPattern == value.bitPattern)
     }
 
-    @Test("Floats round-trip bit for bit", arguments: [
-        Float(0), -0.0, 1.5, .infinity, -.infinity, .nan, Float(bitPattern: 0x7FC0_1234), .leastNormalMagnitude,
-    ])
+    @Test(
+        "Floats round-trip bit for bit",
+        arguments: [
+            Float(0), -0.0, 1.5, .infinity, -.infinity, .nan, Float(bitPattern: 0x7FC0_1234), .leastNormalMagnitude,
+        ])
     func floatBits(_ value: Float) throws {
         #expect(try roundTrip(value).bitPattern == value.bitPattern)
         #expect(try roundTrip([value])[0].bitPattern == value.bitPattern)
@@ -532,10 +546,12 @@ struct BinaryCodecTests {
         #expect(try roundTrip([value, !value]) == [value, !value])
     }
 
-    @Test("Strings round-trip, including empty, non-ASCII and long ones", arguments: [
-        "", "a", "hello, world", "héllo wörld", "日本語のテキスト", "👨‍👩‍👧‍👦🏳️‍🌈", "e\u{301}", "\0nul\0",
-        String(repeating: "long ", count: 10_000),
-    ])
+    @Test(
+        "Strings round-trip, including empty, non-ASCII and long ones",
+        arguments: [
+            "", "a", "hello, world", "héllo wörld", "日本語のテキスト", "👨‍👩‍👧‍👦🏳️‍🌈", "e\u{301}", "\0nul\0",
+            String(repeating: "long ", count: 10_000),
+        ])
     func strings(_ value: String) throws {
         #expect(try roundTrip(value) == value)
         #expect(try roundTrip([value, value]) == [value, value])
@@ -573,10 +589,12 @@ struct BinaryCodecTests {
         #expect(try roundTrip(Direction.allCases) == Direction.allCases)
     }
 
-    @Test("Enums with associated values round-trip", arguments: [
-        Shape.circle(radius: 2.5), .rectangle(width: 1, height: -2), .polygon([Point(x: 1, y: 2, label: "v")]),
-        .polygon([]), .labelled("tag", -9), .empty,
-    ])
+    @Test(
+        "Enums with associated values round-trip",
+        arguments: [
+            Shape.circle(radius: 2.5), .rectangle(width: 1, height: -2), .polygon([Point(x: 1, y: 2, label: "v")]),
+            .polygon([]), .labelled("tag", -9), .empty,
+        ])
     fileprivate func enumsWithValues(_ shape: Shape) throws {
         #expect(try roundTrip(shape) == shape)
         #expect(try roundTrip([shape, .empty, shape]) == [shape, .empty, shape])
@@ -602,6 +620,11 @@ struct BinaryCodecTests {
         let subclass = try roundTrip([OverEmptyBase(value: 7), OverEmptyBase(value: 8)])
         #expect(subclass.map(\.value) == [7, 8])
         #expect(try roundTrip([SuperFirst(value: 5), SuperFirst(value: 6)]).map(\.value) == [5, 6])
+        // A value that writes nothing still takes four bytes (an empty container), so that
+        // element counts stay checkable against the input's size.
+        #expect(try encoded(Silent()) == [0, 0, 0, 0])
+        #expect(try roundTrip([Silent(), Silent()]) == [Silent(), Silent()])
+        #expect(try roundTrip(["s": Silent()]) == ["s": Silent()])
     }
 
     @Test("A recursive type round-trips")
@@ -621,7 +644,8 @@ struct BinaryCodecTests {
 
     // MARK: Optionals
 
-    @Test("Nested optionals keep every level", arguments: [Int??.none, .some(.none), .some(.some(0)), .some(.some(-7))])
+    @Test(
+        "Nested optionals keep every level", arguments: [Int??.none, .some(.none), .some(.some(0)), .some(.some(-7))])
     func nestedOptionals(_ value: Int??) throws {
         #expect(try roundTrip(value) == value)
         #expect(try roundTrip([value]) == [value])
@@ -701,7 +725,8 @@ struct BinaryCodecTests {
 
     @Test("A hand-written Codable using nested keyed and unkeyed containers round-trips")
     func nestedContainers() throws {
-        let sheet = Sheet(title: "budget", rows: [[1, 2, 3], [], [-4]], size: (3, 3), notes: [(1, "first"), (7, nil)])
+        let sheet = Sheet(
+            title: "budget", rows: [[1, 2, 3], [], [-4]], size: (3, 3), notes: [(1, "first"), (7, nil)])
         #expect(try roundTrip(sheet) == sheet)
         #expect(try roundTrip([sheet, sheet]) == [sheet, sheet])
     }
@@ -719,6 +744,9 @@ struct BinaryCodecTests {
         var bytes: [UInt8] = [0xAA, 0xBB]
         try BinaryEncoder().encode(Int16(1), appendingTo: &bytes)
         #expect(bytes == [0xAA, 0xBB, 1, 0])
+        try BinaryEncoder().encode([UInt16(2), 3], appendingTo: &bytes)
+        #expect(bytes == [0xAA, 0xBB, 1, 0, 2, 0, 0, 0, 2, 0, 3, 0])
+        bytes.removeLast(8)
         #expect(throws: CustomFailure.self) { try BinaryEncoder().encode([Grumpy()], appendingTo: &bytes) }
         #expect(bytes == [0xAA, 0xBB, 1, 0])
     }
@@ -787,7 +815,9 @@ struct BinaryCodecTests {
         func check<T: Codable>(_ value: T) throws {
             let bytes = try encoded(value)
             for length in 0..<bytes.count {
-                #expect(decodingFails(T.self, from: Array(bytes.prefix(length))), "\(length) of \(bytes.count) bytes decoded")
+                #expect(
+                    decodingFails(T.self, from: Array(bytes.prefix(length))),
+                    "\(length) of \(bytes.count) bytes decoded")
             }
         }
         try check(samplePolygon)
@@ -850,9 +880,11 @@ struct BinaryCodecTests {
         }
     }
 
-    @Test("A huge declared count is refused before anything is allocated", arguments: [
-        [0xFF, 0xFF, 0xFF, 0xFF] as [UInt8], [0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3],
-    ])
+    @Test(
+        "A huge declared count is refused before anything is allocated",
+        arguments: [
+            [0xFF, 0xFF, 0xFF, 0xFF] as [UInt8], [0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3],
+        ])
     func hugeCounts(_ bytes: [UInt8]) {
         for error in [
             wireError(decoding: [Double].self, from: bytes),

@@ -19,7 +19,7 @@ struct StartMessage: Codable {
 }
 
 /// What a child sends back before it exits.
-enum ChildOutcome: Codable {
+enum ChildOutcome: Codable, Sendable {
     /// The work finished; `output` is the encoded output of a function (empty for a target).
     case succeeded(output: [UInt8])
     /// The work threw.
@@ -29,7 +29,7 @@ enum ChildOutcome: Codable {
 }
 
 /// A thrown error as it crosses the process boundary.
-struct ErrorReport: Codable {
+struct ErrorReport: Codable, Sendable {
     var typeName: String
     var description: String
     /// For a Codable error: its mangled type name and its encoded value, so the parent can

@@ -133,7 +133,7 @@ public final class ChildProcess: Sendable {
         let process: ProcessDescriptor
         do throws(Errno) {
             let childSocket = childEnd.rawDescriptor
-            pid = try Launcher.launch(startMethod, socket: childSocket)
+            pid = try Launcher.launch(startMethod, socket: childSocket, typeName: message.typeName)
             process = try ProcessDescriptor(child: pid)
         } catch {
             childEnd.close()

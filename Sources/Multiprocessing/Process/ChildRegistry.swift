@@ -22,8 +22,16 @@ final class ChildRegistry: Sendable {
 
     private let children = Mutex<[pid_t: Child]>([:])
 
+    private static let created = Atomic<Bool>(false)
+
     private init() {
+        Self.created.store(true, ordering: .releasing)
         atexit { ChildRegistry.shared.finishAtExit() }
+    }
+
+    /// Ends daemon children and waits for the others, if any were ever started.
+    static func finishAll() {
+        if created.load(ordering: .acquiring) { shared.finishAtExit() }
     }
 
     func register(pid: pid_t, process: ProcessDescriptor, isDaemon: Bool) {

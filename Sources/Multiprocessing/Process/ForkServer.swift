@@ -31,13 +31,13 @@ enum ForkServer {
 
     /// Asks the server (starting it on first use, restarting it if it died) for a worker
     /// whose bootstrap descriptor is `socket`.
-    static func fork(socket: FileDescriptor) throws(Errno) -> pid_t {
+    static func fork(socket: FileDescriptor, typeName: String) throws(Errno) -> pid_t {
         do {
             return try client.withLock { client throws -> pid_t in
                 for attempt in 0..<2 {
                     if client == nil { client = try startServer() }
                     do {
-                        return try request(socket, on: client!.control)
+                        return try request(socket, typeName: typeName, on: client!.control)
                     } catch let error as ConnectionError where attempt == 0 {
                         // The server is gone (killed?): start another once.
                         _ = error
@@ -54,8 +54,8 @@ enum ForkServer {
         }
     }
 
-    private static func request(_ socket: FileDescriptor, on control: MessageStream) throws -> pid_t {
-        var frame = [UInt8](repeating: 0, count: FrameHeader.size)
+    private static func request(_ socket: FileDescriptor, typeName: String, on control: MessageStream) throws -> pid_t {
+        var (frame, _) = try MessageStream.encodeFrame(typeName)
         try control.send(frame: &frame, descriptors: [socket])
         guard let reply = try control.receiveValue(deadline: nil) as Reply? else { throw ConnectionError.endOfStream }
         guard let pid = reply.pid else {
@@ -67,7 +67,16 @@ enum ForkServer {
     private static func startServer() throws -> Client {
         let (mine, theirs) = try makeSocketPair()
         defer { theirs.closeIgnoringErrors() }
-        let pid = try Reactor.shared.runOnLoop { () throws(Errno) in try spawnSelf(mode: "forkserver", socket: theirs) }
+        // The server binds every dynamic symbol at start (LD_BIND_NOW) so that its workers
+        // inherit a resolved symbol table instead of each resolving the same symbols again.
+        // It removes the variable from its environment again (see `serve`), unless the
+        // user had set it.
+        let userBindsNow = getenv("LD_BIND_NOW") != nil
+        let pid = try Reactor.shared.runOnLoop { () throws(Errno) in
+            try spawnSelf(
+                mode: userBindsNow ? "forkserver" : "forkserver-bind-now", socket: theirs,
+                extraEnvironment: userBindsNow ? [] : ["LD_BIND_NOW=1"])
+        }
         // The server is reaped when it exits, so it never lingers as a zombie.
         let process = try ProcessDescriptor(child: pid)
         Task.detached {
@@ -83,11 +92,21 @@ enum ForkServer {
 
     /// The server's loop: one fork per request, until the requester closes the control
     /// socket or dies. Never returns.
-    static func serve(control descriptor: FileDescriptor) -> Never {
+    static func serve(control descriptor: FileDescriptor, removeBindNow: Bool) -> Never {
+        if removeBindNow { unsetenv("LD_BIND_NOW") }
         let control = MessageStream(descriptor: descriptor, maximumMessageSize: 1 << 16)
         let requester = getppid()
+        var warmed: Set<String> = []
+        WorkerMain.warmUp()
         while true {
             guard let frame = try? control.receive(deadline: nil) else { _exit(0) }
+            // Look the work's type up here, once: every worker forked later inherits the
+            // runtime's caches instead of searching the binary's metadata again.
+            if let typeName = try? BinaryDecoder().decode(String.self, from: frame.payload),
+                warmed.insert(typeName).inserted
+            {
+                WorkerMain.warmUp(typeName: typeName)
+            }
             guard frame.descriptors.count == 1 else {
                 for descriptor in frame.descriptors { descriptor.closeIgnoringErrors() }
                 try? control.sendValue(Reply(pid: nil, error: "a fork request must carry one descriptor"))

@@ -16,7 +16,8 @@ func childMain(_ marker: UnsafePointer<CChar>) {
     }
     dieWithParent(expected: parent)
     switch fields[0] {
-    case "forkserver": ForkServer.serve(control: FileDescriptor(rawValue: descriptor))
+    case "forkserver", "forkserver-bind-now":
+        ForkServer.serve(control: FileDescriptor(rawValue: descriptor), removeBindNow: fields[0] == "forkserver-bind-now")
     default: WorkerMain.run(bootstrap: FileDescriptor(rawValue: descriptor))
     }
 }
@@ -57,10 +58,37 @@ enum WorkerMain {
         finish(outcome, on: channel, exitCode: succeeded ? 0 : 1)
     }
 
+    /// Does once, in the fork server, the work every worker would otherwise repeat: the
+    /// codec's metadata for the start and outcome messages.
+    static func warmUp() {
+        let sample = StartMessage(processName: "", typeName: "", readableTypeName: "", payload: [], work: .target)
+        if let bytes = try? BinaryEncoder().encode(sample) { _ = try? BinaryDecoder().decode(StartMessage.self, from: bytes) }
+        if let bytes = try? BinaryEncoder().encode(ChildOutcome.succeeded(output: [])) {
+            _ = try? BinaryDecoder().decode(ChildOutcome.self, from: bytes)
+        }
+    }
+
+    /// Resolves a work type (and its conformances, and the codec's checks on it) so forked
+    /// workers find it all cached.
+    static func warmUp(typeName: String) {
+        guard let type = _typeByName(typeName) else { return }
+        if let target = type as? any ProcessTarget.Type { warmUpDecoding(target) }
+        if let function = type as? any ProcessFunction.Type { warmUpDecoding(function) }
+    }
+
+    private static func warmUpDecoding<Work: Decodable>(_ type: Work.Type) {
+        _ = try? BinaryDecoder().decode(Work.self, from: [])
+    }
+
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
         try? channel.sendValue(outcome)
+        // As Python's workers do: finish the library's own duties (this worker's children
+        // are joined, its daemons ended), flush stdio, and leave with _exit. The program's
+        // atexit handlers and the unloading of every library belong to the program, which
+        // never ran in this process.
+        ChildRegistry.finishAll()
         fflush(nil)
-        exit(exitCode)  // runs atexit handlers: this worker's own children are joined too
+        _exit(exitCode)
     }
 
     private static func perform(_ message: StartMessage, descriptors: [FileDescriptor]) -> ChildOutcome {
@@ -119,21 +147,14 @@ enum WorkerMain {
     }
 
     /// Runs async work to completion from this synchronous context (the constructor,
-    /// before `main`), on Swift's concurrency runtime.
+    /// before `main`), on this thread (see ``WorkerExecutor``).
     private static func runBlocking(_ work: @escaping @Sendable () async throws -> [UInt8]) -> ChildOutcome {
-        let done = ThreadSignal()
-        let result = Mutex<ChildOutcome?>(nil)
-        Task.detached {
-            let outcome: ChildOutcome
+        WorkerExecutor().run {
             do {
-                outcome = .succeeded(output: try await work())
+                return .succeeded(output: try await work())
             } catch {
-                outcome = .threw(ErrorReport(error))
+                return .threw(ErrorReport(error))
             }
-            result.withLock { $0 = outcome }
-            done.fire()
         }
-        done.wait()
-        return result.withLock { $0! }
     }
 }

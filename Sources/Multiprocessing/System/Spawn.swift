@@ -17,7 +17,7 @@ let bootstrapDescriptor: Int32 = 3
 ///
 /// - Important: call this only on ``Reactor``'s thread, which lives as long as the process:
 ///   the child's parent-death signal fires when the *thread* that started it exits.
-func spawnSelf(mode: String, socket: FileDescriptor) throws(Errno) -> pid_t {
+func spawnSelf(mode: String, socket: FileDescriptor, extraEnvironment: [String] = []) throws(Errno) -> pid_t {
     var actions = posix_spawn_file_actions_t()
     _ = try systemCallOnce { posix_spawn_file_actions_init(&actions) == 0 ? 0 : -1 }
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -47,6 +47,7 @@ func spawnSelf(mode: String, socket: FileDescriptor) throws(Errno) -> pid_t {
         entry += 1
     }
     environment.append(strdup(marker))
+    for variable in extraEnvironment { environment.append(strdup(variable)) }
     environment.append(nil)
     let arguments: [UnsafeMutablePointer<CChar>?] = [strdup(CommandLine.arguments.first ?? "swift-worker"), nil]
     defer {

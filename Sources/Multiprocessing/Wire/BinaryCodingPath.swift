@@ -9,7 +9,7 @@
 // its own (nested containers and super encoders, whose path is not on the stack).
 
 #if _endian(big)
-#error("the binary wire format is little-endian and this library only supports little-endian targets")
+    #error("the binary wire format is little-endian and this library only supports little-endian targets")
 #endif
 
 /// One step of a coding path: a key in a keyed container, or a position in an unkeyed

@@ -210,9 +210,10 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     ///
     /// A type without stored properties gets a synthesized `encode(to:)` that opens an
     /// empty keyed container, but a synthesized `init(from:)` that never touches the
-    /// decoder. A value takes at least one byte, so a decode that read nothing where an
-    /// empty container was written can only be that case; anything else is left for the
-    /// usual checks to report.
+    /// decoder; and the encoder stores a value whose `encode(to:)` wrote nothing as an
+    /// empty container too. Every value takes at least one byte, so a decode that read
+    /// nothing where an empty container was written can only be one of these cases;
+    /// anything else is left for the usual checks to report.
     @inline(__always)
     private func skipUnreadEmptyContainer(valueStart: Int) {
         guard position == valueStart, valueStart >= 0, end &- position >= 4, let base,

@@ -18,9 +18,19 @@
 /// - `Dictionary`: a `UInt32` pair count, then key, value, key, value…
 /// - Arrays of fixed-width numbers (`[Double]`, `[UInt8]`, …): the count, then the raw
 ///   element bytes, copied with a single memcpy (the same bytes as element by element).
+/// - A value whose `encode(to:)` writes nothing: an empty container (four zero bytes), so
+///   that every value takes at least one byte and the decoder can check any element
+///   count against the bytes that remain.
 ///
 /// Decoding is sequential: ``BinaryDecoder`` reads values in the order they were
 /// encoded, which synthesized Codable conformances always do.
+///
+/// Because everything is written in one pass, a container or super encoder must be used
+/// while it is current: the encoder returned by `superEncoder()` must be encoded into
+/// before its container encodes anything else (which is what `super.encode(to:
+/// container.superEncoder())` does). `Optional`'s own `encode(to:)`, called directly
+/// instead of through a container, writes an untagged value that only its own
+/// `init(from:)` can read back.
 public struct BinaryEncoder {
     /// Context handed to every `Encoder` the value sees (`Encoder.userInfo`), for
     /// conformances that need more than the value itself, e.g. an object that collects
@@ -37,18 +47,27 @@ public struct BinaryEncoder {
     /// - Throws: ``WireError/unencodable(_:codingPath:)`` for a value the format cannot
     ///   represent; errors thrown by the value's own `encode(to:)` unchanged.
     public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        if let array = value as? any _BinaryTopLevelArray {
+            var bytes: [UInt8] = []
+            try array._appendBinary(to: &bytes)
+            return bytes
+        }
         let encoder = _BinaryEncoderImpl(userInfo: userInfo)
         try encoder.encodeTopLevel(value)
         return encoder.makeArray()
     }
 
     /// Encodes `value` at the end of `bytes`, so a caller can put a frame header in front
-    /// of the payload without copying the payload again.
+    /// of the payload without building the payload as a separate array first.
     ///
     /// If encoding throws, `bytes` is left unchanged.
     ///
     /// - Throws: the same errors as ``encode(_:)``.
     public func encode<T: Encodable>(_ value: T, appendingTo bytes: inout [UInt8]) throws {
+        if let array = value as? any _BinaryTopLevelArray {
+            try array._appendBinary(to: &bytes)
+            return
+        }
         let encoder = _BinaryEncoderImpl(userInfo: userInfo)
         try encoder.encodeTopLevel(value)
         encoder.append(to: &bytes)
@@ -373,8 +392,12 @@ struct _BinaryKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProt
 
     mutating func encode(_ value: Bool, forKey key: Key) throws { try entry(key) { encoder.writeByte(value ? 1 : 0) } }
     mutating func encode(_ value: String, forKey key: Key) throws { try entry(key) { encoder.writeString(value) } }
-    mutating func encode(_ value: Double, forKey key: Key) throws { try entry(key) { encoder.writeFixed(value.bitPattern) } }
-    mutating func encode(_ value: Float, forKey key: Key) throws { try entry(key) { encoder.writeFixed(value.bitPattern) } }
+    mutating func encode(_ value: Double, forKey key: Key) throws {
+        try entry(key) { encoder.writeFixed(value.bitPattern) }
+    }
+    mutating func encode(_ value: Float, forKey key: Key) throws {
+        try entry(key) { encoder.writeFixed(value.bitPattern) }
+    }
     mutating func encode(_ value: Int, forKey key: Key) throws { try entry(key) { encoder.writeFixed(value) } }
     mutating func encode(_ value: Int8, forKey key: Key) throws { try entry(key) { encoder.writeFixed(value) } }
     mutating func encode(_ value: Int16, forKey key: Key) throws { try entry(key) { encoder.writeFixed(value) } }

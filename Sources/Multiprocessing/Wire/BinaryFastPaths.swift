@@ -159,6 +159,24 @@ extension Array: _BinaryEncodingSpecial where Element: _BinaryTrivialElement {
     }
 }
 
+/// An array of fixed-width numbers encoded as the whole message: its bytes go straight
+/// into the caller's array, one copy in all, instead of through the encoder's buffer.
+protocol _BinaryTopLevelArray {
+    func _appendBinary(to bytes: inout [UInt8]) throws
+}
+
+extension Array: _BinaryTopLevelArray where Element: _BinaryTrivialElement {
+    func _appendBinary(to bytes: inout [UInt8]) throws {
+        guard count <= Int(UInt32.max) else {
+            throw WireError.unencodable(
+                "an array of \(count) elements exceeds the format's limit of \(UInt32.max)", codingPath: "")
+        }
+        bytes.reserveCapacity(bytes.count + 4 + count * MemoryLayout<Element>.stride)
+        Swift.withUnsafeBytes(of: UInt32(count).littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes { bytes.append(contentsOf: $0) }
+    }
+}
+
 extension Array: _BinaryDecodingSpecial where Element: _BinaryTrivialElement {
     static func _decodeBinary(from decoder: _BinaryDecoderImpl) throws -> Self {
         let stride = MemoryLayout<Element>.stride

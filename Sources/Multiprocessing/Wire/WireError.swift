@@ -43,7 +43,8 @@ public enum WireError: Error, Sendable, CustomStringConvertible {
     case trailingBytes(count: Int, type: String)
 
     /// The value cannot be represented in this format (for example more than
-    /// `UInt32.max` elements in one container, or a value that encoded no data at all).
+    /// `UInt32.max` elements in one container, or values nested more deeply than the
+    /// decoder accepts, which usually means a reference cycle).
     case unencodable(String, codingPath: String)
 
     /// A one-sentence explanation suitable for logs and test failures.
@@ -64,7 +65,8 @@ public enum WireError: Error, Sendable, CustomStringConvertible {
         case .invalidData(let reason, let codingPath):
             return "invalid data at \(Self.location(codingPath)): \(reason)"
         case .trailingBytes(let count, let type):
-            return "\(count) bytes left unread after decoding \(type): the data was probably encoded from a different type"
+            return
+                "\(count) bytes left unread after decoding \(type): the data was probably encoded from a different type"
         case .unencodable(let reason, let codingPath):
             return "cannot encode the value at \(Self.location(codingPath)): \(reason)"
         }
