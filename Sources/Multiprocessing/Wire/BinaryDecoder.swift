@@ -107,8 +107,6 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
         slots = []
     }
 
-    var remainingBytes: Int { end - position }
-
     // MARK: Decoder
 
     var codingPath: [any CodingKey] { path.map(\.codingKey) }
