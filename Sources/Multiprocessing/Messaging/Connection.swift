@@ -217,11 +217,13 @@ extension MessageStream {
 
     func receiveValue<Value: Decodable>(deadline: Deadline?) throws -> Value? {
         guard let frame = try receive(deadline: deadline) else { return nil }
+        defer { recycle(frame.payload) }
         return try Self.decode(Value.self, from: frame)
     }
 
     func receiveValue<Value: Decodable>(deadline: Deadline?) async throws -> Value? {
         guard let frame = try await receive(deadline: deadline) else { return nil }
+        defer { recycle(frame.payload) }
         return try Self.decode(Value.self, from: frame)
     }
 

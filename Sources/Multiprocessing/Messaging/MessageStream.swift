@@ -303,6 +303,53 @@ final class MessageStream: Sendable {
     private struct Writer {
         var pending: [UInt8] = []
         var asyncOwned = false
+        /// The buffer the last message was encoded into, kept for the next one: memory the
+        /// process has already touched costs no page faults (8 MB of fresh memory costs
+        /// more to fault in than to fill).
+        var scratch: [UInt8] = []
+    }
+
+    /// Encodes `value` (after header space) into the writer's reusable buffer, sends it,
+    /// and keeps the buffer. Handles inside the value travel as descriptors.
+    func sendEncoded<Value: Encodable>(_ value: Value, outbox: DescriptorOutbox) throws {
+        try withDescriptor { descriptor in
+            while true {
+                let sent = try writer.withLock { writer throws -> Bool in
+                    if writer.asyncOwned { return false }
+                    var frame = writer.scratch
+                    writer.scratch = []
+                    defer { if frame.capacity <= Self.largestKeptBuffer { writer.scratch = frame } }
+                    frame.removeAll(keepingCapacity: true)
+                    frame.append(contentsOf: repeatElement(0, count: FrameHeader.size))
+                    try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(value, appendingTo: &frame)
+                    let length = frame.count - FrameHeader.size
+                    try checkSize(length)
+                    frame.withUnsafeMutableBytes {
+                        FrameHeader(length: length, descriptorCount: outbox.descriptors.count).write(to: $0)
+                    }
+                    try frame.withUnsafeBytes { bytes in
+                        try Self.sendAll(
+                            bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: outbox.descriptors,
+                            on: descriptor)
+                    }
+                    return true
+                }
+                if sent { return }
+                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
+                _ = Glibc.poll(&entry, 1, 1)
+            }
+        }
+    }
+
+    /// The largest buffer kept for reuse between messages, on either side.
+    static let largestKeptBuffer = 64 * 1024 * 1024
+
+    /// Gives back the payload of a message that was decoded here (the caller never saw the
+    /// array), so the next large message can be read into memory already touched.
+    func recycle(_ payload: consuming [UInt8]) {
+        let payload = payload
+        guard payload.capacity >= Self.chunkSize, payload.capacity <= Self.largestKeptBuffer else { return }
+        reader.withLock { $0.keepSpare(payload) }
     }
 }
 
@@ -321,6 +368,12 @@ extension MessageStream {
         private var current: FrameHeader?
         private var currentPayload: [UInt8] = []
         private var currentFilled = 0
+        /// A payload array given back after decoding, reused for the next large message.
+        private var spare: [UInt8] = []
+
+        mutating func keepSpare(_ payload: [UInt8]) {
+            if payload.capacity > spare.capacity { spare = payload }
+        }
         /// Whole messages (or the error that replaced one), in arrival order.
         private var ready: [Result<Frame, any Error>] = []
         private var readyHead = 0
@@ -428,7 +481,18 @@ extension MessageStream {
                     ready.append(.failure(WireError.oversized(size: header.length, limit: limit)))
                     continue
                 }
-                currentPayload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in count = header.length }
+                if spare.capacity >= header.length && header.length >= MessageStream.chunkSize {
+                    // Memory a decoded message left behind: zeroing it is cheaper than
+                    // faulting in fresh pages.
+                    currentPayload = spare
+                    spare = []
+                    currentPayload.removeAll(keepingCapacity: true)
+                    currentPayload.append(contentsOf: repeatElement(0, count: header.length))
+                } else {
+                    currentPayload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in
+                        count = header.length
+                    }
+                }
                 currentFilled = 0
                 current = header
             }

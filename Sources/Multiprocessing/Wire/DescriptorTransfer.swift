@@ -76,8 +76,8 @@ extension MessageStream {
 
     /// Sends one value, with the descriptors of the handles it contains.
     func sendValue<Value: Encodable>(_ value: Value) throws {
-        var (frame, outbox) = try Self.encodeFrame(value)
-        try send(frame: &frame, descriptors: outbox.descriptors)
+        let outbox = DescriptorOutbox()
+        try sendEncoded(value, outbox: outbox)
         outbox.closeMoved()
     }
 
