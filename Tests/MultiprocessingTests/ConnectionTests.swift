@@ -33,10 +33,12 @@ struct SendThenExit: ProcessTarget {
 /// Writes the first part of a message, then waits to be killed.
 struct HalfAMessage: ProcessTarget {
     let connection: SendingConnection<[UInt8]>
+    let written: SendingConnection<Bool>
     func run() async throws {
         var header = FrameHeader(length: 1000, descriptorCount: 0).bytes
         header += [UInt8](repeating: 1, count: 100)
         _ = header.withUnsafeBytes { write(connection.stream.rawDescriptor.rawValue, $0.baseAddress, $0.count) }
+        try await written.send(true)
         try await Task.sleep(for: .seconds(3600))
     }
 }
@@ -92,9 +94,11 @@ struct ConnectionTests {
     @Test("a peer that dies in the middle of a message is a clear error")
     func peerDiesMidMessage() throws {
         let (receiver, sender) = try Connection<[UInt8]>.oneWayPair()
-        let child = ChildProcess(HalfAMessage(connection: sender))
+        let (writtenReceiver, writtenSender) = try Connection<Bool>.oneWayPair()
+        let child = ChildProcess(HalfAMessage(connection: sender, written: writtenSender))
         try child.start()
-        #expect(try receiver.poll(timeout: .seconds(30)) == false || true)
+        #expect(try writtenReceiver.receive(timeout: .seconds(30)) == true)
+        #expect(try receiver.poll(timeout: .milliseconds(100)) == false, "half a message is not a message")
         child.kill()
         _ = try? child.join()
         do {
