@@ -7,11 +7,8 @@
 //
 // Run it from the package root (the Python script is found there).
 
-import Multiprocessing
-
-#if canImport(Glibc)
 import Glibc
-#endif
+import Multiprocessing
 
 // MARK: - Children used by the workloads
 
@@ -61,7 +58,8 @@ let clock = ContinuousClock()
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
-    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    return sorted.count % 2 == 1
+        ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }
 
 func seconds(_ duration: Duration) -> Double {
@@ -221,11 +219,13 @@ while let argument = arguments.popFirst() {
 }
 
 let sizeName = size.tiny ? "tiny" : "full"
-let binDirectory = String(decoding: {
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    let count = readlink("/proc/self/exe", &buffer, 4095)
-    return buffer[0..<max(0, count)]
-}(), as: UTF8.self).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+let binDirectory = String(
+    decoding: {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, 4095)
+        return buffer[0..<max(0, count)]
+    }(), as: UTF8.self
+).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
 let floorBinary = binDirectory + "/mp-floor"
 let pythonScript = "Benchmarks/Python/bench.py"
 

@@ -21,11 +21,8 @@
 //
 // Run: swift run workers
 
-import Multiprocessing
-
-#if canImport(Glibc)
 import Glibc
-#endif
+import Multiprocessing
 
 /// The work: a value whose stored properties are its arguments. Nothing to register, and
 /// no `if __name__ == "__main__"` guard: the children never run this file's top-level code.

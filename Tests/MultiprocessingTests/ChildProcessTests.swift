@@ -1,7 +1,6 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Testing
+
 @testable import Multiprocessing
 
 struct Check: ProcessTarget {

@@ -1,8 +1,7 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Synchronization
 import Testing
+
 @testable import Multiprocessing
 
 /// Echoes messages until the other end closes.
@@ -305,9 +304,11 @@ struct ConnectionTests {
     func directionIsChecked() throws {
         let (receiver, _) = try Connection<Int>.oneWayPair()
         let (frame, outbox) = try MessageStream.encodeFrame(receiver)
-        let decoded = Frame(payload: Array(frame[FrameHeader.size...]), descriptors: outbox.descriptors.map {
-            FileDescriptorCopy.duplicate($0)
-        })
+        let decoded = Frame(
+            payload: Array(frame[FrameHeader.size...]),
+            descriptors: outbox.descriptors.map {
+                FileDescriptorCopy.duplicate($0)
+            })
         #expect(throws: WireError.self) { try MessageStream.decode(SendingConnection<Int>.self, from: decoded) }
     }
 }

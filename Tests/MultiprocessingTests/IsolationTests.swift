@@ -1,7 +1,6 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Testing
+
 @testable import Multiprocessing
 
 /// Reports the descriptors open in the child (number → target) over a connection.

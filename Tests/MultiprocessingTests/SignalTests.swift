@@ -1,7 +1,6 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Testing
+
 @testable import Multiprocessing
 
 /// Installs a do-nothing SIGUSR1 handler *without* SA_RESTART, so every blocking system

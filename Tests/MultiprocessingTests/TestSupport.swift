@@ -1,6 +1,6 @@
-#if canImport(Glibc)
 import Glibc
-#endif
+import SystemPackage
+
 @testable import Multiprocessing
 
 /// Targets and helpers shared by the tests. Types used as work must live in the test
@@ -94,7 +94,8 @@ func openDescriptors() -> [Int32: String] {
         guard let fd = Int32(name) else { continue }
         var buffer = [CChar](repeating: 0, count: 512)
         let count = readlink("/proc/self/fd/\(fd)", &buffer, 511)
-        targets.append((fd, count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
+        targets.append(
+            (fd, count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
     }
     for (fd, target) in targets { result[fd] = target }
     return result
@@ -113,8 +114,6 @@ func childProcesses() -> [Int32] {
     }
     return result
 }
-
-import SystemPackage
 
 /// `dup(2)` for tests that need a second descriptor for the same socket.
 enum FileDescriptorCopy {

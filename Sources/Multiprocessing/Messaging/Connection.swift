@@ -67,7 +67,9 @@ public final class Connection<Message: Codable>: Sendable, Codable {
     ///   message it sent has been received; ``WireError`` for a malformed message.
     public func receive() throws -> Message { try stream.receiveValue(deadline: nil)! }
     /// Receives the next message, or returns `nil` if none arrives within `timeout`.
-    public func receive(timeout: Duration) throws -> Message? { try stream.receiveValue(deadline: Optional(timeout).deadline) }
+    public func receive(timeout: Duration) throws -> Message? {
+        try stream.receiveValue(deadline: Optional(timeout).deadline)
+    }
     /// Receives the next message without blocking a thread.
     public func receive() async throws -> Message { try await stream.receiveValue(deadline: nil)! }
     /// Receives the next message without blocking a thread, or `nil` after `timeout`.
@@ -97,7 +99,9 @@ public final class Connection<Message: Codable>: Sendable, Codable {
     public var isClosed: Bool { stream.isClosed }
 
     public func encode(to encoder: any Encoder) throws { try stream.encodeHandle(kind: .duplex, to: encoder) }
-    public init(from decoder: any Decoder) throws { stream = try MessageStream.decodeHandle(kind: .duplex, from: decoder) }
+    public init(from decoder: any Decoder) throws {
+        stream = try MessageStream.decodeHandle(kind: .duplex, from: decoder)
+    }
 }
 
 /// The receiving end of a one-way pipe (see ``Connection/oneWayPair(maximumMessageSize:)``).
@@ -108,7 +112,9 @@ public final class ReceivingConnection<Message: Codable>: Sendable, Codable {
     /// Receives the next message; see ``Connection/receive()``.
     public func receive() throws -> Message { try stream.receiveValue(deadline: nil)! }
     /// Receives the next message, or `nil` after `timeout`.
-    public func receive(timeout: Duration) throws -> Message? { try stream.receiveValue(deadline: Optional(timeout).deadline) }
+    public func receive(timeout: Duration) throws -> Message? {
+        try stream.receiveValue(deadline: Optional(timeout).deadline)
+    }
     /// Receives the next message without blocking a thread.
     public func receive() async throws -> Message { try await stream.receiveValue(deadline: nil)! }
     /// Receives the next message without blocking a thread, or `nil` after `timeout`.
@@ -212,7 +218,8 @@ extension MessageStream {
                 expected: "a \(kind) connection end", found: "a \(handle.kind) end",
                 codingPath: decoder.codingPath.map(\.stringValue).joined(separator: "."))
         }
-        return MessageStream(descriptor: try inbox.take(handle.descriptor), maximumMessageSize: handle.maximumMessageSize)
+        return MessageStream(
+            descriptor: try inbox.take(handle.descriptor), maximumMessageSize: handle.maximumMessageSize)
     }
 
     func receiveValue<Value: Decodable>(deadline: Deadline?) throws -> Value? {

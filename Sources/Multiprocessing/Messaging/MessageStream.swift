@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Synchronization
 import SystemPackage
 
@@ -459,13 +457,15 @@ extension MessageStream {
                     let payload = currentPayload
                     currentPayload = []
                     current = nil
-                    ready.append(Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) })
+                    ready.append(
+                        Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) })
                     continue
                 }
                 guard tail - head >= FrameHeader.size else { return }
                 let header: FrameHeader
                 do {
-                    header = try FrameHeader(parsing: UnsafeRawBufferPointer(rebasing: storage[head..<head + FrameHeader.size]))
+                    header = try FrameHeader(
+                        parsing: UnsafeRawBufferPointer(rebasing: storage[head..<head + FrameHeader.size]))
                 } catch {
                     failure = error
                     throw error

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// An error thrown by Swift code in another process, as it arrived here.
 ///

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import Synchronization
 import SystemPackage
 
@@ -44,10 +42,12 @@ final class ChildRegistry: Sendable {
 
     /// Takes over a child whose `ChildProcess` is gone: reaps it once it exits.
     func adopt(_ pid: pid_t) {
-        guard let process = children.withLock({ children -> ProcessDescriptor? in
-            children[pid]?.adopted = true
-            return children[pid]?.process
-        }) else { return }
+        guard
+            let process = children.withLock({ children -> ProcessDescriptor? in
+                children[pid]?.adopted = true
+                return children[pid]?.process
+            })
+        else { return }
         Task.detached {
             while (try? process.reap(wait: false)) == nil {
                 guard (try? await Reactor.shared.waitReadable(process.descriptor, deadline: nil)) != nil else { break }

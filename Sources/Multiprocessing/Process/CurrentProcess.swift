@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import Synchronization
 
 /// Facts about the running process (Python's `current_process()` and `parent_process()`).

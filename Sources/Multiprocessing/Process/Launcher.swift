@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 import SystemPackage
 
 /// Starts a child by the chosen method and returns its pid. Either way the child is a

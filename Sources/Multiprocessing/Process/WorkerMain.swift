@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import Synchronization
 import SystemPackage
 
@@ -17,7 +15,8 @@ func childMain(_ marker: UnsafePointer<CChar>) {
     dieWithParent(expected: parent)
     switch fields[0] {
     case "forkserver", "forkserver-bind-now":
-        ForkServer.serve(control: FileDescriptor(rawValue: descriptor), removeBindNow: fields[0] == "forkserver-bind-now")
+        ForkServer.serve(
+            control: FileDescriptor(rawValue: descriptor), removeBindNow: fields[0] == "forkserver-bind-now")
     default: WorkerMain.run(bootstrap: FileDescriptor(rawValue: descriptor))
     }
 }
@@ -49,7 +48,8 @@ enum WorkerMain {
         let outcome = perform(message, descriptors: frame.descriptors)
         if case .threw(let report) = outcome {
             // As Python prints a child's traceback: the error is visible even if no one joins.
-            printToStandardError("Process \(message.processName) (pid \(getpid())) threw \(report.typeName): \(report.description)")
+            printToStandardError(
+                "Process \(message.processName) (pid \(getpid())) threw \(report.typeName): \(report.description)")
         }
         if case .couldNotStart(let reason) = outcome {
             printToStandardError("Process \(message.processName) (pid \(getpid())) could not start: \(reason)")
@@ -62,7 +62,9 @@ enum WorkerMain {
     /// codec's metadata for the start and outcome messages.
     static func warmUp() {
         let sample = StartMessage(processName: "", typeName: "", readableTypeName: "", payload: [], work: .target)
-        if let bytes = try? BinaryEncoder().encode(sample) { _ = try? BinaryDecoder().decode(StartMessage.self, from: bytes) }
+        if let bytes = try? BinaryEncoder().encode(sample) {
+            _ = try? BinaryDecoder().decode(StartMessage.self, from: bytes)
+        }
         if let bytes = try? BinaryEncoder().encode(ChildOutcome.succeeded(output: [])) {
             _ = try? BinaryDecoder().decode(ChildOutcome.self, from: bytes)
         }

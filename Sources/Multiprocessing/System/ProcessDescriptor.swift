@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import SystemPackage
 
 /// A pidfd: a descriptor that names one process for good, so signalling or waiting on it

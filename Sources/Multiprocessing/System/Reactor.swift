@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import Synchronization
 import SystemPackage
 
@@ -57,17 +55,20 @@ final class Reactor: Sendable {
         Self.started.store(true, ordering: .releasing)
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeup = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        precondition(epoll >= 0 && wakeup >= 0, "the multiprocessing reactor could not start: \(Errno(rawValue: errno))")
+        precondition(
+            epoll >= 0 && wakeup >= 0, "the multiprocessing reactor could not start: \(Errno(rawValue: errno))")
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(fd: wakeup))
         epoll_ctl(epoll, EPOLL_CTL_ADD, wakeup, &event)
 
         var thread = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, { context in
-            let reactor = Unmanaged<Reactor>.fromOpaque(context!).takeRetainedValue()
-            reactor.loop()
-            return nil
-        }, context)
+        let result = pthread_create(
+            &thread, nil,
+            { context in
+                let reactor = Unmanaged<Reactor>.fromOpaque(context!).takeRetainedValue()
+                reactor.loop()
+                return nil
+            }, context)
         precondition(result == 0, "the multiprocessing reactor thread could not start: \(Errno(rawValue: result))")
         pthread_detach(thread)
     }
@@ -80,11 +81,13 @@ final class Reactor: Sendable {
         if isCurrentThread { return try body() }
         let done = ThreadSignal()
         let outcome = Mutex<Swift.Result<Result, Errno>?>(nil)
-        state.withLock { $0.jobs.append({
-            let result = Swift.Result { () throws(Errno) -> Result in try body() }
-            outcome.withLock { $0 = result }
-            done.fire()
-        }) }
+        state.withLock {
+            $0.jobs.append({
+                let result = Swift.Result { () throws(Errno) -> Result in try body() }
+                outcome.withLock { $0 = result }
+                done.fire()
+            })
+        }
         poke()
         done.wait()
         return try outcome.withLock { $0! }.get()

@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import SystemPackage
 
 /// A connected pair of Unix stream sockets, both ends close-on-exec.

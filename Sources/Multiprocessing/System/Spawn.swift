@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CMultiprocessing
+import Glibc
 import SystemPackage
 
 /// The descriptor number a started process finds its bootstrap socket on.

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// A counting signal between threads: `wait` blocks until `fire` has been called more
 /// times than `wait` has returned.
