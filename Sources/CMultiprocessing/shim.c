@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <malloc.h>
 #include <sched.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -161,3 +162,9 @@ int mp_spawn_add_close_from(posix_spawn_file_actions_t *actions, int lowest) {
 }
 
 pid_t mp_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+void mp_keep_freed_memory(int bytes) {
+  if (getenv("MALLOC_TRIM_THRESHOLD_") != NULL || getenv("MALLOC_MMAP_THRESHOLD_") != NULL) return;
+  mallopt(M_MMAP_THRESHOLD, bytes);
+  mallopt(M_TRIM_THRESHOLD, bytes);
+}

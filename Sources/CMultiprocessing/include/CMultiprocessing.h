@@ -48,6 +48,11 @@ int mp_set_cloexec(int fd, int on);
 /// Returns 0 in the new process, its pid in the caller, -1 and errno on failure.
 pid_t mp_clone_sibling(void);
 
+/// Makes malloc keep up to `bytes` of freed memory for reuse instead of returning it to the
+/// kernel (M_TRIM_THRESHOLD), and serve blocks up to that size from the heap (M_MMAP_THRESHOLD),
+/// unless the environment already sets either (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_).
+void mp_keep_freed_memory(int bytes);
+
 /// Closes every descriptor from `lowest` up (`close_range(2)`, glibc >= 2.34).
 void mp_close_from(int lowest);
 

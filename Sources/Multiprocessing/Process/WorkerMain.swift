@@ -13,6 +13,10 @@ func childMain(_ marker: UnsafePointer<CChar>) {
         _exit(70)
     }
     dieWithParent(expected: parent)
+    // A worker's messages are often large and alike (arrays of the same size): keep freed
+    // memory for the next one. Touching fresh pages (a fault each, charged to the memory
+    // cgroup) costs more than filling them; 1 MiB messages went from ~70 faults each to none.
+    mp_keep_freed_memory(64 * 1024 * 1024)
     switch fields[0] {
     case "forkserver", "forkserver-bind-now":
         ForkServer.serve(
