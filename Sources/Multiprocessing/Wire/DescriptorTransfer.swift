@@ -32,6 +32,16 @@ final class DescriptorOutbox {
     func closeMoved() {
         for stream in moved { stream.close() }
     }
+
+    /// Empties the outbox for the next message, returning the streams that moved with the
+    /// last one (to close once it is sent).
+    func reset() -> [MessageStream] {
+        if descriptors.isEmpty && moved.isEmpty { return [] }
+        let streams = moved
+        descriptors.removeAll(keepingCapacity: true)
+        moved.removeAll(keepingCapacity: true)
+        return streams
+    }
 }
 
 /// Hands the descriptors that came with a message to the handles decoded from it.
@@ -69,16 +79,17 @@ extension MessageStream {
     /// Decodes a received frame, giving its descriptors to the handles inside; whatever is
     /// left unclaimed is closed.
     static func decode<Value: Decodable>(_ type: Value.Type, from frame: Frame) throws -> Value {
+        // Most messages carry no handles: then no inbox (and no dictionary) is made.
+        if frame.descriptors.isEmpty { return try BinaryDecoder().decode(type, from: frame.payload) }
         let inbox = DescriptorInbox(frame.descriptors)
         defer { inbox.closeUnclaimed() }
         return try BinaryDecoder(userInfo: [.descriptorInbox: inbox]).decode(type, from: frame.payload)
     }
 
-    /// Sends one value, with the descriptors of the handles it contains.
+    /// Sends one value, with the descriptors of the handles it contains. Connection ends
+    /// inside it moved to the receiver: this process's copies are closed once it is sent.
     func sendValue<Value: Encodable>(_ value: Value) throws {
-        let outbox = DescriptorOutbox()
-        try sendEncoded(value, outbox: outbox)
-        outbox.closeMoved()
+        for stream in try sendEncoded(value) { stream.close() }
     }
 
     /// Sends one value without blocking a thread.
