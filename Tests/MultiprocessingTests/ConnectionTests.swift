@@ -312,3 +312,17 @@ struct ConnectionTests {
         #expect(throws: WireError.self) { try MessageStream.decode(SendingConnection<Int>.self, from: decoded) }
     }
 }
+
+@Suite("Connection message streams", .timeLimit(.minutes(1)))
+struct ConnectionMessagesTests {
+    @Test("for-await over a connection yields every message, then ends when the peer exits")
+    func iterateUntilEnd() async throws {
+        let (receiver, sender) = try Connection<Int>.oneWayPair()
+        let child = ChildProcess(SendThenExit(connection: sender, count: 50))
+        try child.start()
+        var received: [Int] = []
+        for try await number in receiver.messages { received.append(number) }
+        #expect(received == Array(0..<50))
+        try await child.join()
+    }
+}
