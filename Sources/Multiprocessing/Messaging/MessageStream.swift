@@ -66,33 +66,31 @@ final class MessageStream: Sendable {
     }
 
     private func withDescriptor<Result>(_ body: (FileDescriptor) throws -> Result) throws -> Result {
-        try lifecycle.withLock { state throws(ConnectionError) in
-            if state.isClosed { throw .closed }
-            state.users += 1
-        }
-        defer {
-            let closeNow = lifecycle.withLock { state -> Bool in
-                state.users -= 1
-                return state.isClosed && state.users == 0
-            }
-            if closeNow { descriptor.closeIgnoringErrors() }
-        }
+        try enter()
+        defer { leave() }
         return try body(descriptor)
     }
 
     private func withDescriptor<Result>(_ body: (FileDescriptor) async throws -> Result) async throws -> Result {
+        try enter()
+        defer { leave() }
+        return try await body(descriptor)
+    }
+
+    /// Counts a call that uses the descriptor, so `close` leaves it open until the call ends.
+    private func enter() throws(ConnectionError) {
         try lifecycle.withLock { state throws(ConnectionError) in
             if state.isClosed { throw .closed }
             state.users += 1
         }
-        defer {
-            let closeNow = lifecycle.withLock { state -> Bool in
-                state.users -= 1
-                return state.isClosed && state.users == 0
-            }
-            if closeNow { descriptor.closeIgnoringErrors() }
+    }
+
+    private func leave() {
+        let closeNow = lifecycle.withLock { state -> Bool in
+            state.users -= 1
+            return state.isClosed && state.users == 0
         }
-        return try await body(descriptor)
+        if closeNow { descriptor.closeIgnoringErrors() }
     }
 
     // MARK: Receiving

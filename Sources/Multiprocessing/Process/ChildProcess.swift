@@ -25,7 +25,10 @@ public final class ChildProcess: Sendable {
     /// How the process starts.
     public let startMethod: StartMethod
 
-    private let prepare: @Sendable () throws -> StartMessage
+    /// Builds the start message and collects the handles inside the work (done at `start`).
+    private let prepare: @Sendable () throws -> (message: StartMessage, outbox: DescriptorOutbox)
+    /// Whether `start` checks, in this process, that the child will find the work's type.
+    private let checksTypeName: Bool
     private let state = Mutex(State.notStarted)
     private static let counter = Atomic<Int>(0)
 
@@ -51,53 +54,55 @@ public final class ChildProcess: Sendable {
     ///   - name: defaults to `Process-N`, N counting the processes made by this program.
     ///   - isDaemon: terminate the child at exit instead of waiting for it.
     ///   - startMethod: ``StartMethod/spawn`` (default) or ``StartMethod/forkserver``.
-    public init<Target: ProcessTarget>(
+    public convenience init<Target: ProcessTarget>(
         _ target: Target, name: String? = nil, isDaemon: Bool = false, startMethod: StartMethod = .spawn
     ) {
-        let number = Self.counter.add(1, ordering: .relaxed).newValue
-        let processName = name ?? "Process-\(number)"
+        self.init(name: name, isDaemon: isDaemon, startMethod: startMethod) { processName in
+            try Self.startMessage(running: target, named: processName, as: .target)
+        }
+    }
+
+    convenience init<Function: ProcessFunction>(
+        _ function: Function, input: Function.Input, name: String?, startMethod: StartMethod
+    ) {
+        self.init(name: name, isDaemon: false, startMethod: startMethod) { processName in
+            try Self.startMessage(
+                running: function, named: processName, as: .function(input: try BinaryEncoder().encode(input)))
+        }
+    }
+
+    /// An internal door for tests: a child asked to run a type name that does not exist.
+    convenience init(unresolvableTypeName: String) {
+        self.init(name: nil, isDaemon: false, startMethod: .spawn, checksTypeName: false) { processName in
+            let message = StartMessage(
+                processName: processName, typeName: unresolvableTypeName, readableTypeName: unresolvableTypeName,
+                payload: [], work: .target)
+            return (message, DescriptorOutbox())
+        }
+    }
+
+    private init(
+        name: String?, isDaemon: Bool, startMethod: StartMethod, checksTypeName: Bool = true,
+        prepare: @escaping @Sendable (_ processName: String) throws -> (StartMessage, DescriptorOutbox)
+    ) {
+        let processName = name ?? "Process-\(Self.counter.add(1, ordering: .relaxed).newValue)"
         self.name = processName
         self.isDaemon = isDaemon
         self.startMethod = startMethod
-        prepare = {
-            StartMessage(
-                processName: processName, typeName: _mangledTypeName(Target.self) ?? "",
-                readableTypeName: String(reflecting: Target.self), payload: [], work: .target)
-        }
-        encodeWork = { try MessageStream.encodeFrame(target) }
+        self.checksTypeName = checksTypeName
+        self.prepare = { try prepare(processName) }
     }
 
-    init<Function: ProcessFunction>(
-        _ function: Function, input: Function.Input, name: String?, startMethod: StartMethod
-    ) {
-        let number = Self.counter.add(1, ordering: .relaxed).newValue
-        let processName = name ?? "Process-\(number)"
-        self.name = processName
-        self.isDaemon = false
-        self.startMethod = startMethod
-        prepare = {
-            StartMessage(
-                processName: processName, typeName: _mangledTypeName(Function.self) ?? "",
-                readableTypeName: String(reflecting: Function.self), payload: [],
-                work: .function(input: try BinaryEncoder().encode(input)))
-        }
-        encodeWork = { try MessageStream.encodeFrame(function) }
-    }
-
-    private let encodeWork: @Sendable () throws -> (frame: [UInt8], outbox: DescriptorOutbox)
-    private var checksTypeName: Bool { name != "Process-unresolvable" }
-
-    /// An internal door for tests: a child asked to run a type name that does not exist.
-    init(unresolvableTypeName: String) {
-        name = "Process-unresolvable"
-        isDaemon = false
-        startMethod = .spawn
-        prepare = {
-            StartMessage(
-                processName: "Process-unresolvable", typeName: unresolvableTypeName,
-                readableTypeName: unresolvableTypeName, payload: [], work: .target)
-        }
-        encodeWork = { ([UInt8](repeating: 0, count: FrameHeader.size), DescriptorOutbox()) }
+    /// The start message for `work`, and the handles found inside it.
+    private static func startMessage<Work: Encodable>(
+        running work: Work, named processName: String, as kind: StartMessage.Work
+    ) throws -> (StartMessage, DescriptorOutbox) {
+        let outbox = DescriptorOutbox()
+        let payload = try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(work)
+        let message = StartMessage(
+            processName: processName, typeName: _mangledTypeName(Work.self) ?? "",
+            readableTypeName: String(reflecting: Work.self), payload: payload, work: kind)
+        return (message, outbox)
     }
 
     deinit {
@@ -121,11 +126,8 @@ public final class ChildProcess: Sendable {
     ///   ``ConnectionError/system(_:during:)`` if the system refuses a new process.
     /// - Precondition: the process was not started before.
     public func start() throws {
-        var message = try prepare()
+        let (message, outbox) = try prepare()
         if checksTypeName { try Self.checkFindable(message) }
-        var (payloadFrame, outbox) = try encodeWork()
-        message.payload = Array(payloadFrame[FrameHeader.size...])
-        payloadFrame = []
         let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Int(UInt32.max))
         let pid: pid_t
         let process: ProcessDescriptor
