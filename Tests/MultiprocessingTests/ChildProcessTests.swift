@@ -171,6 +171,18 @@ struct ChildProcessTests {
         #expect(child.pid == nil)
     }
 
+    @Test("a target that cannot be encoded fails start and starts nothing")
+    func unencodableTarget() throws {
+        let (end, _) = try Connection<String>.pair()
+        end.close()
+        let child = ChildProcess(Echo(connection: end))
+        let before = childProcesses().count
+        #expect(throws: ConnectionError.self) { try child.start() }
+        #expect(child.pid == nil)
+        #expect(!child.isAlive)
+        #expect(childProcesses().count <= before)
+    }
+
     @Test("a type the child cannot find is an error naming the type, not a hang")
     func unknownType() throws {
         let child = ChildProcess(unresolvableTypeName: "$s12NoSuchModule9NoSuchTypeVN")

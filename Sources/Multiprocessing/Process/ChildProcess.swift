@@ -34,6 +34,7 @@ public final class ChildProcess: Sendable {
 
     private enum State {
         case notStarted
+        case starting
         case running(Running)
         case finished(Running, Finished)
     }
@@ -107,7 +108,7 @@ public final class ChildProcess: Sendable {
 
     deinit {
         switch state.withLock({ $0 }) {
-        case .notStarted: break
+        case .notStarted, .starting: break
         case .running(let running):
             running.channel.close()
             // Dropped while running: reap it when it exits, so no zombie is left behind.
@@ -126,44 +127,67 @@ public final class ChildProcess: Sendable {
     ///   ``ConnectionError/system(_:during:)`` if the system refuses a new process.
     /// - Precondition: the process was not started before.
     public func start() throws {
+        let claimed = state.withLock { state -> Bool in
+            guard case .notStarted = state else { return false }
+            state = .starting
+            return true
+        }
+        precondition(claimed, "process \"\(name)\" was started twice; a ChildProcess starts once")
+        do {
+            let running = try launch()
+            state.withLock { $0 = .running(running) }
+        } catch {
+            state.withLock { $0 = .notStarted }
+            throw error
+        }
+    }
+
+    /// Starts the child and hands it its work. Everything that can fail before the child
+    /// exists (encoding, the type check) fails before anything is started.
+    private func launch() throws -> Running {
         let (message, outbox) = try prepare()
         if checksTypeName { try Self.checkFindable(message) }
+        var frame = try MessageStream.encodeFrame(message).frame
         let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Int(UInt32.max))
+        defer { childEnd.close() }
         let pid: pid_t
-        let process: ProcessDescriptor
         do throws(Errno) {
-            let childSocket = childEnd.rawDescriptor
-            pid = try Launcher.launch(startMethod, socket: childSocket, typeName: message.typeName)
-            process = try ProcessDescriptor(child: pid)
+            pid = try Launcher.launch(startMethod, socket: childEnd.rawDescriptor, typeName: message.typeName)
         } catch {
-            childEnd.close()
             parentEnd.close()
             throw ConnectionError.system(error, during: "starting process \"\(name)\"")
         }
-        childEnd.close()
-        let running = Running(pid: pid, process: process, channel: parentEnd)
-        let wasStarted = state.withLock { state -> Bool in
-            guard case .notStarted = state else { return true }
-            state = .running(running)
-            return false
+        let process: ProcessDescriptor
+        do throws(Errno) {
+            process = try ProcessDescriptor(child: pid)
+        } catch {
+            // Without a pidfd the child cannot be watched: end it and reap it by pid (it is
+            // this process's own child, so the pid cannot have been reused).
+            _ = Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+            parentEnd.close()
+            throw ConnectionError.system(error, during: "watching process \"\(name)\" (pidfd_open)")
         }
-        precondition(!wasStarted, "process \"\(name)\" was started twice; a ChildProcess starts once")
         ChildRegistry.shared.register(pid: pid, process: process, isDaemon: isDaemon)
-
-        var frame = try MessageStream.encodeFrame(message).frame
         do {
             try parentEnd.send(frame: &frame, descriptors: outbox.descriptors)
         } catch ConnectionError.peerGone {
             // The child died before reading its work; join() reports how it ended.
+        } catch {
+            // The child never gets its work: closing the channel makes it exit (status 1).
+            parentEnd.close()
+            throw error
         }
         outbox.closeMoved()
+        return Running(pid: pid, process: process, channel: parentEnd)
     }
 
     /// Fails early, in this process, for a type the child could never find by name: a
     /// type declared inside a function has a mangled name that points into this process's
     /// memory ("unknown context at $…"), which means nothing in another process.
     private static func checkFindable(_ message: StartMessage) throws {
-        if message.typeName.isEmpty || _typeByName(message.typeName) == nil || message.typeName.contains("$") {
+        if message.typeName.isEmpty || message.typeName.contains("$") || _typeByName(message.typeName) == nil {
             throw WireError.unencodable(
                 "\(message.readableTypeName) cannot be found by name in another process: declare it at file "
                     + "scope or inside a named type, not inside a function", codingPath: "")
@@ -175,7 +199,7 @@ public final class ChildProcess: Sendable {
     /// The process id, once started (Python's `pid`).
     public var pid: pid_t? {
         switch state.withLock({ $0 }) {
-        case .notStarted: nil
+        case .notStarted, .starting: nil
         case .running(let running), .finished(let running, _): running.pid
         }
     }
@@ -268,7 +292,7 @@ public final class ChildProcess: Sendable {
     /// The running child, `nil` once finished.
     private func runningOrFinished() throws -> Running? {
         switch state.withLock({ $0 }) {
-        case .notStarted: preconditionFailure("process \"\(name)\" was joined before it was started")
+        case .notStarted, .starting: preconditionFailure("process \"\(name)\" was joined before it was started")
         case .running(let running): return running
         case .finished: return nil
         }
