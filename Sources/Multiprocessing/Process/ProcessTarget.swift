@@ -16,7 +16,8 @@
 /// ```
 ///
 /// `run` may be synchronous or `async`; an error it throws comes back to the parent as a
-/// ``ChildProcessError`` from ``ChildProcess/join()``.
+/// ``ChildProcessError`` from ``ChildProcess/join()``. It runs on the child's main thread,
+/// and so do its child tasks (see <doc:DesignDecisions>).
 public protocol ProcessTarget: Codable, Sendable {
     /// The work done in the child process.
     func run() async throws
