@@ -58,8 +58,11 @@ struct LeakCheck: ProcessTarget {
             let dropped = ChildProcess(Sleep(seconds: 0.1))
             try dropped.start()
         }
-        // The dropped child is reaped when it ends.
-        try await Task.sleep(for: .milliseconds(600))
+        // The dropped child is reaped when it ends: wait for that, however slow the machine.
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while ChildRegistry.shared.count != 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     func run() async throws {
