@@ -63,6 +63,7 @@ struct LeakCheck: ProcessTarget {
         while ChildRegistry.shared.count != 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
+        try await Task.sleep(for: .milliseconds(50))  // the reaper closes its pidfd just after
     }
 
     func run() async throws {
