@@ -181,6 +181,21 @@ struct ChildProcessTests {
         #expect(!child.isAlive)
     }
 
+    @Test("a fork server that was killed is replaced; its workers live on")
+    func forkServerIsReplaced() throws {
+        let worker = ChildProcess(Sleep(seconds: 2), startMethod: .forkserver)
+        try worker.start()
+        let server = try #require(ForkServer.serverID)
+        #expect(kill(server, SIGKILL) == 0)
+        #expect(eventually(within: .seconds(5)) { processIsGone(server) })
+        let next = ChildProcess(Succeed(), startMethod: .forkserver)
+        try next.start()
+        try next.join()
+        #expect(worker.isAlive, "a worker is the requester's child, not the server's: it outlives the server")
+        worker.kill()
+        _ = try? worker.join()
+    }
+
     @Test("a type the child cannot find is an error naming the type, not a hang")
     func unknownType() throws {
         let child = ChildProcess(unresolvableTypeName: "$s12NoSuchModule9NoSuchTypeVN")

@@ -151,11 +151,14 @@ public final class ChildProcess: Sendable {
         let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Int(UInt32.max))
         defer { childEnd.close() }
         let pid: pid_t
-        do throws(Errno) {
+        do {
             pid = try Launcher.launch(startMethod, socket: childEnd.rawDescriptor, typeName: message.typeName)
-        } catch {
+        } catch let error as Errno {
             parentEnd.close()
             throw ConnectionError.system(error, during: "starting process \"\(name)\"")
+        } catch {
+            parentEnd.close()
+            throw error
         }
         let process: ProcessDescriptor
         do throws(Errno) {

@@ -19,6 +19,9 @@ enum ForkServer {
 
     private static let client = Mutex<Client?>(nil)
 
+    /// The running server's pid, if one was started (for tests).
+    static var serverID: pid_t? { client.withLock { $0?.pid } }
+
     /// What the server answers to a fork request.
     private struct Reply: Codable {
         var pid: Int32?
@@ -29,26 +32,22 @@ enum ForkServer {
 
     /// Asks the server (starting it on first use, restarting it if it died) for a worker
     /// whose bootstrap descriptor is `socket`.
-    static func fork(socket: FileDescriptor, typeName: String) throws(Errno) -> pid_t {
-        do {
-            return try client.withLock { client throws -> pid_t in
-                for attempt in 0..<2 {
-                    if client == nil { client = try startServer() }
-                    do {
-                        return try request(socket, typeName: typeName, on: client!.control)
-                    } catch let error as ConnectionError where attempt == 0 {
-                        // The server is gone (killed?): start another once.
-                        _ = error
-                        client!.control.close()
-                        client = nil
-                    }
+    static func fork(socket: FileDescriptor, typeName: String) throws -> pid_t {
+        try client.withLock { client throws -> pid_t in
+            var lastError: any Error = ConnectionError.endOfStream
+            for attempt in 0..<2 {
+                do {
+                    // A server that died (killed, or unable to bind its symbols early) is
+                    // replaced once, the second time without LD_BIND_NOW.
+                    if client == nil { client = try startServer(bindNow: attempt == 0) }
+                    return try request(socket, typeName: typeName, on: client!.control)
+                } catch let error as ConnectionError {
+                    lastError = error
+                    client?.control.close()
+                    client = nil
                 }
-                throw Errno.noSuchProcess
             }
-        } catch let error as Errno {
-            throw error
-        } catch {
-            throw Errno.noSuchProcess
+            throw ConnectionError.system(.noSuchProcess, during: "asking the fork server for a worker (\(lastError))")
         }
     }
 
@@ -62,18 +61,18 @@ enum ForkServer {
         return pid
     }
 
-    private static func startServer() throws -> Client {
+    private static func startServer(bindNow: Bool) throws -> Client {
         let (mine, theirs) = try makeSocketPair()
         defer { theirs.closeIgnoringErrors() }
         // The server binds every dynamic symbol at start (LD_BIND_NOW) so that its workers
         // inherit a resolved symbol table instead of each resolving the same symbols again.
         // It removes the variable from its environment again (see `serve`), unless the
         // user had set it.
-        let userBindsNow = getenv("LD_BIND_NOW") != nil
+        let addBindNow = bindNow && getenv("LD_BIND_NOW") == nil
         let pid = try Reactor.shared.runOnLoop { () throws(Errno) in
             try spawnSelf(
-                mode: userBindsNow ? "forkserver" : "forkserver-bind-now", socket: theirs,
-                extraEnvironment: userBindsNow ? [] : ["LD_BIND_NOW=1"])
+                mode: addBindNow ? "forkserver-bind-now" : "forkserver", socket: theirs,
+                extraEnvironment: addBindNow ? ["LD_BIND_NOW=1"] : [])
         }
         // The server is reaped when it exits, so it never lingers as a zombie.
         let process = try ProcessDescriptor(child: pid)

@@ -5,7 +5,7 @@ import SystemPackage
 /// direct child of this process, reaped through its pidfd, with `socket` as its bootstrap
 /// descriptor.
 enum Launcher {
-    static func launch(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws(Errno) -> pid_t {
+    static func launch(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws -> pid_t {
         switch method {
         case .spawn:
             // From the reactor's thread, which lives as long as the process: see spawnSelf.
