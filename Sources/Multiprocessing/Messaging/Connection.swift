@@ -98,7 +98,11 @@ public final class Connection<Message: Codable>: Sendable, Codable {
     /// Whether this end is closed (by ``close()``, or because it moved to a child).
     public var isClosed: Bool { stream.isClosed }
 
+    /// Encodes this end for another process: only the library's own encoder can (its
+    /// descriptor travels beside the message), and the end then moves to the receiver.
     public func encode(to encoder: any Encoder) throws { try stream.encodeHandle(kind: .duplex, to: encoder) }
+    /// Decodes an end received from another process, taking the descriptor that came with
+    /// the message. Decoding an end of another kind (a sending end as a receiving one) throws.
     public init(from decoder: any Decoder) throws {
         stream = try MessageStream.decodeHandle(kind: .duplex, from: decoder)
     }
@@ -134,7 +138,11 @@ public final class ReceivingConnection<Message: Codable>: Sendable, Codable {
     /// Whether this end is closed.
     public var isClosed: Bool { stream.isClosed }
 
+    /// Encodes this end for another process: only the library's own encoder can (its
+    /// descriptor travels beside the message), and the end then moves to the receiver.
     public func encode(to encoder: any Encoder) throws { try stream.encodeHandle(kind: .receiving, to: encoder) }
+    /// Decodes an end received from another process, taking the descriptor that came with
+    /// the message. Decoding an end of another kind (a sending end as a receiving one) throws.
     public init(from decoder: any Decoder) throws {
         stream = try MessageStream.decodeHandle(kind: .receiving, from: decoder)
     }
@@ -156,7 +164,11 @@ public final class SendingConnection<Message: Codable>: Sendable, Codable {
     /// Whether this end is closed.
     public var isClosed: Bool { stream.isClosed }
 
+    /// Encodes this end for another process: only the library's own encoder can (its
+    /// descriptor travels beside the message), and the end then moves to the receiver.
     public func encode(to encoder: any Encoder) throws { try stream.encodeHandle(kind: .sending, to: encoder) }
+    /// Decodes an end received from another process, taking the descriptor that came with
+    /// the message. Decoding an end of another kind (a sending end as a receiving one) throws.
     public init(from decoder: any Decoder) throws {
         stream = try MessageStream.decodeHandle(kind: .sending, from: decoder)
     }

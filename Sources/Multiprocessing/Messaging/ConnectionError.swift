@@ -18,6 +18,7 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
     /// A system call failed.
     case system(Errno, during: String)
 
+    /// A sentence saying what went wrong.
     public var description: String {
         switch self {
         case .endOfStream: "end of stream: the other end of the connection was closed or its process exited"

@@ -11,6 +11,7 @@
 /// Waiting never blocks a thread. Errors other than the end of the stream (a malformed
 /// message, a peer that died in the middle of one) are thrown by the loop.
 public struct ConnectionMessages<Message: Codable>: AsyncSequence, Sendable {
+    /// Each element is one message.
     public typealias Element = Message
 
     let stream: MessageStream
@@ -29,6 +30,7 @@ public struct ConnectionMessages<Message: Codable>: AsyncSequence, Sendable {
         }
     }
 
+    /// An iterator that receives from the connection.
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: stream) }
 }
 

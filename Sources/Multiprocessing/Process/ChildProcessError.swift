@@ -20,6 +20,7 @@ public struct RemoteError: Error, Sendable, CustomStringConvertible {
         underlying = report.rebuild()
     }
 
+    /// `TypeName: message`, as Python prints an exception.
     public var description: String { "\(typeName): \(message)" }
 }
 
@@ -56,6 +57,7 @@ public struct ChildProcessError: Error, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// A sentence: which process, and what happened to it.
     public var description: String {
         let who = "process \"\(processName)\" (pid \(pid))"
         switch reason {

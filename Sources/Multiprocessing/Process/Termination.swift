@@ -22,6 +22,7 @@ public enum Termination: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// `exited with status 1`, `was killed by SIGKILL (killed)`.
     public var description: String {
         switch self {
         case .exited(let status): "exited with status \(status)"
@@ -35,7 +36,9 @@ public enum Termination: Sendable, Hashable, CustomStringConvertible {
 /// Named `ProcessSignal` rather than `Signal` so that it cannot clash with the `Signal` of
 /// other process libraries (swift-subprocess) in a file that imports both.
 public struct ProcessSignal: RawRepresentable, Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The signal number.
     public let rawValue: Int32
+    /// The signal with this number.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
     /// Asks the process to end (`terminate()`); it may handle or ignore it.
