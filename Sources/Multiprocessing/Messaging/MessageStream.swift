@@ -23,14 +23,11 @@ final class MessageStream: Sendable {
     /// The largest payload accepted in either direction.
     let maximumMessageSize: Int
     private let descriptor: FileDescriptor
-    private let lifecycle = Mutex(Lifecycle())
+    /// Bit 0: closed. The rest: twice the number of calls using the descriptor. One word,
+    /// so entering and leaving a call is one atomic operation, not a lock.
+    private let lifecycle = Atomic<Int>(0)
     private let reader = Mutex(Reader())
     private let writer = Mutex(Writer())
-
-    private struct Lifecycle {
-        var isClosed = false
-        var users = 0
-    }
 
     /// Payloads up to this size are read through the shared buffer; larger ones are read
     /// straight into their own array, so a 1 MiB message is copied once, by the kernel.
@@ -43,26 +40,23 @@ final class MessageStream: Sendable {
     }
 
     deinit {
-        if !lifecycle.withLock(\.isClosed) { descriptor.closeIgnoringErrors() }
+        if !isClosed { descriptor.closeIgnoringErrors() }
         reader.withLock { $0.release() }
     }
 
     // MARK: Lifecycle
 
-    var isClosed: Bool { lifecycle.withLock(\.isClosed) }
+    var isClosed: Bool { lifecycle.load(ordering: .acquiring) & 1 != 0 }
 
     /// The raw descriptor, for handing this end to a child. Valid while the stream is open.
     var rawDescriptor: FileDescriptor { descriptor }
 
     /// Closes this end. Waiters in `async` calls are woken and see ``ConnectionError/closed``.
     func close() {
-        let closeNow = lifecycle.withLock { state -> Bool in
-            guard !state.isClosed else { return false }
-            state.isClosed = true
-            return state.users == 0
-        }
+        let before = lifecycle.bitwiseOr(1, ordering: .acquiringAndReleasing).oldValue
+        guard before & 1 == 0 else { return }  // closed already
         Reactor.forgetIfRunning(descriptor)
-        if closeNow { descriptor.closeIgnoringErrors() }
+        if before == 0 { descriptor.closeIgnoringErrors() }  // no call is using it
     }
 
     private func withDescriptor<Result>(_ body: (FileDescriptor) throws -> Result) throws -> Result {
@@ -79,18 +73,20 @@ final class MessageStream: Sendable {
 
     /// Counts a call that uses the descriptor, so `close` leaves it open until the call ends.
     private func enter() throws(ConnectionError) {
-        try lifecycle.withLock { state throws(ConnectionError) in
-            if state.isClosed { throw .closed }
-            state.users += 1
+        var current = lifecycle.load(ordering: .relaxed)
+        while true {
+            // Never count a call once closed: then the last `leave` is the one that closes.
+            if current & 1 != 0 { throw .closed }
+            let (exchanged, original) = lifecycle.compareExchange(
+                expected: current, desired: current + 2, ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            current = original
         }
     }
 
     private func leave() {
-        let closeNow = lifecycle.withLock { state -> Bool in
-            state.users -= 1
-            return state.isClosed && state.users == 0
-        }
-        if closeNow { descriptor.closeIgnoringErrors() }
+        // Closed (bit 0) and this was the last call: the descriptor is ours to close.
+        if lifecycle.subtract(2, ordering: .acquiringAndReleasing).newValue == 1 { descriptor.closeIgnoringErrors() }
     }
 
     // MARK: Receiving
@@ -115,7 +111,7 @@ final class MessageStream: Sendable {
                     if deadline.hasPassed { return nil }
                     continue
                 }
-                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+                if isClosed { throw ConnectionError.closed }
             }
         }
     }
@@ -135,7 +131,7 @@ final class MessageStream: Sendable {
                     if deadline.hasPassed { return nil }
                     continue
                 }
-                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+                if isClosed { throw ConnectionError.closed }
             }
         }
     }
@@ -222,7 +218,7 @@ final class MessageStream: Sendable {
                 }
                 if done { return }
                 _ = try await Reactor.shared.wait(for: .writable, on: descriptor, deadline: nil)
-                if lifecycle.withLock(\.isClosed) { throw ConnectionError.closed }
+                if isClosed { throw ConnectionError.closed }
             }
         }
     }
