@@ -313,6 +313,46 @@ struct ConnectionTests {
     }
 }
 
+/// Receives a connection end over a connection, and answers on it.
+struct ReceiveAnEnd: ProcessTarget {
+    let ends: Connection<Connection<String>>
+    func run() throws {
+        let end = try ends.receive()
+        try end.send("hello over a passed end")
+    }
+}
+
+/// A function whose input carries a connection end.
+struct Announce: ProcessFunction {
+    func callAsFunction(_ input: SendingConnection<String>) throws -> Int {
+        try input.send("from a function's input")
+        return 1
+    }
+}
+
+@Suite("Handles", .timeLimit(.minutes(1)))
+struct HandleTests {
+    @Test("a connection end sent over a connection works in the receiving process", arguments: StartMethod.allCases)
+    func endOverConnection(method: StartMethod) throws {
+        let (mine, theirs) = try Connection<Connection<String>>.pair()
+        let child = ChildProcess(ReceiveAnEnd(ends: theirs), startMethod: method)
+        try child.start()
+        let (near, far) = try Connection<String>.pair()
+        try mine.send(far)
+        #expect(far.isClosed, "the end moved to the child")
+        #expect(try near.receive() == "hello over a passed end")
+        try child.join()
+    }
+
+    @Test("a connection end in a function's input travels with it")
+    func endInFunctionInput() async throws {
+        let (receiver, sender) = try Connection<String>.oneWayPair()
+        let result = try await ChildProcess.run(Announce(), with: sender)
+        #expect(result == 1)
+        #expect(try await receiver.receive() == "from a function's input")
+    }
+}
+
 @Suite("Connection message streams", .timeLimit(.minutes(1)))
 struct ConnectionMessagesTests {
     @Test("for-await over a connection yields every message, then ends when the peer exits")

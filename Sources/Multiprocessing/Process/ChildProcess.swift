@@ -59,7 +59,7 @@ public final class ChildProcess: Sendable {
         _ target: Target, name: String? = nil, isDaemon: Bool = false, startMethod: StartMethod = .spawn
     ) {
         self.init(name: name, isDaemon: isDaemon, startMethod: startMethod) { processName in
-            try Self.startMessage(running: target, named: processName, as: .target)
+            try Self.startMessage(running: target, named: processName) { _ in .target }
         }
     }
 
@@ -67,8 +67,9 @@ public final class ChildProcess: Sendable {
         _ function: Function, input: Function.Input, name: String?, startMethod: StartMethod
     ) {
         self.init(name: name, isDaemon: false, startMethod: startMethod) { processName in
-            try Self.startMessage(
-                running: function, named: processName, as: .function(input: try BinaryEncoder().encode(input)))
+            try Self.startMessage(running: function, named: processName) { encoder in
+                .function(input: try encoder.encode(input))
+            }
         }
     }
 
@@ -94,15 +95,17 @@ public final class ChildProcess: Sendable {
         self.prepare = { try prepare(processName) }
     }
 
-    /// The start message for `work`, and the handles found inside it.
+    /// The start message for `work`, and the handles found inside it (and inside a
+    /// function's input, which `kind` encodes with the same encoder).
     private static func startMessage<Work: Encodable>(
-        running work: Work, named processName: String, as kind: StartMessage.Work
+        running work: Work, named processName: String, kind: (BinaryEncoder) throws -> StartMessage.Work
     ) throws -> (StartMessage, DescriptorOutbox) {
         let outbox = DescriptorOutbox()
-        let payload = try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(work)
+        let encoder = BinaryEncoder(userInfo: [.descriptorOutbox: outbox])
+        let payload = try encoder.encode(work)
         let message = StartMessage(
             processName: processName, typeName: _mangledTypeName(Work.self) ?? "",
-            readableTypeName: String(reflecting: Work.self), payload: payload, work: kind)
+            readableTypeName: String(reflecting: Work.self), payload: payload, work: try kind(encoder))
         return (message, outbox)
     }
 
