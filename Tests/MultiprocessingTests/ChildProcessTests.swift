@@ -23,6 +23,10 @@ struct Square: ProcessFunction {
     func callAsFunction(_ input: [Int]) -> [Int] { input.map { $0 * $0 + offset } }
 }
 
+struct Fail: ProcessFunction {
+    func callAsFunction(_ input: Int) throws -> Int { throw InventoryError(item: "input", missing: input) }
+}
+
 struct Big: ProcessFunction {
     func callAsFunction(_ count: Int) -> [UInt8] { [UInt8](repeating: 7, count: count) }
 }
@@ -234,6 +238,13 @@ struct ChildProcessTests {
     func functionOutput(method: StartMethod) async throws {
         let output = try await ChildProcess.run(Square(offset: 1), with: [1, 2, 3], startMethod: method)
         #expect(output == [2, 5, 10])
+    }
+
+    @Test("a function can be run blocking too, and its error comes back")
+    func blockingFunction() throws {
+        #expect(try ChildProcess.run(Square(offset: 0), with: [4]) == [16])
+        let error = try #require(throws: ChildProcessError.self) { try ChildProcess.run(Fail(), with: 1) }
+        #expect(error.remoteError?.underlying as? InventoryError == InventoryError(item: "input", missing: 1))
     }
 
     @Test("a large function output does not deadlock the child on its way out")

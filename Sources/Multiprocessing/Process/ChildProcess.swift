@@ -348,33 +348,65 @@ public final class ChildProcess: Sendable {
 
     // MARK: Functions
 
-    /// Runs `function` with `input` in a new child process and returns its output.
-    ///
-    /// Cancelling the calling task kills the child: the work really stops.
+    /// Runs `function` with `input` in a new child process and returns its output, blocking
+    /// the calling thread until it is done.
     /// - Throws: ``ChildProcessError`` when the function threw or the child crashed.
     public static func run<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, startMethod: StartMethod = .spawn
+    ) throws -> Function.Output {
+        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
+        // Read the report before waiting for the exit: a large output must not fill the
+        // socket while the child waits for it to drain.
+        let outcome = (try? running.channel.receiveValue(deadline: nil) as ChildOutcome?) ?? nil
+        while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
+            _ = try running.process.descriptor.waitReadable(deadline: nil)
+        }
+        return try child.output(of: Function.self, from: outcome, running)
+    }
+
+    /// Runs `function` with `input` in a new child process and returns its output.
+    ///
+    /// Cancelling the calling task kills the child: the work really stops.
+    /// - Throws: ``ChildProcessError`` when the function threw or the child crashed;
+    ///   `CancellationError` when the task was cancelled.
+    public static func run<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, startMethod: StartMethod = .spawn
     ) async throws -> Function.Output {
-        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
-        try child.start()
-        guard case .running(let running) = child.state.withLock({ $0 }) else { fatalError("unreachable") }
+        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
         return try await withTaskCancellationHandler {
-            // Read the report before waiting for the exit: a large output must not fill the
-            // socket while the child waits for it to drain.
-            let outcome = try? await running.channel.receiveValue(deadline: nil) as ChildOutcome?
-            while try child.finishIfExited(running, wait: false, outcome: outcome ?? nil) == nil {
+            let outcome = (try? await running.channel.receiveValue(deadline: nil) as ChildOutcome?) ?? nil
+            while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
                 _ = try await Reactor.shared.waitReadable(running.process.descriptor, deadline: nil)
             }
             try Task.checkCancellation()
-            _ = try child.checkFinished()
-            guard case .succeeded(let output) = outcome else {
-                throw ChildProcessError(
-                    processName: child.name, pid: running.pid, reason: .couldNotStart("no output was reported"),
-                    termination: child.termination ?? .exited(0))
-            }
-            return try BinaryDecoder().decode(Function.Output.self, from: output)
+            return try child.output(of: Function.self, from: outcome, running)
         } onCancel: {
             child.kill()
         }
+    }
+
+    private static func startFunction<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, startMethod: StartMethod
+    ) throws -> (ChildProcess, Running) {
+        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
+        try child.start()
+        guard case .running(let running) = child.state.withLock({ $0 }) else {
+            preconditionFailure("a started process is running or finished, never anything else")
+        }
+        return (child, running)
+    }
+
+    /// The function's output, once the child has ended; or why there is none.
+    private func output<Function: ProcessFunction>(
+        of function: Function.Type, from outcome: ChildOutcome?, _ running: Running
+    ) throws -> Function.Output {
+        _ = try checkFinished()
+        guard case .succeeded(let output) = outcome else {
+            // It ended with status 0 without reporting: the function called exit(0).
+            throw ChildProcessError(
+                processName: name, pid: running.pid, reason: .terminated(termination ?? .exited(0)),
+                termination: termination ?? .exited(0))
+        }
+        return try BinaryDecoder().decode(Function.Output.self, from: output)
     }
 }
