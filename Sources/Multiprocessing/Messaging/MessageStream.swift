@@ -33,6 +33,10 @@ final class MessageStream: Sendable {
     /// straight into their own array, so a 1 MiB message is copied once, by the kernel.
     static let chunkSize = 64 * 1024
 
+    /// A message with more than this left to arrive is read straight into its array (one
+    /// copy, by the kernel) rather than through the buffer (two).
+    static let directReadThreshold = 16 * 1024
+
     init(descriptor: FileDescriptor, maximumMessageSize: Int) {
         encoder = BinaryEncoder(userInfo: [.descriptorOutbox: outbox])
         self.descriptor = descriptor
@@ -520,7 +524,9 @@ extension MessageStream {
             if sawEnd { return false }
             var count: Int
             do throws(Errno) {
-                if let header = current, tail == head, header.length - currentFilled > MessageStream.chunkSize {
+                if let header = current, tail == head,
+                    header.length - currentFilled > MessageStream.directReadThreshold
+                {
                     // Read straight into the message's own array.
                     let offset = currentFilled
                     var result: Result<Int, Errno> = .success(0)
