@@ -23,6 +23,23 @@ struct Square: ProcessFunction {
     func callAsFunction(_ input: [Int]) -> [Int] { input.map { $0 * $0 + offset } }
 }
 
+/// Kills its own fork server and checks that the next start gets a new one, while a worker
+/// of the old server lives on (workers are the requester's children, not the server's).
+struct ReplaceForkServer: ProcessTarget {
+    func run() throws {
+        let worker = ChildProcess(Sleep(seconds: 2), startMethod: .forkserver)
+        try worker.start()
+        guard let server = ForkServer.serverID, kill(server, SIGKILL) == 0 else { throw PlainError() }
+        guard eventually(within: .seconds(5), { processIsGone(server) }) else { throw PlainError() }
+        let next = ChildProcess(Succeed(), startMethod: .forkserver)
+        try next.start()
+        try next.join()
+        guard ForkServer.serverID != server, worker.isAlive else { throw PlainError() }
+        worker.kill()
+        _ = try? worker.join()
+    }
+}
+
 struct Fail: ProcessFunction {
     func callAsFunction(_ input: Int) throws -> Int { throw InventoryError(item: "input", missing: input) }
 }
@@ -187,17 +204,11 @@ struct ChildProcessTests {
 
     @Test("a fork server that was killed is replaced; its workers live on")
     func forkServerIsReplaced() throws {
-        let worker = ChildProcess(Sleep(seconds: 2), startMethod: .forkserver)
-        try worker.start()
-        let server = try #require(ForkServer.serverID)
-        #expect(kill(server, SIGKILL) == 0)
-        #expect(eventually(within: .seconds(5)) { processIsGone(server) })
-        let next = ChildProcess(Succeed(), startMethod: .forkserver)
-        try next.start()
-        try next.join()
-        #expect(worker.isAlive, "a worker is the requester's child, not the server's: it outlives the server")
-        worker.kill()
-        _ = try? worker.join()
+        // In a child of its own: killing the fork server of the test process would fail the
+        // starts of other tests running at the same time.
+        let scenario = ChildProcess(ReplaceForkServer())
+        try scenario.start()
+        try scenario.join()
     }
 
     @Test("a type the child cannot find is an error naming the type, not a hang")

@@ -37,14 +37,23 @@ enum ForkServer {
             var lastError: any Error = ConnectionError.endOfStream
             for attempt in 0..<2 {
                 do {
-                    // A server that died (killed, or unable to bind its symbols early) is
+                    // A server found dead (killed, or unable to bind its symbols early) is
                     // replaced once, the second time without LD_BIND_NOW.
                     if client == nil { client = try startServer(bindNow: attempt == 0) }
                     return try request(socket, typeName: typeName, on: client!.control)
-                } catch let error as ConnectionError {
-                    lastError = error
+                } catch ConnectionError.peerGone {
+                    // The request never reached a server: safe to ask another.
+                    lastError = ConnectionError.peerGone
                     client?.control.close()
                     client = nil
+                } catch let error as ConnectionError {
+                    // The server died after taking the request: it may have forked a worker
+                    // that holds `socket`, so asking again with it could give two workers one
+                    // channel. Fail this start; the next one gets a new server.
+                    client?.control.close()
+                    client = nil
+                    throw ConnectionError.system(
+                        .noSuchProcess, during: "asking the fork server for a worker (it died: \(error))")
                 }
             }
             throw ConnectionError.system(.noSuchProcess, during: "asking the fork server for a worker (\(lastError))")
