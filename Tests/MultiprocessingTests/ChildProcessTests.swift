@@ -202,6 +202,17 @@ struct ChildProcessTests {
         #expect(!child.isAlive)
     }
 
+    @Test("the fork server stays single-threaded, so forking it is safe")
+    func forkServerIsSingleThreaded() throws {
+        let child = ChildProcess(Succeed(), startMethod: .forkserver)
+        try child.start()
+        try child.join()
+        let server = try #require(ForkServer.serverID)
+        let status = try readFile("/proc/\(server)/status")
+        let threads = status.split(separator: "\n").first { $0.hasPrefix("Threads:") }
+        #expect(threads?.split(separator: "\t").last == "1", "\(threads ?? "no Threads line")")
+    }
+
     @Test("a fork server that was killed is replaced; its workers live on")
     func forkServerIsReplaced() throws {
         // In a child of its own: killing the fork server of the test process would fail the
