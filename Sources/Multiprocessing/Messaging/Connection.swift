@@ -26,7 +26,7 @@ public let defaultMaximumMessageSize = 256 * 1024 * 1024
 /// ```
 ///
 /// - A connection end given to a child *moves*: once the child has started, this process's
-///   copy is closed. That is what lets ``receive()`` throw ``ConnectionError/endOfStream``
+///   copy is closed. That is what lets `receive()` throw ``ConnectionError/endOfStream``
 ///   when the child exits instead of waiting forever (Python's famous hang).
 /// - Messages keep their boundaries; an empty message is a message; two threads receiving
 ///   on one end each get whole messages.
@@ -113,7 +113,7 @@ public final class ReceivingConnection<Message: Codable>: Sendable, Codable {
     let stream: MessageStream
     init(stream: MessageStream) { self.stream = stream }
 
-    /// Receives the next message; see ``Connection/receive()``.
+    /// Receives the next message; see `Connection.receive()`.
     public func receive() throws -> Message { try stream.receiveValue(deadline: nil)! }
     /// Receives the next message, or `nil` after `timeout`.
     public func receive(timeout: Duration) throws -> Message? {
@@ -153,7 +153,7 @@ public final class SendingConnection<Message: Codable>: Sendable, Codable {
     let stream: MessageStream
     init(stream: MessageStream) { self.stream = stream }
 
-    /// Sends a message; see ``Connection/send(_:)``.
+    /// Sends a message; see `Connection.send(_:)`.
     public func send(_ message: Message) throws { try stream.sendValue(message) }
     /// Sends a message without blocking a thread.
     public func send(_ message: Message) async throws { try await stream.sendValue(message) }

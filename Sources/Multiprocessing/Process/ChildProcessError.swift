@@ -25,7 +25,7 @@ public struct RemoteError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Why a child process did not succeed: it threw, it crashed or was killed, or it never
-/// got to run its work. Thrown by ``ChildProcess/join()``.
+/// got to run its work. Thrown by `ChildProcess.join()`.
 ///
 /// Every case names the process and its pid; `description` reads as a sentence, e.g.
 /// `process "worker-2" (pid 41213) threw MyApp.JobError: disk full`.

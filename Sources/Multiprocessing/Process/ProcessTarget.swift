@@ -16,7 +16,7 @@
 /// ```
 ///
 /// `run` may be synchronous or `async`; an error it throws comes back to the parent as a
-/// ``ChildProcessError`` from ``ChildProcess/join()``. It runs on the child's main thread,
+/// ``ChildProcessError`` from `ChildProcess.join()`. It runs on the child's main thread,
 /// and so do its child tasks (see <doc:DesignDecisions>).
 public protocol ProcessTarget: Codable, Sendable {
     /// The work done in the child process.
@@ -24,7 +24,7 @@ public protocol ProcessTarget: Codable, Sendable {
 }
 
 /// A function run in a child process: a Codable value called with a Codable input, whose
-/// Codable output comes back to the caller (the unit of work of ``ChildProcess/run(_:with:startMethod:)``
+/// Codable output comes back to the caller (the unit of work of `ChildProcess.run(_:with:startMethod:)`
 /// and of the process pool).
 ///
 /// ```swift

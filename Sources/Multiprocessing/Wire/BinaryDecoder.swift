@@ -48,7 +48,7 @@ public struct BinaryDecoder {
     ///
     /// The bytes are only read during this call.
     ///
-    /// - Throws: the same errors as ``decode(_:from:)-([UInt8])``.
+    /// - Throws: the same errors as `decode(_:from:)` taking an array.
     public func decode<T: Decodable>(_ type: T.Type, from bytes: UnsafeRawBufferPointer) throws -> T {
         let decoder = _BinaryDecoderImpl(bytes: bytes, userInfo: userInfo)
         // A conformance could keep the Decoder; once the call returns, it must not be able
