@@ -59,12 +59,14 @@ struct Forever: ProcessFunction {
 struct ChildProcessTests {
     @Test("a child runs its target and exits with status 0", arguments: StartMethod.allCases)
     func succeeds(method: StartMethod) throws {
-        let child = ChildProcess(Succeed(), startMethod: method)
+        let child = ChildProcess(Succeed(), name: "quick", startMethod: method)
         #expect(child.pid == nil)
         #expect(!child.isAlive)
+        #expect(child.description == "ChildProcess \"quick\" (not started)")
         try child.start()
         #expect(child.pid != nil)
         try child.join()
+        #expect(child.description == "ChildProcess \"quick\" (pid \(child.pid!), exited with status 0)")
         #expect(child.termination == .exited(0))
         #expect(child.exitCode == 0)
         #expect(child.error == nil)

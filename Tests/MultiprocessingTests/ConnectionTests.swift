@@ -179,6 +179,18 @@ struct ConnectionTests {
         #expect(try b.receive(timeout: .seconds(5)) == 42)
     }
 
+    @Test("a timed receive that ends in the middle of a message keeps what arrived for the next call")
+    func timeoutMidMessage() throws {
+        let (a, b) = try Connection<[UInt8]>.pair()
+        let payload = try BinaryEncoder().encode([UInt8](repeating: 5, count: 100_000))
+        let frame = FrameHeader(length: payload.count, descriptorCount: 0).bytes + payload
+        writeRaw(Array(frame[..<50_000]), to: a.stream)
+        #expect(try b.receive(timeout: .milliseconds(50)) == nil)
+        #expect(try b.poll(timeout: .zero) == false, "half a message is not a message")
+        writeRaw(Array(frame[50_000...]), to: a.stream)
+        #expect(try b.receive(timeout: .seconds(5)) == [UInt8](repeating: 5, count: 100_000))
+    }
+
     @Test("garbage on the wire is a clear error, and stays one")
     func garbage() throws {
         let (a, b) = try Connection<Int>.pair()

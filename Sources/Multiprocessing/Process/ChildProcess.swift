@@ -410,3 +410,16 @@ public final class ChildProcess: Sendable {
         return try BinaryDecoder().decode(Function.Output.self, from: output)
     }
 }
+
+extension ChildProcess: CustomStringConvertible {
+    /// Like Python's repr: `ChildProcess "worker-1" (pid 4242, running)`.
+    public var description: String {
+        let stateText: String
+        switch state.withLock({ $0 }) {
+        case .notStarted, .starting: stateText = "not started"
+        case .running(let running): stateText = "pid \(running.pid), running"
+        case .finished(let running, let finished): stateText = "pid \(running.pid), \(finished.termination)"
+        }
+        return "ChildProcess \"\(name)\" (\(stateText)\(isDaemon ? ", daemon" : ""))"
+    }
+}
