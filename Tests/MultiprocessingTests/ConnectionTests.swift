@@ -191,6 +191,24 @@ struct ConnectionTests {
         #expect(try b.receive(timeout: .seconds(5)) == [UInt8](repeating: 5, count: 100_000))
     }
 
+    @Test("a timed send to a full pipe returns false and sends nothing; later messages stay in order")
+    func timedSendToFullPipe() throws {
+        let (a, b) = try Connection<[Int]>.pair()
+        var sent = 0
+        while try a.send([Int](repeating: sent, count: 128), timeout: .zero) {
+            sent += 1
+            #expect(sent < 100_000, "the pipe never filled")
+            if sent >= 100_000 { return }
+        }
+        let start = ContinuousClock.now
+        #expect(try a.send([-1], timeout: .milliseconds(100)) == false)
+        #expect(ContinuousClock.now - start >= .milliseconds(100))
+        // Make room, then a timed send goes through.
+        for number in 0..<sent { #expect(try b.receive() == [Int](repeating: number, count: 128)) }
+        #expect(try a.send([7], timeout: .seconds(5)))
+        #expect(try b.receive() == [7], "the refused message was never sent")
+    }
+
     @Test("garbage on the wire is a clear error, and stays one")
     func garbage() throws {
         let (a, b) = try Connection<Int>.pair()

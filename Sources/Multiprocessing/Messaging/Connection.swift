@@ -59,6 +59,13 @@ public final class Connection<Message: Codable>: Sendable, Codable {
     public func send(_ message: Message) throws { try stream.sendValue(message) }
     /// Sends a message without blocking a thread.
     public func send(_ message: Message) async throws { try await stream.sendValue(message) }
+    /// Sends a message if the receiver makes room for it within `timeout`; returns `false`,
+    /// having sent nothing, if it does not (a full pipe: the receiver is slow, stopped or
+    /// stuck). Zero or negative tries once. Once a message has started to go out it is sent
+    /// whole (a message is never cut), so one larger than the free room can take longer.
+    public func send(_ message: Message, timeout: Duration) throws -> Bool {
+        try stream.sendValue(message, startBy: ContinuousClock.now.advanced(by: timeout))
+    }
     /// Sends raw bytes as one message (Python's `send_bytes`).
     public func sendBytes(_ bytes: some Collection<UInt8>) throws { try stream.sendBytes(bytes) }
 
@@ -157,6 +164,13 @@ public final class SendingConnection<Message: Codable>: Sendable, Codable {
     public func send(_ message: Message) throws { try stream.sendValue(message) }
     /// Sends a message without blocking a thread.
     public func send(_ message: Message) async throws { try await stream.sendValue(message) }
+    /// Sends a message if the receiver makes room for it within `timeout`; returns `false`,
+    /// having sent nothing, if it does not (a full pipe: the receiver is slow, stopped or
+    /// stuck). Zero or negative tries once. Once a message has started to go out it is sent
+    /// whole (a message is never cut), so one larger than the free room can take longer.
+    public func send(_ message: Message, timeout: Duration) throws -> Bool {
+        try stream.sendValue(message, startBy: ContinuousClock.now.advanced(by: timeout))
+    }
     /// Sends raw bytes as one message.
     public func sendBytes(_ bytes: some Collection<UInt8>) throws { try stream.sendBytes(bytes) }
     /// Closes this end: once every copy is closed, the receiver gets end-of-stream.

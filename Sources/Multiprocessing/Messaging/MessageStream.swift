@@ -249,26 +249,37 @@ final class MessageStream: Sendable {
         }
     }
 
+    /// Sends `head` then `tail` whole. With a deadline, the first bytes wait for room only
+    /// until then: `false` means nothing was sent. Once a message has started it is sent to
+    /// the end, whatever the deadline: a message is never cut.
+    @discardableResult
     private static func sendAll(
         _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, descriptors: [FileDescriptor],
-        on descriptor: FileDescriptor
-    ) throws {
+        on descriptor: FileDescriptor, startBy deadline: Deadline? = nil
+    ) throws -> Bool {
         var head = head
         var tail = tail
         var attached = descriptors.map(\.rawValue)
+        var started = deadline == nil
         while head.count + tail.count > 0 {
             var sent: Int
             do throws(Errno) {
-                sent = try descriptor.send(head, tail, descriptors: attached)
+                sent = try descriptor.send(head, tail, descriptors: attached, nonBlocking: !started)
+            } catch .wouldBlock {
+                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
+                if Glibc.poll(&entry, 1, deadline.pollTimeout) == 0 && deadline.hasPassed { return false }
+                continue
             } catch {
                 throw Self.sendError(error)
             }
+            started = true
             attached = []
             let fromHead = min(sent, head.count)
             head = UnsafeRawBufferPointer(rebasing: head[fromHead...])
             sent -= fromHead
             tail = UnsafeRawBufferPointer(rebasing: tail[sent...])
         }
+        return true
     }
 
     /// One non-blocking send of `bytes[offset...]`; returns how many bytes went out.
@@ -314,12 +325,13 @@ final class MessageStream: Sendable {
     private nonisolated(unsafe) let encoder: BinaryEncoder
 
     /// Encodes `value` (after header space) into the writer's reusable buffer and sends it,
-    /// with the descriptors of the handles inside. Returns the streams that moved with it.
-    func sendEncoded<Value: Encodable>(_ value: Value) throws -> [MessageStream] {
-        try withDescriptor { descriptor in
+    /// with the descriptors of the handles inside. Returns the streams that moved with it,
+    /// or `nil` when a deadline was given and the message could not start before it.
+    func sendEncoded<Value: Encodable>(_ value: Value, startBy deadline: Deadline? = nil) throws -> [MessageStream]? {
+        return try withDescriptor { descriptor in
             while true {
-                let moved = try writer.withLock { writer throws -> [MessageStream]? in
-                    if writer.asyncOwned { return nil }
+                let step = try writer.withLock { writer throws -> SendStep in
+                    if writer.asyncOwned { return .busy }
                     let outbox = self.outbox
                     var frame = writer.scratch
                     writer.scratch = []
@@ -335,18 +347,32 @@ final class MessageStream: Sendable {
                     frame.withUnsafeMutableBytes {
                         FrameHeader(length: length, descriptorCount: outbox.descriptors.count).write(to: $0)
                     }
-                    try frame.withUnsafeBytes { bytes in
+                    let sent = try frame.withUnsafeBytes { bytes in
                         try Self.sendAll(
                             bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: outbox.descriptors,
-                            on: descriptor)
+                            on: descriptor, startBy: deadline)
                     }
-                    return outbox.reset()
+                    // Handles of a message that was not sent stay open here.
+                    let moved = outbox.reset()
+                    return sent ? .sent(moved) : .timedOut
                 }
-                if let moved { return moved }
-                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
-                _ = Glibc.poll(&entry, 1, 1)
+                switch step {
+                case .sent(let moved): return moved
+                case .timedOut: return nil
+                case .busy:
+                    // An `async` sender is in the middle of a message: let it finish.
+                    if deadline.hasPassed { return nil }
+                    var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
+                    _ = Glibc.poll(&entry, 1, 1)
+                }
             }
         }
+    }
+
+    /// What one attempt at sending under the writer lock came to.
+    private enum SendStep {
+        case busy, timedOut
+        case sent([MessageStream])
     }
 
     /// The largest buffer kept for reuse between messages, on either side.

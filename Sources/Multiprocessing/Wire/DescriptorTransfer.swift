@@ -89,7 +89,14 @@ extension MessageStream {
     /// Sends one value, with the descriptors of the handles it contains. Connection ends
     /// inside it moved to the receiver: this process's copies are closed once it is sent.
     func sendValue<Value: Encodable>(_ value: Value) throws {
-        for stream in try sendEncoded(value) { stream.close() }
+        for stream in try sendEncoded(value) ?? [] { stream.close() }
+    }
+
+    /// Sends one value if it can start before `deadline`; `false` means nothing was sent.
+    func sendValue<Value: Encodable>(_ value: Value, startBy deadline: Deadline) throws -> Bool {
+        guard let moved = try sendEncoded(value, startBy: deadline) else { return false }
+        for stream in moved { stream.close() }
+        return true
     }
 
     /// Sends one value without blocking a thread.
