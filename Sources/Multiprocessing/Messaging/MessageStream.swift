@@ -182,9 +182,22 @@ final class MessageStream: Sendable {
     /// Sends `payload` as one message, header and payload in one system call, no copy.
     func send(payload: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws {
         try checkSize(payload.count)
-        let header = FrameHeader(length: payload.count, descriptorCount: descriptors.count).bytes
-        try header.withUnsafeBytes { head in
-            try sendBlocking(head, payload, descriptors: descriptors)
+        let header = FrameHeader(length: payload.count, descriptorCount: descriptors.count)
+        // A small message is assembled on the stack and goes out with send(2); a large one
+        // goes as header + payload in one sendmsg(2), without copying the payload.
+        let assembled = payload.count <= 4096 ? FrameHeader.size + payload.count : FrameHeader.size
+        try withUnsafeTemporaryAllocation(byteCount: assembled, alignment: 8) { buffer in
+            header.write(to: buffer)
+            if payload.count <= 4096 {
+                if let source = payload.baseAddress {
+                    (buffer.baseAddress! + FrameHeader.size).copyMemory(from: source, byteCount: payload.count)
+                }
+                try sendBlocking(
+                    UnsafeRawBufferPointer(buffer), UnsafeRawBufferPointer(start: nil, count: 0),
+                    descriptors: descriptors)
+            } else {
+                try sendBlocking(UnsafeRawBufferPointer(buffer), payload, descriptors: descriptors)
+            }
         }
     }
 
@@ -443,7 +456,6 @@ extension MessageStream {
         mutating func next(from descriptor: FileDescriptor, limit: Int, mode: ReadMode) throws -> Frame? {
             while true {
                 if let failure { throw failure }
-                try parse(limit: limit)
                 if readyHead < ready.count {
                     let result = ready[readyHead]
                     readyHead += 1
@@ -453,6 +465,8 @@ extension MessageStream {
                     }
                     return try result.get()
                 }
+                // Nothing parsed ahead: take the next message straight from the buffer.
+                if let result = try parseOne(limit: limit) { return try result.get() }
                 if sawEnd {
                     if let current {
                         throw ConnectionError.peerClosedMidMessage(expected: current.length, received: currentFilled)
@@ -469,14 +483,20 @@ extension MessageStream {
             }
         }
 
-        /// Turns buffered bytes into messages.
+        /// Turns all buffered bytes into messages, queued in `ready` (for `hasMessage`).
         private mutating func parse(limit: Int) throws {
+            while let result = try parseOne(limit: limit) { ready.append(result) }
+        }
+
+        /// Turns buffered bytes into the next message (or the error that replaces it), or
+        /// returns `nil` when more bytes are needed.
+        private mutating func parseOne(limit: Int) throws -> Result<Frame, any Error>? {
             while true {
                 if discard > 0 {
                     let dropped = min(discard, tail - head)
                     head += dropped
                     discard -= dropped
-                    if discard > 0 { return }
+                    if discard > 0 { return nil }
                 }
                 if let header = current {
                     let take = min(header.length - currentFilled, tail - head)
@@ -489,15 +509,13 @@ extension MessageStream {
                         head += take
                         currentFilled += take
                     }
-                    guard currentFilled == header.length else { return }
+                    guard currentFilled == header.length else { return nil }
                     let payload = currentPayload
                     currentPayload = []
                     current = nil
-                    ready.append(
-                        Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) })
-                    continue
+                    return Result { Frame(payload: payload, descriptors: try takeDescriptors(header.descriptorCount)) }
                 }
-                guard tail - head >= FrameHeader.size else { return }
+                guard tail - head >= FrameHeader.size else { return nil }
                 let header: FrameHeader
                 do {
                     header = try FrameHeader(
@@ -514,8 +532,7 @@ extension MessageStream {
                     for descriptor in (try? takeDescriptors(header.descriptorCount)) ?? [] {
                         descriptor.closeIgnoringErrors()
                     }
-                    ready.append(.failure(WireError.oversized(size: header.length, limit: limit)))
-                    continue
+                    return .failure(WireError.oversized(size: header.length, limit: limit))
                 }
                 if spare.capacity >= header.length && header.length >= MessageStream.chunkSize {
                     // Memory a decoded message left behind: zeroing it is cheaper than
