@@ -256,8 +256,7 @@ final class MessageStream: Sendable {
                     return true
                 }
                 if sent { return }
-                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
-                _ = Glibc.poll(&entry, 1, 1)
+                descriptor.waitWritable(deadline: ContinuousClock.now.advanced(by: .milliseconds(1)))
             }
         }
     }
@@ -279,8 +278,7 @@ final class MessageStream: Sendable {
             do throws(Errno) {
                 sent = try descriptor.send(head, tail, descriptors: attached, nonBlocking: !started)
             } catch .wouldBlock {
-                var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
-                if Glibc.poll(&entry, 1, deadline.pollTimeout) == 0 && deadline.hasPassed { return false }
+                if !descriptor.waitWritable(deadline: deadline) && deadline.hasPassed { return false }
                 continue
             } catch {
                 throw Self.sendError(error)
@@ -375,8 +373,7 @@ final class MessageStream: Sendable {
                 case .busy:
                     // An `async` sender is in the middle of a message: let it finish.
                     if deadline.hasPassed { return nil }
-                    var entry = pollfd(fd: descriptor.rawValue, events: Int16(POLLOUT), revents: 0)
-                    _ = Glibc.poll(&entry, 1, 1)
+                    descriptor.waitWritable(deadline: ContinuousClock.now.advanced(by: .milliseconds(1)))
                 }
             }
         }
@@ -436,7 +433,7 @@ extension MessageStream {
         mutating func release() {
             storage.deallocate()
             storage = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-            for descriptor in descriptors { _ = Glibc.close(descriptor) }
+            for descriptor in descriptors { FileDescriptor(rawValue: descriptor).closeIgnoringErrors() }
             descriptors = []
         }
 

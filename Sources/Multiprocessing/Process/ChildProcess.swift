@@ -169,9 +169,7 @@ public final class ChildProcess: Sendable {
         } catch {
             // Without a pidfd the child cannot be watched: end it and reap it by pid (it is
             // this process's own child, so the pid cannot have been reused).
-            _ = Glibc.kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
+            ProcessDescriptor.killAndReap(child: pid)
             parentEnd.close()
             throw ConnectionError.system(error, during: "watching process \"\(name)\" (pidfd_open)")
         }

@@ -138,10 +138,10 @@ enum ForkServer {
     /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3), then run
     /// the work like a spawned child.
     private static func becomeWorker(bootstrap: FileDescriptor, requester: pid_t) -> Never {
-        if bootstrap.rawValue != bootstrapDescriptor {
-            _ = dup2(bootstrap.rawValue, bootstrapDescriptor)
-        } else {
-            _ = mp_set_cloexec(bootstrapDescriptor, 0)
+        do {
+            try bootstrap.duplicate(as: bootstrapDescriptor)
+        } catch {
+            _exit(1)  // the requester sees the worker exit before it got its work
         }
         mp_close_from(bootstrapDescriptor + 1)
         dieWithParent(expected: requester)

@@ -2,6 +2,15 @@ import Glibc
 import SystemPackage
 
 extension FileDescriptor {
+    /// Waits until the descriptor can be written without blocking, or the deadline passes
+    /// (`nil`: forever). Returns `false` on timeout. An interrupted wait returns early
+    /// (callers loop on their own condition).
+    @discardableResult
+    func waitWritable(deadline: Deadline?) -> Bool {
+        var entry = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+        return poll(&entry, 1, deadline.pollTimeout) > 0
+    }
+
     /// Waits until the descriptor is readable (data, end of stream, an exited process for a
     /// pidfd), or the deadline passes. Returns `false` on timeout.
     ///

@@ -36,4 +36,12 @@ struct ProcessDescriptor: Sendable {
     }
 
     func close() { descriptor.closeIgnoringErrors() }
+
+    /// Ends and reaps a child of this process that has no pidfd (opening one failed). The
+    /// pid is safe to use: an unreaped child's pid cannot be reused.
+    static func killAndReap(child pid: pid_t) {
+        _ = kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = try? systemCall { waitpid(pid, &status, 0) }
+    }
 }

@@ -1,3 +1,4 @@
+import CMultiprocessing
 import Glibc
 import SystemPackage
 
@@ -27,6 +28,16 @@ func systemCallOnce<Result: FixedWidthInteger>(_ body: () -> Result) throws(Errn
 }
 
 extension FileDescriptor {
+    /// Makes `target` a copy of this descriptor (`dup2(2)`), without close-on-exec; a
+    /// descriptor that already is `target` just loses close-on-exec.
+    func duplicate(as target: Int32) throws(Errno) {
+        if rawValue == target {
+            _ = try systemCall { mp_set_cloexec(target, 0) }
+        } else {
+            _ = try systemCall { Glibc.dup2(rawValue, target) }
+        }
+    }
+
     /// Closes the descriptor, ignoring `EINTR` (the descriptor is released anyway on Linux;
     /// retrying could close a descriptor another thread has just opened).
     func closeIgnoringErrors() {
