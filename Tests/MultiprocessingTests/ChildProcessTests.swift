@@ -122,7 +122,7 @@ struct ChildProcessTests {
 
     @Test("a child killed with SIGKILL reports SIGKILL in words", arguments: StartMethod.allCases)
     func killedChild(method: StartMethod) throws {
-        let child = ChildProcess(Sleep(), startMethod: method)
+        let child = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
         try child.start()
         #expect(child.isAlive)
         child.kill()
@@ -134,7 +134,7 @@ struct ChildProcessTests {
 
     @Test("terminate sends SIGTERM")
     func terminated() throws {
-        let child = ChildProcess(Sleep())
+        let child = ChildProcess(Sleep(), isDaemon: true)
         try child.start()
         child.terminate()
         #expect(throws: ChildProcessError.self) { try child.join() }
@@ -152,7 +152,7 @@ struct ChildProcessTests {
 
     @Test("join with a timeout on a child that never ends returns false, and the child is still there")
     func joinTimesOut() throws {
-        let child = ChildProcess(Sleep())
+        let child = ChildProcess(Sleep(), isDaemon: true)
         try child.start()
         let start = ContinuousClock.now
         #expect(try child.join(timeout: .milliseconds(200)) == false)
@@ -166,7 +166,7 @@ struct ChildProcessTests {
 
     @Test("async join waits without blocking and supports a timeout", arguments: StartMethod.allCases)
     func asyncJoin(method: StartMethod) async throws {
-        let sleeper = ChildProcess(Sleep(), startMethod: method)
+        let sleeper = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
         try sleeper.start()
         #expect(try await sleeper.join(timeout: .milliseconds(100)) == false)
         sleeper.kill()

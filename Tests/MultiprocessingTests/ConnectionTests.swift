@@ -94,7 +94,7 @@ struct ConnectionTests {
     func peerDiesMidMessage() throws {
         let (receiver, sender) = try Connection<[UInt8]>.oneWayPair()
         let (writtenReceiver, writtenSender) = try Connection<Bool>.oneWayPair()
-        let child = ChildProcess(HalfAMessage(connection: sender, written: writtenSender))
+        let child = ChildProcess(HalfAMessage(connection: sender, written: writtenSender), isDaemon: true)
         try child.start()
         #expect(try writtenReceiver.receive(timeout: .seconds(30)) == true)
         #expect(try receiver.poll(timeout: .milliseconds(100)) == false, "half a message is not a message")

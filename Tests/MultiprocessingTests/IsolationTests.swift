@@ -18,7 +18,7 @@ struct StartGrandchildren: ProcessTarget {
         var pids: [Int32] = []
         var children: [ChildProcess] = []
         for _ in 0..<count {
-            let child = ChildProcess(Sleep(), startMethod: method)
+            let child = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
             try child.start()
             children.append(child)
             pids.append(child.pid!)
@@ -48,7 +48,7 @@ struct LeakCheck: ProcessTarget {
             let failing = ChildProcess(ThrowPlain(), startMethod: method)
             try failing.start()
             _ = try? await failing.join()
-            let killed = ChildProcess(Sleep(), startMethod: method)
+            let killed = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
             try killed.start()
             killed.kill()
             _ = try? await killed.join()
