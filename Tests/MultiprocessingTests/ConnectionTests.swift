@@ -396,3 +396,41 @@ struct ConnectionMessagesTests {
         try await child.join()
     }
 }
+
+@Suite("Waiting", .timeLimit(.minutes(1)))
+struct WaitingTests {
+    @Test("the spin before sleeping backs off after looks that found nothing, and starts over on a find")
+    func spinBacksOff() {
+        var policy = SpinPolicy()
+        var spins: [Bool] = []
+        spins.append(policy.shouldSpin())
+        policy.missed()
+        for _ in 0..<3 { spins.append(policy.shouldSpin()) }
+        #expect(spins == [true, false, false, true], "after one miss, two receives skip the look")
+        for _ in 0..<20 { policy.missed() }
+        var skipped = 0
+        while !policy.shouldSpin() { skipped += 1 }
+        #expect(skipped == 1024, "the back-off is capped")
+        policy.found()
+        policy.missed()
+        spins = (0..<3).map { _ in policy.shouldSpin() }
+        #expect(spins == [false, false, true], "a find resets the back-off")
+    }
+
+    @Test("a blocking receive that waits long sleeps: it burns almost no CPU")
+    func waitingCostsNoCPU() throws {
+        let (a, b) = try Connection<Int>.pair()
+        let sender = Task.detached {
+            try await Task.sleep(for: .milliseconds(400))
+            try await a.send(1)
+        }
+        var before = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &before)
+        #expect(try b.receive() == 1)
+        var after = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &after)
+        let cpu = Double(after.tv_sec - before.tv_sec) + Double(after.tv_nsec - before.tv_nsec) / 1e9
+        #expect(cpu < 0.1, "a 400 ms wait used \(cpu) s of CPU")
+        _ = sender
+    }
+}

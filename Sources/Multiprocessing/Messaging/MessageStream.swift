@@ -99,9 +99,15 @@ final class MessageStream: Sendable {
     func receive(deadline: Deadline?) throws -> Frame? {
         try withDescriptor { descriptor in
             if deadline == nil {
-                // Waiting forever: read in blocking mode under the reader lock, one system
-                // call per message (a round trip costs what the kernel's wake-up costs).
-                return try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize, mode: .blocking) }
+                // Waiting forever: under the reader lock, look for a while (the answer to a
+                // request often comes within microseconds, and a sleeping CPU takes tens of
+                // them to wake), then read in blocking mode.
+                return try reader.withLock { reader in
+                    if let frame = try reader.spinForMessage(from: descriptor, limit: maximumMessageSize) {
+                        return frame
+                    }
+                    return try reader.next(from: descriptor, limit: maximumMessageSize, mode: .blocking)
+                }
             }
             while true {
                 // A timed wait never waits on the lock: another thread may hold it for as long
@@ -426,6 +432,28 @@ extension MessageStream {
         /// Bytes of a refused (oversized) message still to skip.
         private var discard = 0
         private var sawEnd = false
+        /// When to look for a message for a while before sleeping (see `spinForMessage`).
+        private var spin = SpinPolicy()
+
+        /// Looks for the next message without sleeping for up to ``SpinPolicy/window``,
+        /// yielding the CPU between looks so a peer on the same CPU can answer. Adaptive:
+        /// after looks that found nothing, it stops looking for a growing number of receives,
+        /// so a connection that waits long costs no CPU.
+        mutating func spinForMessage(from descriptor: FileDescriptor, limit: Int) throws -> Frame? {
+            if let frame = try next(from: descriptor, limit: limit, mode: .bufferedOnly) { return frame }
+            guard spin.shouldSpin() else { return nil }
+            let start = ContinuousClock.now
+            repeat {
+                if let frame = try next(from: descriptor, limit: limit, mode: .nonBlocking) {
+                    spin.found()
+                    return frame
+                }
+                if sawEnd || failure != nil { return nil }
+                sched_yield()
+            } while ContinuousClock.now - start < SpinPolicy.window
+            spin.missed()
+            return nil
+        }
         /// An error that leaves the stream unusable (a bad header): every later call rethrows it.
         private var failure: (any Error)?
 
@@ -603,5 +631,35 @@ extension MessageStream {
             if count == 0 { sawEnd = true }
             return count > 0
         }
+    }
+}
+
+/// When a blocking receive looks for a message before going to sleep.
+///
+/// Sleeping on a socket costs a wake-up when the message comes: on a VM like the project's
+/// machine about 35 µs to wake an idle CPU, many times the cost of the message itself. A
+/// receive that expects an answer soon (a request/response exchange) does better to look
+/// for it for a few tens of microseconds. One that waits long (a worker between tasks)
+/// must not burn CPU: each look that finds nothing doubles the number of receives that
+/// skip looking, up to 1,024; a look that finds a message starts over.
+struct SpinPolicy {
+    /// How long one look lasts at most.
+    static let window = Duration.microseconds(50)
+    private var skip = 0
+    private var misses = 0
+
+    mutating func shouldSpin() -> Bool {
+        if skip > 0 {
+            skip -= 1
+            return false
+        }
+        return true
+    }
+
+    mutating func found() { misses = 0 }
+
+    mutating func missed() {
+        misses = min(misses + 1, 10)
+        skip = 1 << misses
     }
 }
