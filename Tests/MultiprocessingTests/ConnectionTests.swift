@@ -295,6 +295,19 @@ struct ConnectionTests {
         #expect(got == big)
     }
 
+    @Test("an async send cancelled in the middle of a message still sends it whole, then reports the cancellation")
+    func cancelledAsyncSendCompletes() async throws {
+        let (a, b) = try Connection<[UInt8]>.pair()
+        let big = [UInt8](repeating: 9, count: 4 * 1024 * 1024)
+        let sending = Task { try await a.send(big) }
+        try await Task.sleep(for: .milliseconds(200))  // started, and waiting for room
+        sending.cancel()
+        #expect(try await b.receive() == big)
+        await #expect(throws: CancellationError.self) { try await sending.value }
+        try await a.send([1])
+        #expect(try await b.receive() == [1], "the stream is still in step")
+    }
+
     @Test("two threads receiving on one end each get whole messages, each message once")
     func concurrentReaders() async throws {
         let (a, b) = try Connection<[Int]>.pair()

@@ -218,30 +218,51 @@ final class MessageStream: Sendable {
         let message = frame
         try await withDescriptor { descriptor in
             var owner = false
+            var cancelled = false
             while true {
                 let done = try writer.withLock { writer throws -> Bool in
-                    if !owner {
-                        if writer.asyncOwned { return false }
-                        let sent = try Self.sendSome(message, from: 0, descriptors: descriptors, on: descriptor)
-                        if sent == message.count { return true }
-                        // The rest goes out later; until then this call owns the stream, so
-                        // no other message can slip into the middle of this one.
-                        writer.pending = Array(message[sent...])
-                        writer.asyncOwned = true
-                        owner = true
-                        return false
+                    do {
+                        if !owner {
+                            if writer.asyncOwned { return false }
+                            let sent = try Self.sendSome(message, from: 0, descriptors: descriptors, on: descriptor)
+                            if sent == message.count { return true }
+                            // The rest goes out later; until then this call owns the stream, so
+                            // no other message can slip into the middle of this one.
+                            writer.pending = message
+                            writer.pendingOffset = sent
+                            writer.asyncOwned = true
+                            owner = true
+                            return false
+                        }
+                        writer.pendingOffset += try Self.sendSome(
+                            writer.pending, from: writer.pendingOffset, descriptors: [], on: descriptor)
+                        guard writer.pendingOffset == writer.pending.count else { return false }
+                    } catch {
+                        // The peer is gone: nothing more will go out, so release the stream.
+                        if owner { writer.releaseAsyncMessage() }
+                        throw error
                     }
-                    let sent = try Self.sendSome(writer.pending, from: 0, descriptors: [], on: descriptor)
-                    writer.pending.removeFirst(sent)
-                    if writer.pending.isEmpty {
-                        writer.asyncOwned = false
-                        return true
-                    }
-                    return false
+                    writer.releaseAsyncMessage()
+                    return true
                 }
-                if done { return }
-                _ = try await Reactor.shared.wait(for: .writable, on: descriptor, deadline: nil)
-                if isClosed { throw ConnectionError.closed }
+                if done {
+                    if cancelled { throw CancellationError() }
+                    return
+                }
+                if owner {
+                    // A message that has started is sent whole, even if the task is cancelled
+                    // meanwhile (a cut message would corrupt the stream for every later one);
+                    // the cancellation is reported once it is out.
+                    cancelled = cancelled || Task.isCancelled
+                    _ = try await Reactor.shared.wait(
+                        for: .writable, on: descriptor, deadline: nil, cancellable: false)
+                } else {
+                    _ = try await Reactor.shared.wait(for: .writable, on: descriptor, deadline: nil)
+                }
+                if isClosed {
+                    if owner { writer.withLock { $0.releaseAsyncMessage() } }
+                    throw ConnectionError.closed
+                }
             }
         }
     }
@@ -326,8 +347,17 @@ final class MessageStream: Sendable {
     }
 
     private struct Writer {
+        /// The message an `async` send has started and not finished, and how much of it
+        /// has gone out. While it is there, no other message may be sent.
         var pending: [UInt8] = []
+        var pendingOffset = 0
         var asyncOwned = false
+
+        mutating func releaseAsyncMessage() {
+            pending = []
+            pendingOffset = 0
+            asyncOwned = false
+        }
         /// The buffer the last message was encoded into, kept for the next one: memory the
         /// process has already touched costs no page faults (8 MB of fresh memory costs
         /// more to fault in than to fill).

@@ -102,28 +102,24 @@ final class Reactor: Sendable {
 
     /// Suspends until `descriptor` can be written without blocking (or has failed), like
     /// ``waitReadable(_:deadline:)``.
-    func wait(for interest: Interest, on descriptor: FileDescriptor, deadline: Deadline?) async throws -> Bool {
+    ///
+    /// With `cancellable: false` the wait goes on when the task is cancelled (for work that
+    /// must finish once started, such as the rest of a message).
+    func wait(
+        for interest: Interest, on descriptor: FileDescriptor, deadline: Deadline?, cancellable: Bool = true
+    ) async throws -> Bool {
         let id = state.withLock { state -> UInt64 in
             defer { state.nextID += 1 }
             return state.nextID
         }
+        guard cancellable else {
+            return try await withCheckedThrowingContinuation { continuation in
+                register(id, continuation, on: descriptor, for: interest, deadline: deadline)
+            }
+        }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-                let registered = state.withLock { state -> Bool in
-                    if state.cancelledEarly.remove(id) != nil { return false }
-                    let isNew = state.registered[descriptor.rawValue] == nil
-                    state.waiters[id] = Waiter(
-                        descriptor: descriptor.rawValue, interest: interest, deadline: deadline,
-                        continuation: continuation)
-                    state.registered[descriptor.rawValue, default: []].insert(id)
-                    arm(descriptor.rawValue, isNew: isNew, in: state)
-                    return true
-                }
-                if registered {
-                    if deadline != nil { poke() }  // the loop must recompute its timeout
-                } else {
-                    continuation.resume(throwing: CancellationError())
-                }
+            try await withCheckedThrowingContinuation { continuation in
+                register(id, continuation, on: descriptor, for: interest, deadline: deadline)
             }
         } onCancel: {
             let waiter = state.withLock { state -> Waiter? in
@@ -135,6 +131,28 @@ final class Reactor: Sendable {
                 return waiter
             }
             waiter?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Adds a waiter and arms its descriptor; resumes it at once with `CancellationError`
+    /// if its task was cancelled before it got here.
+    private func register(
+        _ id: UInt64, _ continuation: CheckedContinuation<Bool, any Error>, on descriptor: FileDescriptor,
+        for interest: Interest, deadline: Deadline?
+    ) {
+        let registered = state.withLock { state -> Bool in
+            if state.cancelledEarly.remove(id) != nil { return false }
+            let isNew = state.registered[descriptor.rawValue] == nil
+            state.waiters[id] = Waiter(
+                descriptor: descriptor.rawValue, interest: interest, deadline: deadline, continuation: continuation)
+            state.registered[descriptor.rawValue, default: []].insert(id)
+            arm(descriptor.rawValue, isNew: isNew, in: state)
+            return true
+        }
+        if registered {
+            if deadline != nil { poke() }  // the loop must recompute its timeout
+        } else {
+            continuation.resume(throwing: CancellationError())
         }
     }
 
