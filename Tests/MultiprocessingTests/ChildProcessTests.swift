@@ -278,6 +278,20 @@ struct ChildProcessTests {
         #expect(output.allSatisfy { $0 == 7 })
     }
 
+    @Test("many children started at once from many tasks all run and report", arguments: StartMethod.allCases)
+    func manyAtOnce(method: StartMethod) async throws {
+        let results = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for number in 0..<24 {
+                group.addTask { (number, try await ChildProcess.run(Double2(), with: number, startMethod: method)) }
+            }
+            var results: [Int: Int] = [:]
+            for try await (number, doubled) in group { results[number] = doubled }
+            return results
+        }
+        #expect(results.count == 24)
+        #expect(results.allSatisfy { $0.value == $0.key * 2 })
+    }
+
     @Test("cancelling the task that runs a function kills the child")
     func cancellationKills() async throws {
         let task = Task { try await ChildProcess.run(Forever(), with: 1) }

@@ -123,6 +123,16 @@ struct ConnectionTests {
         #expect(throws: ConnectionError.self) { try mine.send("anyone?") }
     }
 
+    @Test("a blocking receive on a peer that is killed ends with end of stream")
+    func blockingReceiveSeesDeath() throws {
+        let (mine, theirs) = try Connection<String>.pair()
+        let child = ChildProcess(Echo(connection: theirs), isDaemon: true)
+        try child.start()
+        onNewThread(after: .milliseconds(200)) { child.kill() }
+        #expect(throws: ConnectionError.self) { _ = try mine.receive() }
+        _ = try? child.join()
+    }
+
     @Test("one-way ends carry messages from sender to receiver")
     func oneWay() throws {
         let (receiver, sender) = try Connection<Double>.oneWayPair()
@@ -433,10 +443,7 @@ struct WaitingTests {
     @Test("a blocking receive that waits long sleeps: it burns almost no CPU")
     func waitingCostsNoCPU() throws {
         let (a, b) = try Connection<Int>.pair()
-        let sender = Task.detached {
-            try await Task.sleep(for: .milliseconds(400))
-            try await a.send(1)
-        }
+        onNewThread(after: .milliseconds(400)) { try? a.send(1) }
         var before = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &before)
         #expect(try b.receive() == 1)
@@ -444,6 +451,5 @@ struct WaitingTests {
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &after)
         let cpu = Double(after.tv_sec - before.tv_sec) + Double(after.tv_nsec - before.tv_nsec) / 1e9
         #expect(cpu < 0.1, "a 400 ms wait used \(cpu) s of CPU")
-        _ = sender
     }
 }

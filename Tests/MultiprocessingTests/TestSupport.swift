@@ -121,3 +121,32 @@ enum FileDescriptorCopy {
         FileDescriptor(rawValue: fcntl(descriptor.rawValue, F_DUPFD_CLOEXEC, 0))
     }
 }
+
+/// Runs `body` on a new thread of its own, after `delay`.
+///
+/// For tests that block a thread on purpose: a `Task` meant to unblock them would need a
+/// thread of Swift's cooperative pool, which the blocked tests may be holding (two threads
+/// on a two-core machine), and would never run.
+func onNewThread(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+    final class Job: Sendable {
+        let delay: Duration
+        let body: @Sendable () -> Void
+        init(delay: Duration, body: @escaping @Sendable () -> Void) {
+            self.delay = delay
+            self.body = body
+        }
+    }
+    let job = Unmanaged.passRetained(Job(delay: delay, body: body)).toOpaque()
+    var thread = pthread_t()
+    let created = pthread_create(
+        &thread, nil,
+        { context in
+            let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
+            let (seconds, attoseconds) = job.delay.components
+            usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+            job.body()
+            return nil
+        }, job)
+    precondition(created == 0, "pthread_create failed")
+    pthread_detach(thread)
+}
