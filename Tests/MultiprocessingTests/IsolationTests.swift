@@ -135,6 +135,20 @@ struct IsolationTests {
         #expect(pipes.isEmpty, "pipes in the child: \(seen)")
     }
 
+    @Test("a child is found by a socket it holds (how a fork server's stray worker is cleaned up)")
+    func childFoundBySocket() throws {
+        let (mine, theirs) = try Connection<String>.pair()
+        let copy = FileDescriptorCopy.duplicate(theirs.stream.rawDescriptor)
+        defer { copy.closeIgnoringErrors() }
+        let child = ChildProcess(Echo(connection: theirs), isDaemon: true)
+        try child.start()
+        #expect(try { try mine.send("x"); return try mine.receive() }() == "X")
+        #expect(childrenHolding(copy) == [child.pid!])
+        mine.close()
+        try child.join()
+        #expect(childrenHolding(copy).isEmpty)
+    }
+
     @Test("children share the parent's stdout and stderr")
     func sharedStandardStreams() throws {
         let (receiver, sender) = try Connection<[Int32: String]>.oneWayPair()

@@ -49,9 +49,11 @@ enum ForkServer {
                 } catch let error as ConnectionError {
                     // The server died after taking the request: it may have forked a worker
                     // that holds `socket`, so asking again with it could give two workers one
-                    // channel. Fail this start; the next one gets a new server.
+                    // channel. End that worker (it is this process's child, found by the
+                    // socket it holds), and fail this start; the next one gets a new server.
                     client?.control.close()
                     client = nil
+                    for pid in childrenHolding(socket) { ProcessDescriptor.killAndReap(child: pid) }
                     throw ConnectionError.system(
                         .noSuchProcess, during: "asking the fork server for a worker (it died: \(error))")
                 }
