@@ -142,7 +142,8 @@ struct IsolationTests {
         defer { copy.closeIgnoringErrors() }
         let child = ChildProcess(Echo(connection: theirs), isDaemon: true)
         try child.start()
-        #expect(try { try mine.send("x"); return try mine.receive() }() == "X")
+        try mine.send("x")
+        #expect(try mine.receive() == "X")
         #expect(childrenHolding(copy) == [child.pid!])
         mine.close()
         try child.join()
