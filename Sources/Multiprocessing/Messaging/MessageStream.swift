@@ -374,7 +374,8 @@ final class MessageStream: Sendable {
     /// Encodes `value` (after header space) into the writer's reusable buffer and sends it,
     /// with the descriptors of the handles inside. Returns the streams that moved with it,
     /// or `nil` when a deadline was given and the message could not start before it.
-    func sendEncoded<Value: Encodable>(_ value: Value, startBy deadline: Deadline? = nil) throws -> [MessageStream]? {
+    func sendEncoded<Value: Encodable>(_ value: Value, startBy deadline: Deadline? = nil) throws -> [any MovingHandle]?
+    {
         return try withDescriptor { descriptor in
             while true {
                 let step = try writer.withLock { writer throws -> SendStep in
@@ -418,7 +419,7 @@ final class MessageStream: Sendable {
     /// What one attempt at sending under the writer lock came to.
     private enum SendStep {
         case busy, timedOut
-        case sent([MessageStream])
+        case sent([any MovingHandle])
     }
 
     /// The largest buffer kept for reuse between messages, on either side.

@@ -316,7 +316,7 @@ public final class ChildProcess: Sendable {
             if case .finished(_, let finished) = state { return finished }
             let reaped: Termination?
             do throws(Errno) {
-                reaped = try running.process.reap(wait: wait)
+                reaped = try running.process.reap(wait: wait).map(Termination.init)
             } catch {
                 throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
             }

@@ -49,11 +49,8 @@ final class ChildRegistry: Sendable {
             })
         else { return }
         Task.detached {
-            while (try? process.reap(wait: false)) == nil {
-                guard (try? await Reactor.shared.waitReadable(process.descriptor, deadline: nil)) != nil else { break }
-            }
+            await process.reapWhenExited()
             ChildRegistry.shared.forget(pid: pid)
-            process.close()
         }
     }
 

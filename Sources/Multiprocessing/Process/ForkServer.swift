@@ -87,12 +87,7 @@ enum ForkServer {
         }
         // The server is reaped when it exits, so it never lingers as a zombie.
         let process = try ProcessDescriptor(child: pid)
-        Task.detached {
-            while (try? process.reap(wait: false)) == nil {
-                guard (try? await Reactor.shared.waitReadable(process.descriptor, deadline: nil)) != nil else { break }
-            }
-            process.close()
-        }
+        Task.detached { await process.reapWhenExited() }
         return Client(control: MessageStream(descriptor: mine, maximumMessageSize: 1 << 16), pid: pid)
     }
 

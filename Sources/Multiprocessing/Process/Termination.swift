@@ -11,6 +11,13 @@ public enum Termination: Sendable, Hashable, CustomStringConvertible {
     /// Swift trap such as `fatalError`, `SIGABRT`).
     case signaled(ProcessSignal)
 
+    init(_ exit: ProcessDescriptor.Exit) {
+        switch exit {
+        case .exited(let status): self = .exited(status)
+        case .signaled(let signal): self = .signaled(ProcessSignal(rawValue: signal))
+        }
+    }
+
     /// Whether the process exited with status 0.
     public var isSuccess: Bool { self == .exited(0) }
 

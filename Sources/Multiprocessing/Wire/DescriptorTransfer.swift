@@ -8,6 +8,12 @@ extension CodingUserInfoKey {
     static let descriptorInbox = CodingUserInfoKey(rawValue: "swift-multiprocessing.descriptor-inbox")!
 }
 
+/// A handle that moves with the message that carries it: the sender's copy is closed once
+/// the message is sent (a connection end), so only the receiver holds it.
+protocol MovingHandle: AnyObject {
+    func close()
+}
+
 /// Collects the descriptors of the handles inside a value while it is encoded.
 ///
 /// A handle encodes only an index into this list; the descriptors themselves go out with
@@ -16,10 +22,10 @@ extension CodingUserInfoKey {
 /// what makes end-of-stream work when the peer dies.
 final class DescriptorOutbox {
     private(set) var descriptors: [FileDescriptor] = []
-    private(set) var moved: [MessageStream] = []
+    private(set) var moved: [any MovingHandle] = []
 
     /// Adds a descriptor and returns its index in the message.
-    func add(_ descriptor: FileDescriptor, moving stream: MessageStream? = nil) throws -> Int {
+    func add(_ descriptor: FileDescriptor, moving stream: (any MovingHandle)? = nil) throws -> Int {
         guard descriptors.count < 253 else {
             throw WireError.unencodable("a message can carry at most 253 handles", codingPath: "")
         }
@@ -35,7 +41,7 @@ final class DescriptorOutbox {
 
     /// Empties the outbox for the next message, returning the streams that moved with the
     /// last one (to close once it is sent).
-    func reset() -> [MessageStream] {
+    func reset() -> [any MovingHandle] {
         if descriptors.isEmpty && moved.isEmpty { return [] }
         let streams = moved
         descriptors.removeAll(keepingCapacity: true)
@@ -64,45 +70,5 @@ final class DescriptorInbox {
     func closeUnclaimed() {
         for case let descriptor? in descriptors { descriptor.closeIgnoringErrors() }
         descriptors = []
-    }
-}
-
-extension MessageStream {
-    /// Encodes `value` into a frame (header space first) and collects its handles.
-    static func encodeFrame<Value: Encodable>(_ value: Value) throws -> (frame: [UInt8], outbox: DescriptorOutbox) {
-        let outbox = DescriptorOutbox()
-        var frame = [UInt8](repeating: 0, count: FrameHeader.size)
-        try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(value, appendingTo: &frame)
-        return (frame, outbox)
-    }
-
-    /// Decodes a received frame, giving its descriptors to the handles inside; whatever is
-    /// left unclaimed is closed.
-    static func decode<Value: Decodable>(_ type: Value.Type, from frame: Frame) throws -> Value {
-        // Most messages carry no handles: then no inbox (and no dictionary) is made.
-        if frame.descriptors.isEmpty { return try BinaryDecoder().decode(type, from: frame.payload) }
-        let inbox = DescriptorInbox(frame.descriptors)
-        defer { inbox.closeUnclaimed() }
-        return try BinaryDecoder(userInfo: [.descriptorInbox: inbox]).decode(type, from: frame.payload)
-    }
-
-    /// Sends one value, with the descriptors of the handles it contains. Connection ends
-    /// inside it moved to the receiver: this process's copies are closed once it is sent.
-    func sendValue<Value: Encodable>(_ value: Value) throws {
-        for stream in try sendEncoded(value) ?? [] { stream.close() }
-    }
-
-    /// Sends one value if it can start before `deadline`; `false` means nothing was sent.
-    func sendValue<Value: Encodable>(_ value: Value, startBy deadline: Deadline) throws -> Bool {
-        guard let moved = try sendEncoded(value, startBy: deadline) else { return false }
-        for stream in moved { stream.close() }
-        return true
-    }
-
-    /// Sends one value without blocking a thread.
-    func sendValue<Value: Encodable>(_ value: Value) async throws {
-        let (frame, outbox) = try Self.encodeFrame(value)
-        try await send(frame: frame, descriptors: outbox.descriptors)
-        outbox.closeMoved()
     }
 }
