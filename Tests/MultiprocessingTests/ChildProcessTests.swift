@@ -292,6 +292,20 @@ struct ChildProcessTests {
         #expect(results.allSatisfy { $0.value == $0.key * 2 })
     }
 
+    @Test("a function given a timeout it does not meet is killed, and run returns nil")
+    func functionTimeout() throws {
+        let start = ContinuousClock.now
+        #expect(try ChildProcess.run(Forever(), with: 1, timeout: .milliseconds(300)) == nil)
+        #expect(ContinuousClock.now - start < .seconds(20))
+        #expect(try ChildProcess.run(Double2(), with: 21, timeout: .seconds(30)) == 42)
+    }
+
+    @Test("the async form of a timed function run returns nil on timeout too")
+    func asyncFunctionTimeout() async throws {
+        #expect(try await ChildProcess.run(Forever(), with: 1, timeout: .milliseconds(300)) == nil)
+        #expect(try await ChildProcess.run(Double2(), with: 4, timeout: .seconds(30)) == 8)
+    }
+
     @Test("cancelling the task that runs a function kills the child")
     func cancellationKills() async throws {
         let task = Task { try await ChildProcess.run(Forever(), with: 1) }

@@ -383,6 +383,61 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Runs `function` in a new child process, giving it `timeout` to finish: returns `nil`
+    /// when it did not, after killing the child (the work really stops).
+    /// - Throws: ``ChildProcessError`` when the function threw or the child crashed.
+    public static func run<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, timeout: Duration, startMethod: StartMethod = .spawn
+    ) throws -> Function.Output? {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
+        let outcome: ChildOutcome?
+        do {
+            guard let report = try running.channel.receiveValue(deadline: deadline) as ChildOutcome? else {
+                child.kill()
+                _ = try? child.join()
+                return nil
+            }
+            outcome = report
+        } catch {
+            outcome = nil  // the child ended without a report: how it ended says why
+        }
+        while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
+            _ = try running.process.descriptor.waitReadable(deadline: nil)
+        }
+        return try child.output(of: Function.self, from: outcome, running)
+    }
+
+    /// Runs `function` in a new child process without blocking a thread, giving it
+    /// `timeout` to finish: returns `nil` when it did not, after killing the child.
+    /// Cancelling the calling task kills the child too.
+    public static func run<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, timeout: Duration, startMethod: StartMethod = .spawn
+    ) async throws -> Function.Output? {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
+        return try await withTaskCancellationHandler {
+            let outcome: ChildOutcome?
+            do {
+                guard let report = try await running.channel.receiveValue(deadline: deadline) as ChildOutcome? else {
+                    child.kill()
+                    _ = try? await child.join()
+                    return nil
+                }
+                outcome = report
+            } catch {
+                outcome = nil  // cancelled (the child is being killed), or it ended without a report
+            }
+            while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
+                _ = try await Reactor.shared.waitReadable(running.process.descriptor, deadline: nil)
+            }
+            try Task.checkCancellation()
+            return try child.output(of: Function.self, from: outcome, running)
+        } onCancel: {
+            child.kill()
+        }
+    }
+
     private static func startFunction<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, startMethod: StartMethod
     ) throws -> (ChildProcess, Running) {
