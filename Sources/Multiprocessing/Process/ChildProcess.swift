@@ -352,14 +352,7 @@ public final class ChildProcess: Sendable {
     public static func run<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, startMethod: StartMethod = .spawn
     ) throws -> Function.Output {
-        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
-        // Read the report before waiting for the exit: a large output must not fill the
-        // socket while the child waits for it to drain.
-        let outcome = (try? running.channel.receiveValue(deadline: nil) as ChildOutcome?) ?? nil
-        while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
-            _ = try running.process.descriptor.waitReadable(deadline: nil)
-        }
-        return try child.output(of: Function.self, from: outcome, running)
+        try call(function, with: input, deadline: nil, startMethod: startMethod)!
     }
 
     /// Runs `function` with `input` in a new child process and returns its output.
@@ -370,17 +363,7 @@ public final class ChildProcess: Sendable {
     public static func run<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, startMethod: StartMethod = .spawn
     ) async throws -> Function.Output {
-        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
-        return try await withTaskCancellationHandler {
-            let outcome = (try? await running.channel.receiveValue(deadline: nil) as ChildOutcome?) ?? nil
-            while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
-                _ = try await Reactor.shared.waitReadable(running.process.descriptor, deadline: nil)
-            }
-            try Task.checkCancellation()
-            return try child.output(of: Function.self, from: outcome, running)
-        } onCancel: {
-            child.kill()
-        }
+        try await call(function, with: input, deadline: nil, startMethod: startMethod)!
     }
 
     /// Runs `function` in a new child process, giving it `timeout` to finish: returns `nil`
@@ -389,7 +372,24 @@ public final class ChildProcess: Sendable {
     public static func run<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, timeout: Duration, startMethod: StartMethod = .spawn
     ) throws -> Function.Output? {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
+        try call(function, with: input, deadline: Optional(timeout).deadline, startMethod: startMethod)
+    }
+
+    /// Runs `function` in a new child process without blocking a thread, giving it
+    /// `timeout` to finish: returns `nil` when it did not, after killing the child.
+    /// Cancelling the calling task kills the child too.
+    public static func run<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, timeout: Duration, startMethod: StartMethod = .spawn
+    ) async throws -> Function.Output? {
+        try await call(function, with: input, deadline: Optional(timeout).deadline, startMethod: startMethod)
+    }
+
+    /// Starts the child, reads its report (before waiting for the exit: a large output must
+    /// not fill the socket while the child waits for it to drain), reaps it, and decodes
+    /// the output. `nil` when the deadline passed first; the child is killed then.
+    private static func call<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, deadline: Deadline?, startMethod: StartMethod
+    ) throws -> Function.Output? {
         let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
         let outcome: ChildOutcome?
         do {
@@ -408,13 +408,9 @@ public final class ChildProcess: Sendable {
         return try child.output(of: Function.self, from: outcome, running)
     }
 
-    /// Runs `function` in a new child process without blocking a thread, giving it
-    /// `timeout` to finish: returns `nil` when it did not, after killing the child.
-    /// Cancelling the calling task kills the child too.
-    public static func run<Function: ProcessFunction>(
-        _ function: Function, with input: Function.Input, timeout: Duration, startMethod: StartMethod = .spawn
+    private static func call<Function: ProcessFunction>(
+        _ function: Function, with input: Function.Input, deadline: Deadline?, startMethod: StartMethod
     ) async throws -> Function.Output? {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
         let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
         return try await withTaskCancellationHandler {
             let outcome: ChildOutcome?
