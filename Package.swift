@@ -25,6 +25,7 @@ let package = Package(
         // Examples: one runnable executable per scenario; Examples/tour.sh runs them all.
         .executableTarget(name: "workers", dependencies: ["Multiprocessing"], path: "Examples/workers"),
         .executableTarget(name: "error-handling", dependencies: ["Multiprocessing"], path: "Examples/error-handling"),
+        .executableTarget(name: "pipes", dependencies: ["Multiprocessing"], path: "Examples/pipes"),
 
         // Benchmarks: the Swift harness, and the raw-syscall floor it measures side by side.
         .executableTarget(name: "mp-benchmarks", dependencies: ["Multiprocessing"], path: "Benchmarks/Harness"),
