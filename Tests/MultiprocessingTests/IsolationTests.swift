@@ -3,6 +3,23 @@ import Testing
 
 @testable import Multiprocessing
 
+/// Checks `CurrentProcess.activeChildren` in a process of its own (the test process's list
+/// holds the children of every test running in parallel).
+struct ActiveChildren: ProcessTarget {
+    func run() throws {
+        guard CurrentProcess.activeChildren.isEmpty else { throw PlainError() }
+        let sleeper = ChildProcess(Sleep(), isDaemon: true)
+        let quick = ChildProcess(Succeed())
+        try sleeper.start()
+        try quick.start()
+        try quick.join()
+        guard CurrentProcess.activeChildren.map(\.pid) == [sleeper.pid] else { throw PlainError() }
+        sleeper.kill()
+        _ = try? sleeper.join()
+        guard CurrentProcess.activeChildren.isEmpty else { throw PlainError() }
+    }
+}
+
 /// Reports the descriptors open in the child (number → target) over a connection.
 struct ReportDescriptors: ProcessTarget {
     let results: SendingConnection<[Int32: String]>
@@ -148,6 +165,13 @@ struct IsolationTests {
         mine.close()
         try child.join()
         #expect(childrenHolding(copy).isEmpty)
+    }
+
+    @Test("active children lists the running children, like Python's active_children()")
+    func activeChildren() throws {
+        let child = ChildProcess(ActiveChildren())
+        try child.start()
+        try child.join()
     }
 
     @Test("children share the parent's stdout and stderr")

@@ -173,7 +173,7 @@ public final class ChildProcess: Sendable {
             parentEnd.close()
             throw ConnectionError.system(error, during: "watching process \"\(name)\" (pidfd_open)")
         }
-        ChildRegistry.shared.register(pid: pid, process: process, isDaemon: isDaemon)
+        ChildRegistry.shared.register(pid: pid, process: process, isDaemon: isDaemon, object: self)
         do {
             try parentEnd.send(frame: &frame, descriptors: outbox.descriptors)
         } catch ConnectionError.peerGone {

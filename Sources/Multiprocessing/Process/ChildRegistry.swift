@@ -15,7 +15,8 @@ final class ChildRegistry: Sendable {
     private struct Child {
         let process: ProcessDescriptor
         let isDaemon: Bool
-        var adopted = false
+        /// The `ChildProcess` that owns it, while one does.
+        weak var object: ChildProcess?
     }
 
     private let children = Mutex<[pid_t: Child]>([:])
@@ -32,8 +33,13 @@ final class ChildRegistry: Sendable {
         if created.load(ordering: .acquiring) { shared.finishAtExit() }
     }
 
-    func register(pid: pid_t, process: ProcessDescriptor, isDaemon: Bool) {
-        children.withLock { $0[pid] = Child(process: process, isDaemon: isDaemon) }
+    func register(pid: pid_t, process: ProcessDescriptor, isDaemon: Bool, object: ChildProcess) {
+        children.withLock { $0[pid] = Child(process: process, isDaemon: isDaemon, object: object) }
+    }
+
+    /// The `ChildProcess` objects whose children have not been reaped yet.
+    var objects: [ChildProcess] {
+        children.withLock { children in children.values.compactMap(\.object) }
     }
 
     func forget(pid: pid_t) {
@@ -44,8 +50,7 @@ final class ChildRegistry: Sendable {
     func adopt(_ pid: pid_t) {
         guard
             let process = children.withLock({ children -> ProcessDescriptor? in
-                children[pid]?.adopted = true
-                return children[pid]?.process
+                children[pid]?.process
             })
         else { return }
         Task.detached {

@@ -25,5 +25,13 @@ public enum CurrentProcess {
         Int(mp_cpu_count())
     }
 
+    /// The children this process started that are still running (Python's
+    /// `active_children()`): each is checked, and those that have ended are reaped.
+    /// Children whose ``ChildProcess`` was released are not listed (they are reaped when
+    /// they end).
+    public static var activeChildren: [ChildProcess] {
+        ChildRegistry.shared.objects.filter(\.isAlive).sorted { ($0.pid ?? 0) < ($1.pid ?? 0) }
+    }
+
     static func setName(_ name: String) { childName.withLock { $0 = name } }
 }
