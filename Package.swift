@@ -12,7 +12,9 @@ let package = Package(
     targets: [
         // What Swift cannot say: the constructor that catches a child before `main`,
         // variadic fcntl/prctl, cmsg arithmetic, raw clone.
-        .target(name: "CMultiprocessing"),
+        // Links libdispatch (already loaded by every Swift program on Linux) for the main
+        // queue's run-loop hooks, which serve the main actor in workers.
+        .target(name: "CMultiprocessing", linkerSettings: [.linkedLibrary("dispatch")]),
         .target(
             name: "Multiprocessing",
             dependencies: [

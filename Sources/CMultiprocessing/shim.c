@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <malloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -138,7 +139,22 @@ pid_t mp_clone_sibling(void) {
   void *head = NULL;
   size_t head_len = 0;
   long have_robust = syscall(SYS_get_robust_list, 0, &head, &head_len);
-  long pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0, 0, 0, 0);
+  // glibc keeps the thread id in its thread block, and its mutexes (robust, PI, error-
+  // checking) record owners with it. fork() has the kernel write the child's id there
+  // (CLONE_CHILD_SETTID); so does this clone. The address is the one glibc gave the
+  // kernel for this thread at start (set_tid_address), which PR_GET_TID_ADDRESS returns.
+  static int *tid_address = NULL;
+  static int tid_address_known = 0;
+  if (!tid_address_known) {
+    if (prctl(PR_GET_TID_ADDRESS, &tid_address, 0, 0, 0) != 0) tid_address = NULL;
+    tid_address_known = 1;
+  }
+  unsigned long flags = CLONE_PARENT | SIGCHLD | (tid_address != NULL ? CLONE_CHILD_SETTID : 0);
+#if defined(__x86_64__)
+  long pid = syscall(SYS_clone, flags, 0, NULL, tid_address, 0);  // flags, stack, ptid, ctid, tls
+#else
+  long pid = syscall(SYS_clone, flags, 0, NULL, 0, tid_address);  // flags, stack, ptid, tls, ctid
+#endif
   if (pid == 0 && have_robust == 0 && head != NULL) {
     syscall(SYS_set_robust_list, head, head_len);
   }
@@ -167,4 +183,21 @@ void mp_keep_freed_memory(int bytes) {
   if (getenv("MALLOC_TRIM_THRESHOLD_") != NULL || getenv("MALLOC_MMAP_THRESHOLD_") != NULL) return;
   mallopt(M_MMAP_THRESHOLD, bytes);
   mallopt(M_TRIM_THRESHOLD, bytes);
+}
+
+// libdispatch's interface for run loops (what Foundation's RunLoop uses on Linux): the main
+// queue's wake-up descriptor (an eventfd), and the call that runs the jobs queued on it.
+extern int _dispatch_get_main_queue_handle_4CF(void);
+extern void _dispatch_main_queue_callback_4CF(void *message);
+
+void mp_serve_main_queue(void) {
+  int handle = _dispatch_get_main_queue_handle_4CF();
+  for (;;) {
+    struct pollfd entry = {.fd = handle, .events = POLLIN, .revents = 0};
+    if (poll(&entry, 1, -1) < 0) continue;  // EINTR: a handled signal; look again
+    uint64_t count;
+    ssize_t ignored = read(handle, &count, sizeof(count));  // reset the eventfd first:
+    (void)ignored;  // a job queued while draining pokes it again, so none is missed
+    _dispatch_main_queue_callback_4CF(NULL);
+  }
 }

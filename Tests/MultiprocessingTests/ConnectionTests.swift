@@ -113,7 +113,7 @@ struct ConnectionTests {
     func blockedReceiveSeesDeath(method: StartMethod) async throws {
         let (mine, theirs) = try Connection<String>.pair()
         let child = ChildProcess(Echo(connection: theirs), startMethod: method)
-        try child.start()
+        try await child.start()
         Task {
             try await Task.sleep(for: .milliseconds(200))
             child.kill()
@@ -305,7 +305,7 @@ struct ConnectionTests {
         #expect(got == big)
     }
 
-    @Test("an async send cancelled in the middle of a message still sends it whole, then reports the cancellation")
+    @Test("an async send cancelled in the middle of a message still sends it whole, and succeeds: it happened")
     func cancelledAsyncSendCompletes() async throws {
         let (a, b) = try Connection<[UInt8]>.pair()
         let big = [UInt8](repeating: 9, count: 4 * 1024 * 1024)
@@ -313,7 +313,7 @@ struct ConnectionTests {
         try await Task.sleep(for: .milliseconds(200))  // started, and waiting for room
         sending.cancel()
         #expect(try await b.receive() == big)
-        await #expect(throws: CancellationError.self) { try await sending.value }
+        try await sending.value
         try await a.send([1])
         #expect(try await b.receive() == [1], "the stream is still in step")
     }
@@ -412,7 +412,7 @@ struct ConnectionMessagesTests {
     func iterateUntilEnd() async throws {
         let (receiver, sender) = try Connection<Int>.oneWayPair()
         let child = ChildProcess(SendThenExit(connection: sender, count: 50))
-        try child.start()
+        try await child.start()
         var received: [Int] = []
         for try await number in receiver.messages { received.append(number) }
         #expect(received == Array(0..<50))

@@ -36,7 +36,7 @@ struct StartGrandchildren: ProcessTarget {
         var children: [ChildProcess] = []
         for _ in 0..<count {
             let child = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
-            try child.start()
+            try await child.start()
             children.append(child)
             pids.append(child.pid!)
         }
@@ -56,24 +56,24 @@ struct LeakCheck: ProcessTarget {
         for method in StartMethod.allCases {
             let (mine, theirs) = try Connection<String>.pair()
             let echo = ChildProcess(Echo(connection: theirs), startMethod: method)
-            try echo.start()
+            try await echo.start()
             try await mine.send("ping")
             guard try await mine.receive() == "PING" else { throw PlainError() }
             mine.close()
             try await echo.join()
 
             let failing = ChildProcess(ThrowPlain(), startMethod: method)
-            try failing.start()
+            try await failing.start()
             _ = try? await failing.join()
             let killed = ChildProcess(Sleep(), isDaemon: true, startMethod: method)
-            try killed.start()
+            try await killed.start()
             killed.kill()
             _ = try? await killed.join()
             _ = try await ChildProcess.run(Double2(), with: 2, startMethod: method)
         }
         do {
             let dropped = ChildProcess(Sleep(seconds: 0.1))
-            try dropped.start()
+            try await dropped.start()
         }
         // The dropped child is reaped when it ends: wait for that, however slow the machine.
         let deadline = ContinuousClock.now.advanced(by: .seconds(20))
@@ -197,7 +197,7 @@ struct IsolationTests {
         #expect(grandchildren.count == 2)
         #expect(grandchildren.allSatisfy { !processIsGone($0) })
         parent.kill()
-        #expect(throws: ChildProcessError.self) { try parent.join() }
+        try parent.join()
         #expect(eventually(within: .seconds(1)) { grandchildren.allSatisfy(processIsGone) })
     }
 

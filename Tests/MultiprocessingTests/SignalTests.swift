@@ -31,7 +31,7 @@ struct SignalTests {
     func handledSignalsAreHarmless() async throws {
         let (mine, theirs) = try Connection<[UInt8]>.pair()
         let child = ChildProcess(SignalStorm(connection: theirs))
-        try child.start()
+        try await child.start()
         #expect(try await mine.receive(timeout: .seconds(30)) == [1])
         let storm = Task {
             while !Task.isCancelled {

@@ -62,6 +62,11 @@ int mp_spawn_add_close_from(posix_spawn_file_actions_t *actions, int lowest);
 /// The calling thread's id (`gettid(2)`).
 pid_t mp_gettid(void);
 
+/// Serves the main queue on the calling thread forever: the main actor's jobs run here,
+/// as on the main thread of an app. Uses the hooks libdispatch offers run loops on Linux
+/// (the main queue's eventfd, and the call that drains it). Never returns.
+void mp_serve_main_queue(void) __attribute__((noreturn));
+
 /// CPUs in this process's affinity mask (what it may run on), at least 1.
 int mp_cpu_count(void);
 

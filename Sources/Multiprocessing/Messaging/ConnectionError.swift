@@ -15,6 +15,11 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
     case bufferTooSmall(needed: Int, message: [UInt8])
     /// The peer cannot receive any more (it closed its end or exited).
     case peerGone
+    /// Descriptors sent with a message (the handles inside it) were dropped by the kernel
+    /// on their way here, most often because this process is at its descriptor limit
+    /// (`RLIMIT_NOFILE`). That one message is refused; the connection stays in step and
+    /// later messages come through.
+    case descriptorsLost(expected: Int, received: Int)
     /// A system call failed.
     case system(Errno, during: String)
 
@@ -27,6 +32,9 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
         case .closed: "this end of the connection is closed"
         case .bufferTooSmall(let needed, _): "the message has \(needed) bytes, more than the buffer holds"
         case .peerGone: "cannot send: the other end of the connection was closed or its process exited"
+        case .descriptorsLost(let expected, let received):
+            "a message carried \(expected) handles but only \(received) arrived: the system dropped the rest "
+                + "(is this process at its descriptor limit, RLIMIT_NOFILE?); the message was refused"
         case .system(let errno, let during): "\(during) failed: \(errno)"
         }
     }

@@ -25,22 +25,19 @@ extension MessageStream {
     }
 
     /// Sends one value, with the descriptors of the handles it contains. Connection ends
-    /// inside it moved to the receiver: this process's copies are closed once it is sent.
+    /// inside it move to the receiver: this process's copies are closed once they are sent.
     func sendValue<Value: Encodable>(_ value: Value) throws {
-        for stream in try sendEncoded(value) ?? [] { stream.close() }
+        _ = try sendEncoded(value)
     }
 
     /// Sends one value if it can start before `deadline`; `false` means nothing was sent.
     func sendValue<Value: Encodable>(_ value: Value, startBy deadline: Deadline) throws -> Bool {
-        guard let moved = try sendEncoded(value, startBy: deadline) else { return false }
-        for stream in moved { stream.close() }
-        return true
+        try sendEncoded(value, startBy: deadline)
     }
 
     /// Sends one value without blocking a thread.
     func sendValue<Value: Encodable>(_ value: Value) async throws {
         let (frame, outbox) = try Self.encodeFrame(value)
-        try await send(frame: frame, descriptors: outbox.descriptors)
-        outbox.closeMoved()
+        try await send(frame: frame, descriptors: outbox.descriptors, moving: outbox.moved)
     }
 }

@@ -1,3 +1,4 @@
+import CMultiprocessing
 import Glibc
 import Synchronization
 import SystemPackage
@@ -15,10 +16,14 @@ struct Frame: Sendable {
 /// - Messages keep their boundaries, and a reader never takes half a message: bytes are
 ///   read into this object, and only whole messages leave it. A wait that times out in the
 ///   middle of a message keeps what arrived for the next call.
-/// - No lock is held while waiting: blocking callers `poll(2)`, `async` callers suspend on
-///   the ``Reactor``; both then read or write without blocking under a short lock.
-/// - Closing defers the `close(2)` until no call is using the descriptor, so a number that
-///   the kernel hands out again can never be read or written by mistake.
+/// - No lock is held while waiting. Readers take the reader lock only to read what is
+///   there without blocking; senders take turns on a ``Turnstile`` (a sender may wait for
+///   room while holding its turn, so a message is never interleaved with another), and
+///   waiting threads sleep while waiting tasks suspend.
+/// - ``close()`` wakes every waiter, blocked threads included (through an eventfd made the
+///   first time a thread blocks here), and defers the `close(2)` until no call is using
+///   the descriptor, so a number that the kernel hands out again can never be read or
+///   written by mistake.
 final class MessageStream: Sendable {
     /// The largest payload accepted in either direction.
     let maximumMessageSize: Int
@@ -26,8 +31,21 @@ final class MessageStream: Sendable {
     /// Bit 0: closed. The rest: twice the number of calls using the descriptor. One word,
     /// so entering and leaving a call is one atomic operation, not a lock.
     private let lifecycle = Atomic<Int>(0)
+    /// An eventfd that becomes readable when the stream is closed, so that threads blocked
+    /// in `poll(2)` wake up; -1 until a thread first blocks.
+    private let closeSignal = Atomic<Int32>(-1)
     private let reader = Mutex(Reader())
-    private let writer = Mutex(Writer())
+    /// Whose turn it is to send: one message goes out whole before the next starts.
+    private let sendTurn = Turnstile()
+
+    /// The encoder, the outbox it fills and the buffer it encodes into, made once per
+    /// stream rather than per message (a dictionary and two objects less per send, and
+    /// memory already touched). `nonisolated(unsafe)` because they are mutable and not
+    /// Sendable: they are touched only by the holder of `sendTurn`, which serialises every
+    /// use and orders it (the turn is handed over under a lock).
+    private nonisolated(unsafe) let outbox = DescriptorOutbox()
+    private nonisolated(unsafe) let encoder: BinaryEncoder
+    private nonisolated(unsafe) var scratch: [UInt8] = []
 
     /// Payloads up to this size are read through the shared buffer; larger ones are read
     /// straight into their own array, so a 1 MiB message is copied once, by the kernel.
@@ -37,6 +55,14 @@ final class MessageStream: Sendable {
     /// copy, by the kernel) rather than through the buffer (two).
     static let directReadThreshold = 16 * 1024
 
+    /// The most memory set aside for a message before its bytes arrive. A header announces
+    /// the length, and a peer may lie: larger messages grow as their bytes come in, so a
+    /// crafted header costs at most this much.
+    static let initialPayloadAllocation = 4 * 1024 * 1024
+
+    /// The largest buffer kept for reuse between messages, on either side.
+    static let largestKeptBuffer = 64 * 1024 * 1024
+
     init(descriptor: FileDescriptor, maximumMessageSize: Int) {
         encoder = BinaryEncoder(userInfo: [.descriptorOutbox: outbox])
         self.descriptor = descriptor
@@ -45,20 +71,33 @@ final class MessageStream: Sendable {
 
     deinit {
         if !isClosed { descriptor.closeIgnoringErrors() }
+        let signal = closeSignal.load(ordering: .acquiring)
+        if signal >= 0 { _ = Glibc.close(signal) }
         reader.withLock { $0.release() }
     }
 
     // MARK: Lifecycle
 
-    var isClosed: Bool { lifecycle.load(ordering: .acquiring) & 1 != 0 }
+    var isClosed: Bool { lifecycle.load(ordering: .sequentiallyConsistent) & 1 != 0 }
 
     /// The raw descriptor, for handing this end to a child. Valid while the stream is open.
     var rawDescriptor: FileDescriptor { descriptor }
 
-    /// Closes this end. Waiters in `async` calls are woken and see ``ConnectionError/closed``.
+    /// Closes this end. Every waiter wakes and sees ``ConnectionError/closed``; the
+    /// descriptor is closed once the last call using it has left (at once if none is).
     func close() {
-        let before = lifecycle.bitwiseOr(1, ordering: .acquiringAndReleasing).oldValue
+        let before = lifecycle.bitwiseOr(1, ordering: .sequentiallyConsistent).oldValue
         guard before & 1 == 0 else { return }  // closed already
+        // Blocked threads: the eventfd, if one was ever made. A thread that makes it after
+        // this load sees the closed bit before it sleeps (both sides use sequentially
+        // consistent operations, so one of them sees the other).
+        let signal = closeSignal.load(ordering: .sequentiallyConsistent)
+        if signal >= 0 {
+            var one: UInt64 = 1
+            _ = write(signal, &one, 8)
+        }
+        // Suspended tasks, and any about to suspend (they check the bit under the
+        // reactor's lock, see `Reactor.wait`).
         Reactor.forgetIfRunning(descriptor)
         if before == 0 { descriptor.closeIgnoringErrors() }  // no call is using it
     }
@@ -93,31 +132,68 @@ final class MessageStream: Sendable {
         if lifecycle.subtract(2, ordering: .acquiringAndReleasing).newValue == 1 { descriptor.closeIgnoringErrors() }
     }
 
+    /// Runs `body` with the descriptor, which stays open until `body` returns (a `close`
+    /// meanwhile takes effect after it), for waits that watch this stream among others.
+    /// - Throws: ``ConnectionError/closed`` if the stream is closed already.
+    func usingDescriptor<Result>(_ body: (FileDescriptor) throws -> Result) throws -> Result {
+        try withDescriptor(body)
+    }
+
+    /// The `async` form of ``usingDescriptor(_:)``.
+    func usingDescriptor<Result>(_ body: (FileDescriptor) async throws -> Result) async throws -> Result {
+        try await withDescriptor(body)
+    }
+
+    /// The eventfd that `close()` fires, made on first use.
+    private func closeSignalDescriptor() throws -> FileDescriptor {
+        let existing = closeSignal.load(ordering: .sequentiallyConsistent)
+        if existing >= 0 { return FileDescriptor(rawValue: existing) }
+        let made = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard made >= 0 else {
+            throw ConnectionError.system(Errno(rawValue: errno), during: "creating the close signal (eventfd)")
+        }
+        let (exchanged, winner) = closeSignal.compareExchange(
+            expected: -1, desired: made, ordering: .sequentiallyConsistent)
+        if exchanged { return FileDescriptor(rawValue: made) }
+        _ = Glibc.close(made)
+        return FileDescriptor(rawValue: winner)
+    }
+
+    /// Blocks until `descriptor` is ready for `events`, the stream is closed, or the
+    /// deadline passes (`false`). The caller checks which.
+    private func waitBlocking(_ descriptor: FileDescriptor, for events: Int16, deadline: Deadline?) throws -> Bool {
+        let signal = try closeSignalDescriptor()
+        if isClosed { throw ConnectionError.closed }
+        do {
+            return try waitForAny([(descriptor, events), (signal, Int16(POLLIN))], deadline: deadline)
+        } catch {
+            throw ConnectionError.system(error, during: "waiting on a connection")
+        }
+    }
+
+    /// Suspends until `descriptor` is ready, the stream is closed, or the deadline passes.
+    private func waitSuspending(
+        _ descriptor: FileDescriptor, for interest: Reactor.Interest, deadline: Deadline?, cancellable: Bool = true
+    ) async throws -> Bool {
+        try await Reactor.shared.wait(
+            for: interest, on: descriptor, deadline: deadline, cancellable: cancellable, unless: { self.isClosed })
+    }
+
     // MARK: Receiving
 
     /// Receives the next message, waiting until the deadline. Returns `nil` on timeout.
     func receive(deadline: Deadline?) throws -> Frame? {
         try withDescriptor { descriptor in
             if deadline == nil {
-                // Waiting forever: under the reader lock, look for a while (the answer to a
-                // request often comes within microseconds, and a sleeping CPU takes tens of
-                // them to wake), then read in blocking mode.
-                return try reader.withLock { reader in
-                    if let frame = try reader.spinForMessage(from: descriptor, limit: maximumMessageSize) {
-                        return frame
-                    }
-                    return try reader.next(from: descriptor, limit: maximumMessageSize, mode: .blocking)
-                }
+                // Waiting forever: look for a while first (the answer to a request often
+                // comes within microseconds, and a sleeping CPU takes tens of them to wake).
+                let spun = try reader.withLock { try $0.spinForMessage(from: descriptor, limit: maximumMessageSize) }
+                if let spun { return spun }
             }
             while true {
-                // A timed wait never waits on the lock: another thread may hold it for as long
-                // as its untimed receive waits. When it is taken, look again soon.
-                let attempt = try reader.withLockIfAvailable {
-                    try $0.next(from: descriptor, limit: maximumMessageSize, mode: .nonBlocking)
-                }
-                if let frame = attempt ?? nil { return frame }
-                let wakeUp = attempt == nil ? Self.soon(deadline) : deadline
-                guard try descriptor.waitReadable(deadline: wakeUp) else {
+                let frame = try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize) }
+                if let frame { return frame }
+                guard try waitBlocking(descriptor, for: Int16(POLLIN), deadline: deadline) else {
                     if deadline.hasPassed { return nil }
                     continue
                 }
@@ -130,14 +206,11 @@ final class MessageStream: Sendable {
     func receive(deadline: Deadline?) async throws -> Frame? {
         try await withDescriptor { descriptor in
             while true {
-                // Never wait on the lock here: that would block a cooperative thread. When it
-                // is taken (a blocking receive in another thread), look again soon.
-                let attempt = try reader.withLockIfAvailable {
-                    try $0.next(from: descriptor, limit: maximumMessageSize, mode: .nonBlocking)
-                }
-                if let frame = attempt ?? nil { return frame }
-                let wakeUp = attempt == nil ? Self.soon(deadline) : deadline
-                guard try await Reactor.shared.waitReadable(descriptor, deadline: wakeUp) else {
+                // The reader lock is only ever held to read what is already there, never
+                // across a wait, so taking it here does not stall a cooperative thread.
+                let frame = try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize) }
+                if let frame { return frame }
+                guard try await waitSuspending(descriptor, for: .readable, deadline: deadline) else {
                     if deadline.hasPassed { return nil }
                     continue
                 }
@@ -146,122 +219,103 @@ final class MessageStream: Sendable {
         }
     }
 
+    /// The next whole message if one is here already (or the error that replaced it),
+    /// reading what the socket holds without waiting; `nil` if none is complete.
+    func receiveNow() throws -> Frame? {
+        try withDescriptor { descriptor in
+            try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize) }
+        }
+    }
+
     /// Whether a whole message (or the end of the stream, or an error) can be received
     /// without waiting, waiting for one until the deadline.
     func poll(deadline: Deadline?) throws -> Bool {
         try withDescriptor { descriptor in
             while true {
-                let attempt = try reader.withLockIfAvailable {
-                    try $0.hasMessage(from: descriptor, limit: maximumMessageSize)
+                if try reader.withLock({ try $0.hasMessage(from: descriptor, limit: maximumMessageSize) }) {
+                    return true
                 }
-                if attempt == true { return true }
-                guard try descriptor.waitReadable(deadline: attempt == nil ? Self.soon(deadline) : deadline) else {
+                guard try waitBlocking(descriptor, for: Int16(POLLIN), deadline: deadline) else {
                     if deadline == nil || deadline.hasPassed { return false }
                     continue
                 }
+                if isClosed { throw ConnectionError.closed }
             }
         }
-    }
-
-    /// 10 ms from now, or the deadline if sooner: how long to wait before looking again
-    /// when another thread holds the reader lock.
-    private static func soon(_ deadline: Deadline?) -> Deadline {
-        let soon = ContinuousClock.now.advanced(by: .milliseconds(10))
-        return deadline.map { min($0, soon) } ?? soon
     }
 
     // MARK: Sending
 
     /// Sends one message whose header space (the first ``FrameHeader/size`` bytes of
-    /// `frame`) is filled in here, blocking until the kernel has taken all of it.
-    func send(frame: inout [UInt8], descriptors: [FileDescriptor] = []) throws {
+    /// `frame`) is filled in here, blocking until the kernel has taken all of it. The
+    /// handles in `moving` are closed here once their descriptors have gone out.
+    func send(frame: inout [UInt8], descriptors: [FileDescriptor] = [], moving: [any MovingHandle] = []) throws {
         let length = frame.count - FrameHeader.size
         try checkSize(length)
         frame.withUnsafeMutableBytes {
             FrameHeader(length: length, descriptorCount: descriptors.count).write(to: $0)
         }
-        try frame.withUnsafeBytes { bytes in
-            try sendBlocking(bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: descriptors)
-        }
-    }
-
-    /// Sends `payload` as one message, header and payload in one system call, no copy.
-    func send(payload: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = []) throws {
-        try checkSize(payload.count)
-        let header = FrameHeader(length: payload.count, descriptorCount: descriptors.count)
-        // A small message is assembled on the stack and goes out with send(2); a large one
-        // goes as header + payload in one sendmsg(2), without copying the payload.
-        let assembled = payload.count <= 4096 ? FrameHeader.size + payload.count : FrameHeader.size
-        try withUnsafeTemporaryAllocation(byteCount: assembled, alignment: 8) { buffer in
-            header.write(to: buffer)
-            if payload.count <= 4096 {
-                if let source = payload.baseAddress {
-                    (buffer.baseAddress! + FrameHeader.size).copyMemory(from: source, byteCount: payload.count)
-                }
-                try sendBlocking(
-                    UnsafeRawBufferPointer(buffer), UnsafeRawBufferPointer(start: nil, count: 0),
-                    descriptors: descriptors)
-            } else {
-                try sendBlocking(UnsafeRawBufferPointer(buffer), payload, descriptors: descriptors)
+        try withDescriptor { descriptor in
+            _ = sendTurn.enter()
+            defer { sendTurn.leave() }
+            try frame.withUnsafeBytes { bytes in
+                _ = try sendAll(bytes, descriptors: descriptors, moving: moving, on: descriptor)
             }
         }
     }
 
-    /// Sends a message prepared like ``send(frame:descriptors:)`` without blocking a thread.
-    func send(frame: [UInt8], descriptors: [FileDescriptor] = []) async throws {
+    /// Sends `payload` as one message, header and payload in one system call, no copy.
+    func send(payload: UnsafeRawBufferPointer) throws {
+        try checkSize(payload.count)
+        let header = FrameHeader(length: payload.count, descriptorCount: 0)
+        // A small message is assembled on the stack and goes out with send(2); a large one
+        // goes as header + payload in one sendmsg(2), without copying the payload.
+        let small = payload.count <= 4096
+        try withUnsafeTemporaryAllocation(
+            byteCount: small ? FrameHeader.size + payload.count : FrameHeader.size, alignment: 8
+        ) {
+            buffer in
+            header.write(to: buffer)
+            if small, let source = payload.baseAddress {
+                (buffer.baseAddress! + FrameHeader.size).copyMemory(from: source, byteCount: payload.count)
+            }
+            try withDescriptor { descriptor in
+                _ = sendTurn.enter()
+                defer { sendTurn.leave() }
+                _ = try sendAll(UnsafeRawBufferPointer(buffer), small ? nil : payload, on: descriptor)
+            }
+        }
+    }
+
+    /// Sends a message prepared like ``send(frame:descriptors:moving:)`` without blocking a
+    /// thread.
+    ///
+    /// Cancelling the task before any byte has gone out throws `CancellationError` with
+    /// nothing sent (the handles stay with the caller). Once a message has started it is
+    /// sent whole, even if the task is cancelled meanwhile (a cut message would corrupt the
+    /// stream for every later one), and the send succeeds: it happened.
+    func send(frame: [UInt8], descriptors: [FileDescriptor] = [], moving: [any MovingHandle] = []) async throws {
         var frame = frame
         let length = frame.count - FrameHeader.size
         try checkSize(length)
         frame.withUnsafeMutableBytes {
             FrameHeader(length: length, descriptorCount: descriptors.count).write(to: $0)
         }
-        let message = frame
         try await withDescriptor { descriptor in
-            var owner = false
-            var cancelled = false
-            while true {
-                let done = try writer.withLock { writer throws -> Bool in
-                    do {
-                        if !owner {
-                            if writer.asyncOwned { return false }
-                            let sent = try Self.sendSome(message, from: 0, descriptors: descriptors, on: descriptor)
-                            if sent == message.count { return true }
-                            // The rest goes out later; until then this call owns the stream, so
-                            // no other message can slip into the middle of this one.
-                            writer.pending = message
-                            writer.pendingOffset = sent
-                            writer.asyncOwned = true
-                            owner = true
-                            return false
-                        }
-                        writer.pendingOffset += try Self.sendSome(
-                            writer.pending, from: writer.pendingOffset, descriptors: [], on: descriptor)
-                        guard writer.pendingOffset == writer.pending.count else { return false }
-                    } catch {
-                        // The peer is gone: nothing more will go out, so release the stream.
-                        if owner { writer.releaseAsyncMessage() }
-                        throw error
-                    }
-                    writer.releaseAsyncMessage()
-                    return true
+            try await sendTurn.enter()
+            defer { sendTurn.leave() }
+            var offset = 0
+            while offset < frame.count {
+                if isClosed { throw ConnectionError.closed }
+                let sent = try Self.sendSome(
+                    frame, from: offset, descriptors: offset == 0 ? descriptors : [], on: descriptor)
+                if sent > 0 && offset == 0 {
+                    // The descriptors went out with these first bytes: the handles moved.
+                    for handle in moving { handle.close() }
                 }
-                if done {
-                    if cancelled { throw CancellationError() }
-                    return
-                }
-                if owner {
-                    // A message that has started is sent whole, even if the task is cancelled
-                    // meanwhile (a cut message would corrupt the stream for every later one);
-                    // the cancellation is reported once it is out.
-                    cancelled = cancelled || Task.isCancelled
-                    _ = try await Reactor.shared.wait(
-                        for: .writable, on: descriptor, deadline: nil, cancellable: false)
-                } else {
-                    _ = try await Reactor.shared.wait(for: .writable, on: descriptor, deadline: nil)
-                }
-                if isClosed {
-                    if owner { writer.withLock { $0.releaseAsyncMessage() } }
-                    throw ConnectionError.closed
+                offset += sent
+                if offset < frame.count {
+                    _ = try await waitSuspending(descriptor, for: .writable, deadline: nil, cancellable: offset == 0)
                 }
             }
         }
@@ -271,47 +325,38 @@ final class MessageStream: Sendable {
         if length > maximumMessageSize { throw WireError.oversized(size: length, limit: maximumMessageSize) }
     }
 
-    private func sendBlocking(
-        _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, descriptors: [FileDescriptor]
-    ) throws {
-        try withDescriptor { descriptor in
-            while true {
-                let sent = try writer.withLock { writer throws -> Bool in
-                    // An `async` sender is in the middle of a message: let it finish.
-                    if writer.asyncOwned { return false }
-                    try Self.sendAll(head, tail, descriptors: descriptors, on: descriptor)
-                    return true
-                }
-                if sent { return }
-                descriptor.waitWritable(deadline: ContinuousClock.now.advanced(by: .milliseconds(1)))
-            }
-        }
-    }
-
-    /// Sends `head` then `tail` whole. With a deadline, the first bytes wait for room only
-    /// until then: `false` means nothing was sent. Once a message has started it is sent to
-    /// the end, whatever the deadline: a message is never cut.
-    @discardableResult
-    private static func sendAll(
-        _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, descriptors: [FileDescriptor],
-        on descriptor: FileDescriptor, startBy deadline: Deadline? = nil
+    /// Sends `head` then `tail` whole, blocking; the caller holds the send turn. With a
+    /// deadline, the first bytes wait for room only until then: `false` means nothing was
+    /// sent. Once a message has started it is sent to the end, whatever the deadline: a
+    /// message is never cut. The descriptors go with the first bytes, and the handles in
+    /// `moving` are closed as soon as they have.
+    private func sendAll(
+        _ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer? = nil, descriptors: [FileDescriptor] = [],
+        moving: [any MovingHandle] = [], on descriptor: FileDescriptor, startBy deadline: Deadline? = nil
     ) throws -> Bool {
         var head = head
-        var tail = tail
+        var tail = tail ?? UnsafeRawBufferPointer(start: nil, count: 0)
         var attached = descriptors.map(\.rawValue)
-        var started = deadline == nil
+        var started = false
         while head.count + tail.count > 0 {
+            if isClosed { throw ConnectionError.closed }
             var sent: Int
             do throws(Errno) {
-                sent = try descriptor.send(head, tail, descriptors: attached, nonBlocking: !started)
+                sent = try descriptor.send(head, tail, descriptors: attached, nonBlocking: true)
             } catch .wouldBlock {
-                if !descriptor.waitWritable(deadline: deadline) && deadline.hasPassed { return false }
+                let waitUntil = started ? nil : deadline
+                if try !waitBlocking(descriptor, for: Int16(POLLOUT), deadline: waitUntil) && waitUntil.hasPassed {
+                    return false
+                }
                 continue
             } catch {
                 throw Self.sendError(error)
             }
-            started = true
-            attached = []
+            if !started {
+                started = true
+                attached = []
+                for handle in moving { handle.close() }
+            }
             let fromHead = min(sent, head.count)
             head = UnsafeRawBufferPointer(rebasing: head[fromHead...])
             sent -= fromHead
@@ -320,7 +365,8 @@ final class MessageStream: Sendable {
         return true
     }
 
-    /// One non-blocking send of `bytes[offset...]`; returns how many bytes went out.
+    /// One non-blocking send of `bytes[offset...]`; returns how many bytes went out (0 when
+    /// the socket is full).
     private static func sendSome(
         _ bytes: [UInt8], from offset: Int, descriptors: [FileDescriptor], on descriptor: FileDescriptor
     ) throws -> Int {
@@ -346,84 +392,34 @@ final class MessageStream: Sendable {
         }
     }
 
-    private struct Writer {
-        /// The message an `async` send has started and not finished, and how much of it
-        /// has gone out. While it is there, no other message may be sent.
-        var pending: [UInt8] = []
-        var pendingOffset = 0
-        var asyncOwned = false
-
-        mutating func releaseAsyncMessage() {
-            pending = []
-            pendingOffset = 0
-            asyncOwned = false
-        }
-        /// The buffer the last message was encoded into, kept for the next one: memory the
-        /// process has already touched costs no page faults (8 MB of fresh memory costs
-        /// more to fault in than to fill).
-        var scratch: [UInt8] = []
-    }
-
-    /// The encoder and the outbox it fills, made once per stream rather than per message
-    /// (a dictionary and two objects less per send). `nonisolated(unsafe)` because they
-    /// are mutable and not Sendable: they are touched only inside `writer.withLock`, which
-    /// serialises every use.
-    private nonisolated(unsafe) let outbox = DescriptorOutbox()
-    private nonisolated(unsafe) let encoder: BinaryEncoder
-
-    /// Encodes `value` (after header space) into the writer's reusable buffer and sends it,
-    /// with the descriptors of the handles inside. Returns the streams that moved with it,
-    /// or `nil` when a deadline was given and the message could not start before it.
-    func sendEncoded<Value: Encodable>(_ value: Value, startBy deadline: Deadline? = nil) throws -> [any MovingHandle]?
-    {
-        return try withDescriptor { descriptor in
-            while true {
-                let step = try writer.withLock { writer throws -> SendStep in
-                    if writer.asyncOwned { return .busy }
-                    let outbox = self.outbox
-                    var frame = writer.scratch
-                    writer.scratch = []
-                    defer {
-                        if frame.capacity <= Self.largestKeptBuffer { writer.scratch = frame }
-                    }
-                    _ = outbox.reset()
-                    frame.removeAll(keepingCapacity: true)
-                    frame.append(contentsOf: repeatElement(0, count: FrameHeader.size))
-                    try encoder.encode(value, appendingTo: &frame)
-                    let length = frame.count - FrameHeader.size
-                    try checkSize(length)
-                    frame.withUnsafeMutableBytes {
-                        FrameHeader(length: length, descriptorCount: outbox.descriptors.count).write(to: $0)
-                    }
-                    let sent = try frame.withUnsafeBytes { bytes in
-                        try Self.sendAll(
-                            bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: outbox.descriptors,
-                            on: descriptor, startBy: deadline)
-                    }
-                    // Handles of a message that was not sent stay open here.
-                    let moved = outbox.reset()
-                    return sent ? .sent(moved) : .timedOut
-                }
-                switch step {
-                case .sent(let moved): return moved
-                case .timedOut: return nil
-                case .busy:
-                    // An `async` sender is in the middle of a message: let it finish.
-                    if deadline.hasPassed { return nil }
-                    descriptor.waitWritable(deadline: ContinuousClock.now.advanced(by: .milliseconds(1)))
-                }
+    /// Encodes `value` (after header space) into the reusable buffer and sends it, with the
+    /// descriptors of the handles inside; connection ends inside it move (this process's
+    /// copies are closed once their descriptors have gone out). Returns `false` when a
+    /// deadline was given and the message could not start before it: then nothing was
+    /// sent and every handle stays open here.
+    func sendEncoded<Value: Encodable>(_ value: Value, startBy deadline: Deadline? = nil) throws -> Bool {
+        try withDescriptor { descriptor in
+            guard sendTurn.enter(deadline: deadline) else { return false }
+            defer { sendTurn.leave() }
+            _ = outbox.reset()
+            defer { _ = outbox.reset() }
+            var frame = scratch
+            scratch = []
+            defer { if frame.capacity <= Self.largestKeptBuffer { scratch = frame } }
+            frame.removeAll(keepingCapacity: true)
+            frame.append(contentsOf: repeatElement(0, count: FrameHeader.size))
+            try encoder.encode(value, appendingTo: &frame)
+            let length = frame.count - FrameHeader.size
+            try checkSize(length)
+            frame.withUnsafeMutableBytes {
+                FrameHeader(length: length, descriptorCount: outbox.descriptors.count).write(to: $0)
+            }
+            return try frame.withUnsafeBytes { bytes in
+                try sendAll(
+                    bytes, descriptors: outbox.descriptors, moving: outbox.moved, on: descriptor, startBy: deadline)
             }
         }
     }
-
-    /// What one attempt at sending under the writer lock came to.
-    private enum SendStep {
-        case busy, timedOut
-        case sent([any MovingHandle])
-    }
-
-    /// The largest buffer kept for reuse between messages, on either side.
-    static let largestKeptBuffer = 64 * 1024 * 1024
 
     /// Gives back the payload of a message that was decoded here (the caller never saw the
     /// array), so the next large message can be read into memory already touched.
@@ -437,6 +433,14 @@ final class MessageStream: Sendable {
 // MARK: - Reading messages out of a byte stream
 
 extension MessageStream {
+    /// The descriptors that came with one `sendmsg` of the peer: they belong to the one
+    /// message whose first bytes that send carried (see ``ReceivedBytes``).
+    fileprivate struct DescriptorBatch {
+        var descriptors: [Int32]
+        /// The kernel dropped some (`MSG_CTRUNC`).
+        var truncated: Bool
+    }
+
     fileprivate struct Reader: ~Copyable {
         /// Bytes read but not yet parsed: `storage[head..<tail]`.
         private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: MessageStream.chunkSize, alignment: 8)
@@ -445,37 +449,41 @@ extension MessageStream {
         /// The message whose header has been parsed and whose payload is arriving: its
         /// header, its payload array (written in place, so it must stay uniquely referenced:
         /// a separate stored property, mutated directly, never copied out while filling)
-        /// and how much of it has arrived.
+        /// and how much of it has arrived. The array grows as bytes come (see
+        /// ``MessageStream/initialPayloadAllocation``).
         private var current: FrameHeader?
         private var currentPayload: [UInt8] = []
         private var currentFilled = 0
         /// A payload array given back after decoding, reused for the next large message.
         private var spare: [UInt8] = []
-
-        mutating func keepSpare(_ payload: [UInt8]) {
-            if payload.capacity > spare.capacity { spare = payload }
-        }
         /// Whole messages (or the error that replaced one), in arrival order.
         private var ready: [Result<Frame, any Error>] = []
         private var readyHead = 0
-        /// Descriptors received and not yet given to a message, in arrival order.
-        private var descriptors: [Int32] = []
+        /// Descriptors received and not yet given to a message, one batch per `sendmsg`,
+        /// in arrival order.
+        private var batches: [DescriptorBatch] = []
         /// Bytes of a refused (oversized) message still to skip.
         private var discard = 0
         private var sawEnd = false
         /// When to look for a message for a while before sleeping (see `spinForMessage`).
         private var spin = SpinPolicy()
+        /// An error that leaves the stream unusable (a bad header): every later call rethrows it.
+        private var failure: (any Error)?
+
+        mutating func keepSpare(_ payload: [UInt8]) {
+            if payload.capacity > spare.capacity { spare = payload }
+        }
 
         /// Looks for the next message without sleeping for up to ``SpinPolicy/window``,
         /// yielding the CPU between looks so a peer on the same CPU can answer. Adaptive:
         /// after looks that found nothing, it stops looking for a growing number of receives,
         /// so a connection that waits long costs no CPU.
         mutating func spinForMessage(from descriptor: FileDescriptor, limit: Int) throws -> Frame? {
-            if let frame = try next(from: descriptor, limit: limit, mode: .bufferedOnly) { return frame }
+            if let frame = try next(from: descriptor, limit: limit, readingMore: false) { return frame }
             guard spin.shouldSpin() else { return nil }
             let start = ContinuousClock.now
             repeat {
-                if let frame = try next(from: descriptor, limit: limit, mode: .nonBlocking) {
+                if let frame = try next(from: descriptor, limit: limit) {
                     spin.found()
                     return frame
                 }
@@ -485,31 +493,29 @@ extension MessageStream {
             spin.missed()
             return nil
         }
-        /// An error that leaves the stream unusable (a bad header): every later call rethrows it.
-        private var failure: (any Error)?
 
         /// Frees the buffer and closes descriptors no message took; the reader is empty after.
         mutating func release() {
             storage.deallocate()
             storage = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-            for descriptor in descriptors { FileDescriptor(rawValue: descriptor).closeIgnoringErrors() }
-            descriptors = []
+            for batch in batches {
+                for descriptor in batch.descriptors { FileDescriptor(rawValue: descriptor).closeIgnoringErrors() }
+            }
+            batches = []
         }
 
         mutating func hasMessage(from descriptor: FileDescriptor, limit: Int) throws -> Bool {
             if readyHead < ready.count || failure != nil { return true }
-            while try readOnce(from: descriptor, blocking: false) {
+            while try readOnce(from: descriptor) {
                 try parse(limit: limit)
                 if readyHead < ready.count { return true }
             }
             return sawEnd
         }
 
-        enum ReadMode { case bufferedOnly, nonBlocking, blocking }
-
-        /// The next whole message: from what is buffered, then (unless `bufferedOnly`) from
-        /// the descriptor. `nil` when no whole message is there yet (never in `blocking`).
-        mutating func next(from descriptor: FileDescriptor, limit: Int, mode: ReadMode) throws -> Frame? {
+        /// The next whole message: from what is buffered, then (with `readingMore`) from
+        /// what the socket holds, without waiting. `nil` when no whole message is there yet.
+        mutating func next(from descriptor: FileDescriptor, limit: Int, readingMore: Bool = true) throws -> Frame? {
             while true {
                 if let failure { throw failure }
                 if readyHead < ready.count {
@@ -532,8 +538,8 @@ extension MessageStream {
                     }
                     throw ConnectionError.endOfStream
                 }
-                guard mode != .bufferedOnly, try readOnce(from: descriptor, blocking: mode == .blocking) else {
-                    if mode == .blocking || sawEnd { continue }  // at the end, the loop's top reports it
+                guard readingMore, try readOnce(from: descriptor) else {
+                    if sawEnd { continue }  // at the end, the loop's top reports it
                     return nil
                 }
             }
@@ -557,6 +563,7 @@ extension MessageStream {
                 if let header = current {
                     let take = min(header.length - currentFilled, tail - head)
                     if take > 0 {
+                        growPayload(toHold: currentFilled + take, of: header.length)
                         let offset = currentFilled
                         let source = storage.baseAddress!.advanced(by: head)
                         currentPayload.withUnsafeMutableBytes { payload in
@@ -598,46 +605,68 @@ extension MessageStream {
                     currentPayload.removeAll(keepingCapacity: true)
                     currentPayload.append(contentsOf: repeatElement(0, count: header.length))
                 } else {
-                    currentPayload = [UInt8](unsafeUninitializedCapacity: header.length) { _, count in
-                        count = header.length
-                    }
+                    let first = min(header.length, MessageStream.initialPayloadAllocation)
+                    currentPayload = [UInt8](unsafeUninitializedCapacity: first) { _, count in count = first }
                 }
                 currentFilled = 0
                 current = header
             }
         }
 
+        /// Makes the arriving payload at least `needed` bytes long (at most `total`),
+        /// doubling, so that a message is never given more memory than its bytes justify
+        /// by more than half.
+        private mutating func growPayload(toHold needed: Int, of total: Int) {
+            guard currentPayload.count < needed else { return }
+            let size = min(total, max(needed, currentPayload.count * 2))
+            let filled = currentFilled
+            currentPayload = currentPayload.withUnsafeBytes { old in
+                [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                    UnsafeMutableRawBufferPointer(buffer).copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: old[..<filled]))
+                    count = size
+                }
+            }
+        }
+
+        /// The descriptors of a message that announced `count` of them: the next batch.
         private mutating func takeDescriptors(_ count: Int) throws -> [FileDescriptor] {
             guard count > 0 else { return [] }
-            guard descriptors.count >= count else {
+            guard !batches.isEmpty else {
                 throw WireError.invalidData(
-                    "the message announced \(count) descriptors but \(descriptors.count) arrived", codingPath: "")
+                    "the message announced \(count) descriptors but none arrived with it", codingPath: "")
             }
-            defer { descriptors.removeFirst(count) }
-            return descriptors.prefix(count).map(FileDescriptor.init(rawValue:))
+            let batch = batches.removeFirst()
+            let descriptors = batch.descriptors.map(FileDescriptor.init(rawValue:))
+            guard !batch.truncated, descriptors.count == count else {
+                for descriptor in descriptors { descriptor.closeIgnoringErrors() }
+                throw ConnectionError.descriptorsLost(expected: count, received: batch.descriptors.count)
+            }
+            return descriptors
         }
 
         /// One non-blocking read. Large payloads are read in place; everything else into the
         /// buffer. Returns `false` when nothing could be read (would block, or end of stream).
-        private mutating func readOnce(from descriptor: FileDescriptor, blocking: Bool) throws -> Bool {
+        private mutating func readOnce(from descriptor: FileDescriptor) throws -> Bool {
             if sawEnd { return false }
-            var count: Int
+            var received: ReceivedBytes
             do throws(Errno) {
                 if let header = current, tail == head,
                     header.length - currentFilled > MessageStream.directReadThreshold
                 {
                     // Read straight into the message's own array.
+                    growPayload(toHold: currentFilled + 1, of: header.length)
                     let offset = currentFilled
-                    var result: Result<Int, Errno> = .success(0)
+                    var result: Result<ReceivedBytes, Errno> = .success(
+                        ReceivedBytes(count: 0, descriptors: [], truncated: false))
                     currentPayload.withUnsafeMutableBytes { raw in
                         result = Result { () throws(Errno) in
                             try descriptor.receive(
-                                into: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]),
-                                descriptors: &descriptors, nonBlocking: !blocking)
+                                into: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]), nonBlocking: true)
                         }
                     }
-                    count = try result.get()
-                    currentFilled += count
+                    received = try result.get()
+                    currentFilled += received.count
                 } else {
                     if head == tail {
                         head = 0
@@ -647,20 +676,22 @@ extension MessageStream {
                         tail -= head
                         head = 0
                     }
-                    count = try descriptor.receive(
-                        into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]), descriptors: &descriptors,
-                        nonBlocking: !blocking)
-                    tail += count
+                    received = try descriptor.receive(
+                        into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]), nonBlocking: true)
+                    tail += received.count
                 }
             } catch .wouldBlock {
                 return false
             } catch .connectionReset {
-                count = 0
+                received = ReceivedBytes(count: 0, descriptors: [], truncated: false)
             } catch {
                 throw ConnectionError.system(error, during: "receiving a message")
             }
-            if count == 0 { sawEnd = true }
-            return count > 0
+            if !received.descriptors.isEmpty || received.truncated {
+                batches.append(DescriptorBatch(descriptors: received.descriptors, truncated: received.truncated))
+            }
+            if received.count == 0 { sawEnd = true }
+            return received.count > 0
         }
     }
 }

@@ -54,11 +54,17 @@ struct ErrorReport: Codable, Sendable {
         }
     }
 
-    /// The original error, when its type exists here and is Decodable.
+    /// The original error, when its type exists here and is a Decodable `Error`.
+    ///
+    /// The type name comes from the child, which may have crashed halfway or be hostile:
+    /// only a type that is both `Error` and `Decodable` is ever decoded, so no other
+    /// type's `init(from:)` runs in this process because a child named it.
     func rebuild() -> (any Error)? {
-        guard let name = mangledTypeName, let value, let type = _typeByName(name) as? any Decodable.Type else {
+        guard let name = mangledTypeName, let value,
+            let type = _typeByName(name) as? any (Error & Decodable).Type
+        else {
             return nil
         }
-        return (try? BinaryDecoder().decode(type, from: value)) as? any Error
+        return try? BinaryDecoder().decode(type, from: value)
     }
 }

@@ -15,7 +15,11 @@ import SystemPackage
 /// - Every child ends when this process ends, even by SIGKILL. When this process exits
 ///   normally, daemon children are terminated and the others are waited for, as in Python.
 /// - Timed waits (`join(timeout:)`) return `false` when the time runs out; they throw only
-///   when the child failed.
+///   when the child failed. A child ended by this process's own ``terminate()`` or
+///   ``kill()`` did not fail: `join` returns, and ``termination`` says which signal ended it.
+/// - Any number of threads and tasks may look at one child at once (`join`, ``isAlive``,
+///   ``CurrentProcess/activeChildren``): the child's report and its exit are each read
+///   once and kept, so every observer sees the same outcome.
 public final class ChildProcess: Sendable {
     /// The process's name, for messages and errors (Python's `name`).
     public let name: String
@@ -30,25 +34,51 @@ public final class ChildProcess: Sendable {
     /// Whether `start` checks, in this process, that the child will find the work's type.
     private let checksTypeName: Bool
     private let state = Mutex(State.notStarted)
+    /// The signal this process last sent with ``terminate()`` or ``kill()`` (0: none): a
+    /// child that ended by it did not fail.
+    private let requestedSignal = Atomic<Int32>(0)
     private static let counter = Atomic<Int>(0)
 
     private enum State {
         case notStarted
         case starting
-        case running(Running)
+        case running(Running, Progress)
         case finished(Running, Finished)
     }
 
     struct Running: Sendable {
+        /// The child's entry in ``ChildRegistry``.
+        let id: UInt64
         let pid: pid_t
         let process: ProcessDescriptor
+        /// The child's end of it sends one message, its report, before it exits.
         let channel: MessageStream
+    }
+
+    /// What has been learnt of a running child so far. Each fact is read once, by whoever
+    /// holds the state lock first, and kept.
+    struct Progress: Sendable {
+        var report: Report?
+        var termination: Termination?
+    }
+
+    /// What the child said before it exited.
+    enum Report: Sendable {
+        case received(ChildOutcome)
+        /// It ended without a report (a crash, a signal, `exit` called by the work).
+        case none
+        /// It sent something that is not a report, or one too large: refused, with why.
+        case refused(String)
     }
 
     struct Finished: Sendable {
         let termination: Termination
-        let outcome: ChildOutcome?
+        let report: Report
     }
+
+    /// The most a child's report (a function's encoded output) may weigh, like any message
+    /// on a connection: a crashed or hostile child cannot make this process allocate more.
+    static let reportLimit = defaultMaximumMessageSize
 
     /// A process that will run `target` once ``start()`` is called.
     /// - Parameters:
@@ -112,10 +142,10 @@ public final class ChildProcess: Sendable {
     deinit {
         switch state.withLock({ $0 }) {
         case .notStarted, .starting: break
-        case .running(let running):
+        case .running(let running, _):
             running.channel.close()
             // Dropped while running: reap it when it exits, so no zombie is left behind.
-            ChildRegistry.shared.adopt(running.pid)
+            ChildRegistry.shared.adopt(running.id)
         case .finished(let running, _):
             running.process.close()
         }
@@ -130,61 +160,110 @@ public final class ChildProcess: Sendable {
     ///   ``ConnectionError/system(_:during:)`` if the system refuses a new process.
     /// - Precondition: the process was not started before.
     public func start() throws {
-        let claimed = state.withLock { state -> Bool in
-            guard case .notStarted = state else { return false }
-            state = .starting
-            return true
-        }
-        precondition(claimed, "process \"\(name)\" was started twice; a ChildProcess starts once")
+        try claimStart()
         do {
-            let running = try launch()
-            state.withLock { $0 = .running(running) }
+            let (message, outbox, frame, parentEnd, childEnd) = try prepareLaunch()
+            defer { childEnd.close() }
+            let pid: pid_t
+            do {
+                pid = try Launcher.launch(startMethod, socket: childEnd.rawDescriptor, typeName: message.typeName)
+            } catch {
+                parentEnd.close()
+                throw error
+            }
+            let running = try watch(pid, channel: parentEnd)
+            var start = frame
+            do {
+                try parentEnd.send(frame: &start, descriptors: outbox.descriptors, moving: outbox.moved)
+            } catch {
+                try handOverFailed(running, error)
+            }
+            state.withLock { $0 = .running(running, Progress()) }
         } catch {
             state.withLock { $0 = .notStarted }
             throw error
         }
     }
 
-    /// Starts the child and hands it its work. Everything that can fail before the child
-    /// exists (encoding, the type check) fails before anything is started.
-    private func launch() throws -> Running {
-        let (message, outbox) = try prepare()
-        if checksTypeName { try Self.checkFindable(message) }
-        var frame = try MessageStream.encodeFrame(message).frame
-        let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Int(UInt32.max))
-        defer { childEnd.close() }
-        let pid: pid_t
+    /// Starts the child without blocking a thread: the calling task suspends while the
+    /// process is created and its work is sent.
+    ///
+    /// - Throws: like ``start()``.
+    /// - Precondition: the process was not started before.
+    public func start() async throws {
+        try claimStart()
         do {
-            pid = try Launcher.launch(startMethod, socket: childEnd.rawDescriptor, typeName: message.typeName)
-        } catch let error as Errno {
-            parentEnd.close()
-            throw ConnectionError.system(error, during: "starting process \"\(name)\"")
+            let (message, outbox, frame, parentEnd, childEnd) = try prepareLaunch()
+            defer { childEnd.close() }
+            let pid: pid_t
+            do {
+                pid = try await Launcher.launch(startMethod, socket: childEnd.rawDescriptor, typeName: message.typeName)
+            } catch {
+                parentEnd.close()
+                throw error
+            }
+            let running = try watch(pid, channel: parentEnd)
+            do {
+                // Not cancellable once the child exists: it must get its work or be ended.
+                try await Task { [frame] in
+                    try await parentEnd.send(frame: frame, descriptors: outbox.descriptors, moving: outbox.moved)
+                }.value
+            } catch {
+                try handOverFailed(running, error)
+            }
+            state.withLock { $0 = .running(running, Progress()) }
         } catch {
-            parentEnd.close()
+            state.withLock { $0 = .notStarted }
             throw error
         }
+    }
+
+    private func claimStart() throws {
+        let claimed = state.withLock { state -> Bool in
+            guard case .notStarted = state else { return false }
+            state = .starting
+            return true
+        }
+        precondition(claimed, "process \"\(name)\" was started twice; a ChildProcess starts once")
+    }
+
+    /// Everything that can fail before the child exists (encoding, the type check), done
+    /// before anything is started; and the channel to it.
+    private func prepareLaunch() throws -> (
+        StartMessage, DescriptorOutbox, [UInt8], parentEnd: MessageStream, childEnd: MessageStream
+    ) {
+        let (message, outbox) = try prepare()
+        if checksTypeName { try Self.checkFindable(message) }
+        let frame = try MessageStream.encodeFrame(message).frame
+        let (parentEnd, childEnd) = try makeStreamPair(maximumMessageSize: Self.reportLimit)
+        return (message, outbox, frame, parentEnd, childEnd)
+    }
+
+    /// Opens the new child's pidfd and registers it.
+    private func watch(_ pid: pid_t, channel: MessageStream) throws -> Running {
         let process: ProcessDescriptor
         do throws(Errno) {
             process = try ProcessDescriptor(child: pid)
         } catch {
             // Without a pidfd the child cannot be watched: end it and reap it by pid (it is
-            // this process's own child, so the pid cannot have been reused).
+            // this process's own child, not yet reaped, so the pid cannot have been reused).
             ProcessDescriptor.killAndReap(child: pid)
-            parentEnd.close()
+            channel.close()
             throw ConnectionError.system(error, during: "watching process \"\(name)\" (pidfd_open)")
         }
-        ChildRegistry.shared.register(pid: pid, process: process, isDaemon: isDaemon, object: self)
-        do {
-            try parentEnd.send(frame: &frame, descriptors: outbox.descriptors)
-        } catch ConnectionError.peerGone {
-            // The child died before reading its work; join() reports how it ended.
-        } catch {
-            // The child never gets its work: closing the channel makes it exit (status 1).
-            parentEnd.close()
-            throw error
-        }
-        outbox.closeMoved()
-        return Running(pid: pid, process: process, channel: parentEnd)
+        let id = ChildRegistry.shared.register(process: process, isDaemon: isDaemon, object: self)
+        return Running(id: id, pid: pid, process: process, channel: channel)
+    }
+
+    /// The child exists but its work could not be sent. A child that already died is
+    /// `join`'s to report; otherwise the child is ended (it would wait for work forever),
+    /// reaped in the background, and the error thrown.
+    private func handOverFailed(_ running: Running, _ error: any Error) throws {
+        if case ConnectionError.peerGone = error { return }
+        try? running.process.send(signal: SIGKILL)
+        running.channel.close()
+        ChildRegistry.shared.adopt(running.id)
+        throw error
     }
 
     /// Fails early, in this process, for a type the child could never find by name: a
@@ -204,21 +283,23 @@ public final class ChildProcess: Sendable {
     public var pid: pid_t? {
         switch state.withLock({ $0 }) {
         case .notStarted, .starting: nil
-        case .running(let running), .finished(let running, _): running.pid
+        case .running(let running, _), .finished(let running, _): running.pid
         }
     }
 
     /// Whether the process has started and not yet ended (Python's `is_alive()`).
     public var isAlive: Bool {
-        guard case .running(let running) = state.withLock({ $0 }) else { return false }
-        return (try? finishIfExited(running, wait: false)) == nil
+        guard case .running = state.withLock({ $0 }) else { return false }
+        return (try? advance()) == nil
     }
 
     /// How the process ended, or `nil` while it runs or before it starts.
     public var termination: Termination? {
-        if case .running(let running) = state.withLock({ $0 }) { _ = try? finishIfExited(running, wait: false) }
-        if case .finished(_, let finished) = state.withLock({ $0 }) { return finished.termination }
-        return nil
+        switch state.withLock({ $0 }) {
+        case .notStarted, .starting: return nil
+        case .finished(_, let finished): return finished.termination
+        case .running: return (try? advance())?.termination
+        }
     }
 
     /// Python's `exitcode`: the exit status, minus the signal number for a signal, or `nil`
@@ -236,13 +317,15 @@ public final class ChildProcess: Sendable {
     // MARK: Signals
 
     /// Sends SIGTERM (Python's `terminate()`): the child may clean up, or ignore it.
+    /// A child that ends by it has not failed: `join` returns normally.
     public func terminate() { send(signal: .terminate) }
-    /// Sends SIGKILL (Python's `kill()`): the child ends at once.
+    /// Sends SIGKILL (Python's `kill()`): the child ends at once, and `join` returns normally.
     public func kill() { send(signal: .kill) }
 
     /// Sends `signal` to the running child; does nothing once it has ended.
     public func send(signal: ProcessSignal) {
-        guard case .running(let running) = state.withLock({ $0 }) else { return }
+        guard case .running(let running, _) = state.withLock({ $0 }) else { return }
+        requestedSignal.store(signal.rawValue, ordering: .releasing)
         try? running.process.send(signal: signal.rawValue)
     }
 
@@ -250,7 +333,7 @@ public final class ChildProcess: Sendable {
 
     /// Waits for the process to end (Python's `join()`).
     /// - Throws: ``ChildProcessError`` when the target threw, the process crashed or was
-    ///   killed, or it could not start its work.
+    ///   killed by someone else, or it could not start its work.
     public func join() throws {
         _ = try join(deadline: nil)
     }
@@ -274,60 +357,134 @@ public final class ChildProcess: Sendable {
     }
 
     private func join(deadline: Deadline?) throws -> Bool {
-        let running = try runningOrFinished()
-        guard let running else { return try checkFinished() }
-        while try finishIfExited(running, wait: false) == nil {
-            guard try running.process.descriptor.waitReadable(deadline: deadline) else { return false }
-        }
-        return try checkFinished()
-    }
-
-    private func join(deadline: Deadline?) async throws -> Bool {
-        let running = try runningOrFinished()
-        guard let running else { return try checkFinished() }
-        while try finishIfExited(running, wait: false) == nil {
-            guard try await Reactor.shared.waitReadable(running.process.descriptor, deadline: deadline) else {
-                return false
-            }
-        }
-        return try checkFinished()
-    }
-
-    /// The running child, `nil` once finished.
-    private func runningOrFinished() throws -> Running? {
-        switch state.withLock({ $0 }) {
-        case .notStarted, .starting: preconditionFailure("process \"\(name)\" was joined before it was started")
-        case .running(let running): return running
-        case .finished: return nil
-        }
-    }
-
-    private func checkFinished() throws -> Bool {
-        guard case .finished(let running, let finished) = state.withLock({ $0 }) else { return false }
-        if let failure = failure(running, finished) { throw failure }
+        guard let finished = try waitForEnd(deadline: deadline) else { return false }
+        if let failure = failure(finished.running, finished.finished) { throw failure }
         return true
     }
 
-    /// Reaps the child if it has exited and collects what it reported.
-    /// Returns `nil` while it runs.
-    @discardableResult
-    func finishIfExited(_ running: Running, wait: Bool, outcome: ChildOutcome? = nil) throws -> Finished? {
-        try state.withLock { state throws -> Finished? in
-            if case .finished(_, let finished) = state { return finished }
-            let reaped: Termination?
-            do throws(Errno) {
-                reaped = try running.process.reap(wait: wait).map(Termination.init)
-            } catch {
-                throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
+    private func join(deadline: Deadline?) async throws -> Bool {
+        guard let finished = try await waitForEnd(deadline: deadline) else { return false }
+        if let failure = failure(finished.running, finished.finished) { throw failure }
+        return true
+    }
+
+    /// Waits, blocking the thread, for the child to end and its report to be read; `nil`
+    /// when the deadline passes first. The report is read while waiting (a large one must
+    /// not fill the socket while the child waits for it to drain).
+    private func waitForEnd(deadline: Deadline?) throws -> (running: Running, finished: Finished)? {
+        while true {
+            let (running, reportPending) = try runningState()
+            if let finished = try advance() { return (running, finished) }
+            let woken: Bool
+            if reportPending,
+                let waited = try? running.channel.usingDescriptor({ channel in
+                    try waitForAny(
+                        [(running.process.descriptor, Int16(POLLIN)), (channel, Int16(POLLIN))], deadline: deadline)
+                })
+            {
+                woken = waited
+            } else {
+                do throws(Errno) {
+                    woken = try waitForAny([(running.process.descriptor, Int16(POLLIN))], deadline: deadline)
+                } catch {
+                    throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
+                }
             }
-            guard let termination = reaped else { return nil }
-            ChildRegistry.shared.forget(pid: running.pid)
-            // The report was written before the child exited, so it is already here.
-            let report = outcome ?? (try? running.channel.receiveValue(deadline: .now) as ChildOutcome?) ?? nil
-            running.channel.close()
-            let finished = Finished(termination: termination, outcome: report)
-            state = .finished(running, finished)
-            return finished
+            if !woken && deadline.hasPassed { return try advance().map { (running, $0) } }
+        }
+    }
+
+    /// Waits for the child to end without blocking a thread; see the blocking form.
+    private func waitForEnd(deadline: Deadline?, cancellable: Bool = true) async throws -> (
+        running: Running, finished: Finished
+    )? {
+        while true {
+            let (running, reportPending) = try runningState()
+            if let finished = try advance() { return (running, finished) }
+            let woken: Bool
+            if reportPending,
+                let waited = try? await running.channel.usingDescriptor({ channel in
+                    try await Reactor.shared.wait(
+                        for: [(running.process.descriptor, .readable), (channel, .readable)], deadline: deadline,
+                        cancellable: cancellable)
+                })
+            {
+                woken = waited
+            } else {
+                if cancellable { try Task.checkCancellation() }
+                woken = try await Reactor.shared.wait(
+                    for: [(running.process.descriptor, .readable)], deadline: deadline, cancellable: cancellable)
+            }
+            if !woken && deadline.hasPassed { return try advance().map { (running, $0) } }
+        }
+    }
+
+    /// The started child, and whether its report is still to come.
+    private func runningState() throws -> (Running, Bool) {
+        switch state.withLock({ $0 }) {
+        case .notStarted, .starting: preconditionFailure("process \"\(name)\" was joined before it was started")
+        case .running(let running, let progress): return (running, progress.report == nil)
+        case .finished(let running, _): return (running, false)
+        }
+    }
+
+    /// Takes one look at the child, without waiting: reads its report if it has come,
+    /// reaps it if it has exited. Returns how it ended once both are known.
+    ///
+    /// This is the only place a child's channel is read or its exit collected, and it runs
+    /// under the state lock, so each happens once and every observer sees the result.
+    @discardableResult
+    func advance() throws -> Finished? {
+        try state.withLock { state throws -> Finished? in
+            guard case .running(let running, var progress) = state else {
+                if case .finished(_, let finished) = state { return finished }
+                return nil
+            }
+            if progress.report == nil { progress.report = Self.readReport(running.channel, afterExit: false) }
+            if progress.termination == nil {
+                do throws(Errno) {
+                    progress.termination = try running.process.reap(wait: false).map(Termination.init)
+                } catch {
+                    state = .running(running, progress)
+                    throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
+                }
+            }
+            if let termination = progress.termination {
+                // Whatever the child wrote, it wrote before it exited: it is all here now.
+                let report = progress.report ?? Self.readReport(running.channel, afterExit: true) ?? .none
+                running.channel.close()
+                ChildRegistry.shared.forget(running.id)
+                let finished = Finished(termination: termination, report: report)
+                state = .finished(running, finished)
+                return finished
+            }
+            // Once the report is in, nothing else may come: closing the channel means a
+            // child that writes more gets an error instead of blocking forever.
+            if progress.report != nil { running.channel.close() }
+            state = .running(running, progress)
+            return nil
+        }
+    }
+
+    /// The child's report, if a whole one is here; `nil` if it is still coming. After the
+    /// child exited, an incomplete report counts as none.
+    private static func readReport(_ channel: MessageStream, afterExit: Bool) -> Report? {
+        do {
+            guard let frame = try channel.receiveNow() else { return afterExit ? Report.none : nil }
+            for descriptor in frame.descriptors { descriptor.closeIgnoringErrors() }
+            do {
+                return .received(try BinaryDecoder().decode(ChildOutcome.self, from: frame.payload))
+            } catch {
+                return .refused("its report could not be decoded (\(error))")
+            }
+        } catch WireError.oversized(let size, let limit) {
+            return .refused("its report of \(size) bytes is larger than the \(limit) bytes a child may send")
+        } catch let error as WireError {
+            return .refused("it wrote something other than a report on its channel (\(error))")
+        } catch {
+            // End of stream, a report cut short by the child's death, a closed channel:
+            // how the child ended says why there is no report.
+            return Report.none
         }
     }
 
@@ -335,12 +492,19 @@ public final class ChildProcess: Sendable {
         func error(_ reason: ChildProcessError.Reason) -> ChildProcessError {
             ChildProcessError(processName: name, pid: running.pid, reason: reason, termination: finished.termination)
         }
-        switch finished.outcome {
-        case .succeeded where finished.termination.isSuccess: return nil
-        case .threw(let report): return error(.threw(RemoteError(report)))
-        case .couldNotStart(let reason): return error(.couldNotStart(reason))
-        case .succeeded, nil:
-            return finished.termination.isSuccess ? nil : error(.terminated(finished.termination))
+        switch finished.report {
+        case .received(.threw(let report)): return error(.threw(RemoteError(report)))
+        case .received(.couldNotStart(let reason)): return error(.couldNotStart(reason))
+        case .refused(let why): return error(.refusedReport(why))
+        case .received(.succeeded), .none:
+            if finished.termination.isSuccess { return nil }
+            // Ended by the signal this process sent it: what the caller asked for.
+            if case .signaled(let signal) = finished.termination,
+                signal.rawValue == requestedSignal.load(ordering: .acquiring)
+            {
+                return nil
+            }
+            return error(.terminated(finished.termination))
         }
     }
 
@@ -384,79 +548,58 @@ public final class ChildProcess: Sendable {
         try await call(function, with: input, deadline: Optional(timeout).deadline, startMethod: startMethod)
     }
 
-    /// Starts the child, reads its report (before waiting for the exit: a large output must
-    /// not fill the socket while the child waits for it to drain), reaps it, and decodes
-    /// the output. `nil` when the deadline passed first; the child is killed then.
+    /// Starts the child, waits for its report and its exit, and decodes the output. `nil`
+    /// when the deadline passed first; the child is killed and reaped then.
     private static func call<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, deadline: Deadline?, startMethod: StartMethod
     ) throws -> Function.Output? {
-        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
-        let outcome: ChildOutcome?
-        do {
-            guard let report = try running.channel.receiveValue(deadline: deadline) as ChildOutcome? else {
-                child.kill()
-                _ = try? child.join()
-                return nil
-            }
-            outcome = report
-        } catch {
-            outcome = nil  // the child ended without a report: how it ended says why
+        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
+        try child.start()
+        guard let (running, finished) = try child.waitForEnd(deadline: deadline) else {
+            child.kill()
+            _ = try child.waitForEnd(deadline: nil)
+            return nil
         }
-        while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
-            _ = try running.process.descriptor.waitReadable(deadline: nil)
-        }
-        return try child.output(of: Function.self, from: outcome, running)
+        return try child.output(of: Function.self, running, finished)
     }
 
     private static func call<Function: ProcessFunction>(
         _ function: Function, with input: Function.Input, deadline: Deadline?, startMethod: StartMethod
     ) async throws -> Function.Output? {
-        let (child, running) = try startFunction(function, with: input, startMethod: startMethod)
-        return try await withTaskCancellationHandler {
-            let outcome: ChildOutcome?
+        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
+        try await child.start()
+        let ended = try await withTaskCancellationHandler {
             do {
-                guard let report = try await running.channel.receiveValue(deadline: deadline) as ChildOutcome? else {
-                    child.kill()
-                    _ = try? await child.join()
-                    return nil
-                }
-                outcome = report
-            } catch {
-                outcome = nil  // cancelled (the child is being killed), or it ended without a report
+                return try await child.waitForEnd(deadline: deadline)
+            } catch is CancellationError {
+                return nil  // the handler is killing the child
             }
-            while try child.finishIfExited(running, wait: false, outcome: outcome) == nil {
-                _ = try await Reactor.shared.waitReadable(running.process.descriptor, deadline: nil)
-            }
-            try Task.checkCancellation()
-            return try child.output(of: Function.self, from: outcome, running)
         } onCancel: {
             child.kill()
         }
-    }
-
-    private static func startFunction<Function: ProcessFunction>(
-        _ function: Function, with input: Function.Input, startMethod: StartMethod
-    ) throws -> (ChildProcess, Running) {
-        let child = ChildProcess(function, input: input, name: nil, startMethod: startMethod)
-        try child.start()
-        guard case .running(let running) = child.state.withLock({ $0 }) else {
-            preconditionFailure("a started process is running or finished, never anything else")
+        guard let (running, finished) = ended else {
+            child.kill()
+            _ = try await child.waitForEnd(deadline: nil, cancellable: false)
+            try Task.checkCancellation()
+            return nil
         }
-        return (child, running)
+        try Task.checkCancellation()
+        return try child.output(of: Function.self, running, finished)
     }
 
     /// The function's output, once the child has ended; or why there is none.
     private func output<Function: ProcessFunction>(
-        of function: Function.Type, from outcome: ChildOutcome?, _ running: Running
+        of function: Function.Type, _ running: Running, _ finished: Finished
     ) throws -> Function.Output {
-        _ = try checkFinished()
-        guard case .succeeded(let output) = outcome else {
-            // It ended with status 0 without reporting: the function called exit(0).
-            throw ChildProcessError(
-                processName: name, pid: running.pid, reason: .terminated(termination ?? .exited(0)),
-                termination: termination ?? .exited(0))
+        // The output arrived: it is the answer, however the process went on to end.
+        if case .received(.succeeded(let output)) = finished.report {
+            return try BinaryDecoder().decode(Function.Output.self, from: output)
         }
-        return try BinaryDecoder().decode(Function.Output.self, from: output)
+        if let failure = failure(running, finished) { throw failure }
+        // It ended with status 0 without reporting: the function called exit(0).
+        throw ChildProcessError(
+            processName: name, pid: running.pid, reason: .terminated(finished.termination),
+            termination: finished.termination)
     }
 }
 
@@ -466,7 +609,7 @@ extension ChildProcess: CustomStringConvertible {
         let stateText: String
         switch state.withLock({ $0 }) {
         case .notStarted, .starting: stateText = "not started"
-        case .running(let running): stateText = "pid \(running.pid), running"
+        case .running(let running, _): stateText = "pid \(running.pid), running"
         case .finished(let running, let finished): stateText = "pid \(running.pid), \(finished.termination)"
         }
         return "ChildProcess \"\(name)\" (\(stateText)\(isDaemon ? ", daemon" : ""))"

@@ -40,6 +40,10 @@ public struct ChildProcessError: Error, Sendable, CustomStringConvertible {
         /// The child could not run the work: its type is not in the child's binary, or the
         /// work could not be decoded there. Says which type.
         case couldNotStart(String)
+        /// The child sent something this process refused to read as its report: a
+        /// function's output larger than the limit (256 MiB), or bytes that are not a
+        /// report at all (a child that wrote on the library's channel). Says what.
+        case refusedReport(String)
     }
 
     /// The process's ``ChildProcess/name``.
@@ -64,6 +68,7 @@ public struct ChildProcessError: Error, Sendable, CustomStringConvertible {
         case .threw(let error): return "\(who) threw \(error)"
         case .terminated(let termination): return "\(who) \(termination)"
         case .couldNotStart(let why): return "\(who) could not start: \(why)"
+        case .refusedReport(let why): return "\(who) \(termination); its report was refused: \(why)"
         }
     }
 }

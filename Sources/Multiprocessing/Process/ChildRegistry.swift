@@ -9,6 +9,9 @@ import SystemPackage
 /// - the program's normal exit: daemon children are terminated, the others waited for
 ///   (Python's semantics); children of a process that dies abruptly get SIGKILL from the
 ///   kernel instead (their parent-death signal).
+///
+/// Entries are keyed by an id of their own, never by pid: a pid is free for reuse the
+/// moment its process is reaped, and a new child may get it before the old entry is gone.
 final class ChildRegistry: Sendable {
     static let shared = ChildRegistry()
 
@@ -19,7 +22,12 @@ final class ChildRegistry: Sendable {
         weak var object: ChildProcess?
     }
 
-    private let children = Mutex<[pid_t: Child]>([:])
+    private struct State {
+        var children: [UInt64: Child] = [:]
+        var nextID: UInt64 = 1
+    }
+
+    private let state = Mutex(State())
 
     private static let created = Atomic<Bool>(false)
 
@@ -33,48 +41,54 @@ final class ChildRegistry: Sendable {
         if created.load(ordering: .acquiring) { shared.finishAtExit() }
     }
 
-    func register(pid: pid_t, process: ProcessDescriptor, isDaemon: Bool, object: ChildProcess) {
-        children.withLock { $0[pid] = Child(process: process, isDaemon: isDaemon, object: object) }
+    /// Adds a child and returns its id.
+    func register(process: ProcessDescriptor, isDaemon: Bool, object: ChildProcess) -> UInt64 {
+        state.withLock { state in
+            defer { state.nextID += 1 }
+            state.children[state.nextID] = Child(process: process, isDaemon: isDaemon, object: object)
+            return state.nextID
+        }
     }
 
     /// The `ChildProcess` objects whose children have not been reaped yet.
     var objects: [ChildProcess] {
-        children.withLock { children in children.values.compactMap(\.object) }
+        state.withLock { state in state.children.values.compactMap(\.object) }
     }
 
-    func forget(pid: pid_t) {
-        _ = children.withLock { $0.removeValue(forKey: pid) }
+    func forget(_ id: UInt64) {
+        _ = state.withLock { $0.children.removeValue(forKey: id) }
     }
 
     /// Takes over a child whose `ChildProcess` is gone: reaps it once it exits.
-    func adopt(_ pid: pid_t) {
-        guard
-            let process = children.withLock({ children -> ProcessDescriptor? in
-                children[pid]?.process
-            })
-        else { return }
+    func adopt(_ id: UInt64) {
+        guard let process = state.withLock({ $0.children[id]?.process }) else { return }
         Task.detached {
             await process.reapWhenExited()
-            ChildRegistry.shared.forget(pid: pid)
+            ChildRegistry.shared.forget(id)
         }
     }
 
     /// Children started and not yet reaped.
-    var count: Int { children.withLock(\.count) }
+    var count: Int { state.withLock(\.children.count) }
 
     private func finishAtExit() {
-        let remaining = children.withLock { $0 }
+        let remaining = state.withLock(\.children)
         for child in remaining.values where child.isDaemon {
             try? child.process.send(signal: SIGTERM)
         }
         // A daemon that ignores SIGTERM gets a second to go, then SIGKILL: exit never hangs
-        // on a daemon. Non-daemon children are waited for, as Python does.
+        // on a daemon. Non-daemon children are waited for, as Python does. A child whose
+        // object lives is finished through it, so its outcome is read once, there.
         let grace = Optional(Duration.seconds(1)).deadline
         for child in remaining.values {
             if child.isDaemon, (try? child.process.descriptor.waitReadable(deadline: grace)) != true {
                 try? child.process.send(signal: SIGKILL)
             }
-            _ = try? child.process.reap(wait: true)
+            if let object = child.object {
+                try? object.join()
+            } else {
+                _ = try? child.process.reap(wait: true)
+            }
         }
     }
 }

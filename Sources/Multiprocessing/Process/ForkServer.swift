@@ -31,7 +31,8 @@ enum ForkServer {
     // MARK: Requester side
 
     /// Asks the server (starting it on first use, restarting it if it died) for a worker
-    /// whose bootstrap descriptor is `socket`.
+    /// whose bootstrap descriptor is `socket`. Runs on the launcher thread only (see
+    /// ``Launcher``), so requests never overlap and no caller waits on a lock across I/O.
     static func fork(socket: FileDescriptor, typeName: String) throws -> pid_t {
         try client.withLock { client throws -> pid_t in
             var lastError: any Error = ConnectionError.endOfStream
@@ -80,11 +81,11 @@ enum ForkServer {
         // It removes the variable from its environment again (see `serve`), unless the
         // user had set it.
         let addBindNow = bindNow && getenv("LD_BIND_NOW") == nil
-        let pid = try Reactor.shared.runOnLoop { () throws(Errno) in
-            try spawnSelf(
-                mode: addBindNow ? "forkserver-bind-now" : "forkserver", socket: theirs,
-                extraEnvironment: addBindNow ? ["LD_BIND_NOW=1"] : [])
-        }
+        // On the launcher thread (this runs there), which lives as long as the process: the
+        // server's parent-death signal, and its workers', are tied to it.
+        let pid = try spawnSelf(
+            mode: addBindNow ? "forkserver-bind-now" : "forkserver", socket: theirs,
+            extraEnvironment: addBindNow ? ["LD_BIND_NOW=1"] : [])
         // The server is reaped when it exits, so it never lingers as a zombie.
         let process = try ProcessDescriptor(child: pid)
         Task.detached { await process.reapWhenExited() }
@@ -142,6 +143,6 @@ enum ForkServer {
         }
         mp_close_from(bootstrapDescriptor + 1)
         dieWithParent(expected: requester)
-        WorkerMain.run(bootstrap: FileDescriptor(rawValue: bootstrapDescriptor))
+        WorkerMain.start(bootstrap: FileDescriptor(rawValue: bootstrapDescriptor))
     }
 }

@@ -1,15 +1,39 @@
 import Glibc
 import SystemPackage
 
-/// Starts a child by the chosen method and returns its pid. Either way the child is a
-/// direct child of this process, reaped through its pidfd, with `socket` as its bootstrap
-/// descriptor.
+/// Starts children by the chosen method, one at a time, on the library's launcher thread.
+/// Either way the child is a direct child of this process, reaped through its pidfd, with
+/// `socket` as its bootstrap descriptor.
+///
+/// Why one thread of its own:
+/// - a child's parent-death signal fires when the *thread* that started it exits, so
+///   children (and the fork server, whose workers are this process's children too) are
+///   started from a thread that lives as long as the process;
+/// - a start is a few milliseconds of `posix_spawn` or a round trip to the fork server:
+///   `async` callers suspend meanwhile instead of holding a thread of the cooperative pool,
+///   and the fork server's socket needs no lock held across I/O, since only this thread
+///   ever talks to it.
 enum Launcher {
+    private static let thread = JobThread()
+
+    /// Starts a child, blocking the calling thread until it exists.
     static func launch(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws -> pid_t {
+        try thread.run { () throws -> pid_t in try launchHere(method, socket: socket, typeName: typeName) }
+    }
+
+    /// Starts a child; the calling task suspends until it exists.
+    static func launch(_ method: StartMethod, socket: FileDescriptor, typeName: String) async throws -> pid_t {
+        try await thread.run { try launchHere(method, socket: socket, typeName: typeName) }
+    }
+
+    private static func launchHere(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws -> pid_t {
         switch method {
         case .spawn:
-            // From the reactor's thread, which lives as long as the process: see spawnSelf.
-            return try Reactor.shared.runOnLoop { () throws(Errno) in try spawnSelf(mode: "worker", socket: socket) }
+            do {
+                return try spawnSelf(mode: "worker", socket: socket)
+            } catch {
+                throw ConnectionError.system(error, during: "starting a process (posix_spawn)")
+            }
         case .forkserver:
             return try ForkServer.fork(socket: socket, typeName: typeName)
         }

@@ -21,7 +21,7 @@ func childMain(_ marker: UnsafePointer<CChar>) {
     case "forkserver", "forkserver-bind-now":
         ForkServer.serve(
             control: FileDescriptor(rawValue: descriptor), removeBindNow: fields[0] == "forkserver-bind-now")
-    default: WorkerMain.run(bootstrap: FileDescriptor(rawValue: descriptor))
+    default: WorkerMain.start(bootstrap: FileDescriptor(rawValue: descriptor))
     }
 }
 
@@ -34,8 +34,54 @@ func dieWithParent(expected parent: pid_t) {
 }
 
 enum WorkerMain {
+    /// Becomes the worker: the work runs on a new thread, and this thread (the process's
+    /// main thread) serves the main actor. Never returns.
+    ///
+    /// Why a new thread: in a fork-server worker, this thread is a clone of the server's
+    /// main thread, and carries its thread identity in thread-local caches (Swift's locks
+    /// keep the thread id they lock with in thread-local storage, and so does glibc). A
+    /// contended lock taken with the server's id fails to unlock and the runtime traps.
+    /// A thread created here starts with a clean identity; the same holds for spawned
+    /// workers, which take the same path so that both behave alike.
+    ///
+    /// Why the main thread serves the main queue: code written for apps awaits the main
+    /// actor (`MainActor.run`, `@MainActor` functions), whose jobs go to the main queue;
+    /// nothing would run them otherwise. (`dispatchMain()` cannot be used: it ends the
+    /// thread with `pthread_exit`, which glibc cannot unwind before `main` has started.)
+    ///
+    /// In a fork-server worker the main actor's code runs on that cloned thread: code there
+    /// that contends for a lock with another thread can still meet the stale identity (see
+    /// DesignDecisions, "Threads in a worker").
+    static func start(bootstrap: FileDescriptor) -> Never {
+        startThread { run(bootstrap: bootstrap) }
+        mp_serve_main_queue()
+    }
+
+    /// Starts a detached thread running `body`, which must not return.
+    private static func startThread(_ body: @escaping @Sendable () -> Never) {
+        final class Body: Sendable {
+            let run: @Sendable () -> Never
+            init(_ run: @escaping @Sendable () -> Never) { self.run = run }
+        }
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        let result = pthread_create(
+            &thread, nil,
+            { context in
+                Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+            }, context)
+        if result != 0 {
+            printToStandardError(
+                "swift-multiprocessing: a worker could not start its thread: \(Errno(rawValue: result))")
+            _exit(71)
+        }
+    }
+
     /// Receives the work on `bootstrap`, runs it, reports the outcome, and exits.
-    static func run(bootstrap: FileDescriptor) -> Never {
+    private static func run(bootstrap: FileDescriptor) -> Never {
+        // The parent-death signal belongs to the thread that asked for it (the kernel
+        // sends it if any thread of this process has it): ask again from this one.
+        _ = mp_set_parent_death_signal(SIGKILL)
         // Programs this worker starts must not inherit the bootstrap socket.
         _ = mp_set_cloexec(bootstrap.rawValue, 1)
         let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
@@ -74,16 +120,15 @@ enum WorkerMain {
         }
     }
 
-    /// Resolves a work type (and its conformances, and the codec's checks on it) so forked
-    /// workers find it all cached.
+    /// Looks a work type up, with its conformances, so forked workers find them cached.
+    ///
+    /// Only the runtime's lookups run here, never the type's own code: the fork server
+    /// must not run anything a user wrote (an `init(from:)` that starts a thread or takes
+    /// a lock would make every later fork unsafe).
     static func warmUp(typeName: String) {
         guard let type = _typeByName(typeName) else { return }
-        if let target = type as? any ProcessTarget.Type { warmUpDecoding(target) }
-        if let function = type as? any ProcessFunction.Type { warmUpDecoding(function) }
-    }
-
-    private static func warmUpDecoding<Work: Decodable>(_ type: Work.Type) {
-        _ = try? BinaryDecoder().decode(Work.self, from: [])
+        _ = type as? any ProcessTarget.Type
+        _ = type as? any ProcessFunction.Type
     }
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {

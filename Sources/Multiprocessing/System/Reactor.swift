@@ -3,14 +3,14 @@ import Glibc
 import Synchronization
 import SystemPackage
 
-/// The library's one long-lived thread: an epoll loop that wakes `async` waiters when their
-/// descriptor becomes readable, and the thread every child process is started from.
+/// The library's event loop: one long-lived thread in `epoll_wait` that wakes `async`
+/// waiters when one of their descriptors is ready or their deadline passes.
 ///
-/// Why a thread of its own:
-/// - `async` waits (a message, a process exit) must never block a thread of Swift's
-///   cooperative pool, which has only as many threads as cores (two here).
-/// - A child's parent-death signal fires when the *thread* that started it exits, not the
-///   process; Dispatch's worker threads come and go, this one lives as long as the process.
+/// `async` waits (a message, a process exit, room to send) must never block a thread of
+/// Swift's cooperative pool, which has only as many threads as cores (two here): they
+/// suspend here instead. A waiter may wait for several descriptors at once (a child's
+/// report or its exit, whichever comes first), which is what waiting on many things is
+/// built from.
 final class Reactor: Sendable {
     static let shared = Reactor()
     private static let started = Atomic<Bool>(false)
@@ -20,7 +20,7 @@ final class Reactor: Sendable {
         if started.load(ordering: .acquiring) { shared.forget(descriptor) }
     }
 
-    /// What a waiter waits for.
+    /// What a waiter waits for on one descriptor.
     enum Interest: Sendable {
         case readable, writable
         var events: UInt32 {
@@ -32,14 +32,12 @@ final class Reactor: Sendable {
     }
 
     private struct Waiter {
-        let descriptor: Int32
-        let interest: Interest
+        let targets: [(descriptor: Int32, interest: Interest)]
         let deadline: Deadline?
         let continuation: CheckedContinuation<Bool, any Error>
     }
 
     private struct State {
-        var jobs: [@Sendable () -> Void] = []
         var waiters: [UInt64: Waiter] = [:]
         var registered: [Int32: Set<UInt64>] = [:]
         var cancelledEarly: Set<UInt64> = []
@@ -49,7 +47,6 @@ final class Reactor: Sendable {
     private let epoll: Int32
     private let wakeup: Int32
     private let state = Mutex(State())
-    private let threadID = Atomic<Int32>(0)
 
     private init() {
         Self.started.store(true, ordering: .releasing)
@@ -73,86 +70,80 @@ final class Reactor: Sendable {
         pthread_detach(thread)
     }
 
-    /// Whether the caller is the reactor's own thread.
-    var isCurrentThread: Bool { threadID.load(ordering: .acquiring) == mp_gettid() }
-
-    /// Runs `body` on the reactor thread and returns its result to the blocked caller.
-    func runOnLoop<Result: Sendable>(_ body: @escaping @Sendable () throws(Errno) -> Result) throws(Errno) -> Result {
-        if isCurrentThread { return try body() }
-        let done = ThreadSignal()
-        let outcome = Mutex<Swift.Result<Result, Errno>?>(nil)
-        state.withLock {
-            $0.jobs.append({
-                let result = Swift.Result { () throws(Errno) -> Result in try body() }
-                outcome.withLock { $0 = result }
-                done.fire()
-            })
-        }
-        poke()
-        done.wait()
-        return try outcome.withLock { $0! }.get()
-    }
-
     /// Suspends until `descriptor` is readable (or at end of stream, or its process has
     /// exited for a pidfd). Returns `false` when the deadline passes first; throws
     /// `CancellationError` when the task is cancelled. Never blocks a cooperative thread.
     func waitReadable(_ descriptor: FileDescriptor, deadline: Deadline?) async throws -> Bool {
-        try await wait(for: .readable, on: descriptor, deadline: deadline)
+        try await wait(for: [(descriptor, .readable)], deadline: deadline)
     }
 
-    /// Suspends until `descriptor` can be written without blocking (or has failed), like
-    /// ``waitReadable(_:deadline:)``.
-    ///
-    /// With `cancellable: false` the wait goes on when the task is cancelled (for work that
-    /// must finish once started, such as the rest of a message).
+    /// Suspends until `descriptor` is ready for `interest`, like ``waitReadable(_:deadline:)``.
     func wait(
-        for interest: Interest, on descriptor: FileDescriptor, deadline: Deadline?, cancellable: Bool = true
+        for interest: Interest, on descriptor: FileDescriptor, deadline: Deadline?, cancellable: Bool = true,
+        unless stop: (@Sendable () -> Bool)? = nil
+    ) async throws -> Bool {
+        try await wait(for: [(descriptor, interest)], deadline: deadline, cancellable: cancellable, unless: stop)
+    }
+
+    /// Suspends until any of `targets` is ready (or has failed: an error or hang-up wakes
+    /// the waiter too). Returns `false` when the deadline passes first.
+    ///
+    /// - Parameters:
+    ///   - cancellable: with `false` the wait goes on when the task is cancelled (for work
+    ///     that must finish once started, such as the rest of a message).
+    ///   - stop: checked once the waiter is registered, under the reactor's lock: if it is
+    ///     true the wait ends at once. A stream that is closed sets its flag before calling
+    ///     ``forget(_:)``, so a waiter that registers just after the close still wakes.
+    func wait(
+        for targets: [(FileDescriptor, Interest)], deadline: Deadline?, cancellable: Bool = true,
+        unless stop: (@Sendable () -> Bool)? = nil
     ) async throws -> Bool {
         let id = state.withLock { state -> UInt64 in
             defer { state.nextID += 1 }
             return state.nextID
         }
+        let targets = targets.map { (descriptor: $0.0.rawValue, interest: $0.1) }
         guard cancellable else {
             return try await withCheckedThrowingContinuation { continuation in
-                register(id, continuation, on: descriptor, for: interest, deadline: deadline)
+                register(id, Waiter(targets: targets, deadline: deadline, continuation: continuation), unless: stop)
             }
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                register(id, continuation, on: descriptor, for: interest, deadline: deadline)
+                register(id, Waiter(targets: targets, deadline: deadline, continuation: continuation), unless: stop)
             }
         } onCancel: {
             let waiter = state.withLock { state -> Waiter? in
-                guard let waiter = state.waiters.removeValue(forKey: id) else {
+                guard let waiter = state.waiters[id] else {
                     state.cancelledEarly.insert(id)
                     return nil
                 }
-                unregister(id, of: waiter.descriptor, in: &state)
+                remove(id, in: &state)
                 return waiter
             }
             waiter?.continuation.resume(throwing: CancellationError())
         }
     }
 
-    /// Adds a waiter and arms its descriptor; resumes it at once with `CancellationError`
-    /// if its task was cancelled before it got here.
-    private func register(
-        _ id: UInt64, _ continuation: CheckedContinuation<Bool, any Error>, on descriptor: FileDescriptor,
-        for interest: Interest, deadline: Deadline?
-    ) {
-        let registered = state.withLock { state -> Bool in
-            if state.cancelledEarly.remove(id) != nil { return false }
-            let isNew = state.registered[descriptor.rawValue] == nil
-            state.waiters[id] = Waiter(
-                descriptor: descriptor.rawValue, interest: interest, deadline: deadline, continuation: continuation)
-            state.registered[descriptor.rawValue, default: []].insert(id)
-            arm(descriptor.rawValue, isNew: isNew, in: state)
-            return true
+    /// Adds a waiter and arms its descriptors; resumes it at once if its task was cancelled
+    /// before it got here, or if `stop` says there is nothing left to wait for.
+    private func register(_ id: UInt64, _ waiter: Waiter, unless stop: (@Sendable () -> Bool)?) {
+        enum Outcome { case waiting, cancelled, stopped }
+        let outcome = state.withLock { state -> Outcome in
+            if state.cancelledEarly.remove(id) != nil { return .cancelled }
+            if stop?() == true { return .stopped }
+            state.waiters[id] = waiter
+            for target in waiter.targets {
+                let isNew = state.registered[target.descriptor] == nil
+                state.registered[target.descriptor, default: []].insert(id)
+                arm(target.descriptor, isNew: isNew, in: state)
+            }
+            return .waiting
         }
-        if registered {
-            if deadline != nil { poke() }  // the loop must recompute its timeout
-        } else {
-            continuation.resume(throwing: CancellationError())
+        switch outcome {
+        case .waiting: if waiter.deadline != nil { poke() }  // the loop must recompute its timeout
+        case .cancelled: waiter.continuation.resume(throwing: CancellationError())
+        case .stopped: waiter.continuation.resume(returning: true)
         }
     }
 
@@ -160,27 +151,39 @@ final class Reactor: Sendable {
     /// from the epoll set. Call before closing a descriptor that `async` code may wait on.
     func forget(_ descriptor: FileDescriptor) {
         let woken = state.withLock { state -> [Waiter] in
-            guard let ids = state.registered.removeValue(forKey: descriptor.rawValue) else { return [] }
-            epoll_ctl(epoll, EPOLL_CTL_DEL, descriptor.rawValue, nil)
-            return ids.compactMap { state.waiters.removeValue(forKey: $0) }
+            guard let ids = state.registered[descriptor.rawValue] else { return [] }
+            return ids.compactMap { id in
+                defer { remove(id, in: &state) }
+                return state.waiters[id]
+            }
         }
         for waiter in woken { waiter.continuation.resume(returning: true) }
     }
 
-    private func unregister(_ id: UInt64, of descriptor: Int32, in state: inout State) {
-        state.registered[descriptor]?.remove(id)
-        if state.registered[descriptor]?.isEmpty == true {
-            state.registered[descriptor] = nil
-            epoll_ctl(epoll, EPOLL_CTL_DEL, descriptor, nil)
-        } else {
-            arm(descriptor, isNew: false, in: state)
+    /// Takes a waiter out of the table and out of every descriptor's list, disarming or
+    /// re-arming each for the waiters that remain.
+    private func remove(_ id: UInt64, in state: inout State) {
+        guard let waiter = state.waiters.removeValue(forKey: id) else { return }
+        for target in waiter.targets {
+            state.registered[target.descriptor]?.remove(id)
+            if state.registered[target.descriptor]?.isEmpty == true {
+                state.registered[target.descriptor] = nil
+                epoll_ctl(epoll, EPOLL_CTL_DEL, target.descriptor, nil)
+            } else if state.registered[target.descriptor] != nil {
+                arm(target.descriptor, isNew: false, in: state)
+            }
         }
     }
 
     /// (Re)arms `descriptor` one-shot for what its remaining waiters want.
     private func arm(_ descriptor: Int32, isNew: Bool, in state: State) {
         let ids = state.registered[descriptor] ?? []
-        let events = ids.reduce(UInt32(EPOLLONESHOT.rawValue)) { $0 | (state.waiters[$1]?.interest.events ?? 0) }
+        var events = UInt32(EPOLLONESHOT.rawValue)
+        for id in ids {
+            for target in state.waiters[id]?.targets ?? [] where target.descriptor == descriptor {
+                events |= target.interest.events
+            }
+        }
         var event = epoll_event(events: events, data: epoll_data_t(fd: descriptor))
         epoll_ctl(epoll, isNew ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, descriptor, &event)
     }
@@ -191,17 +194,15 @@ final class Reactor: Sendable {
     }
 
     private func loop() {
-        threadID.store(mp_gettid(), ordering: .releasing)
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while true {
             let timeout = state.withLock { state -> Int32 in
-                let earliest = state.waiters.values.compactMap(\.deadline).min()
-                return state.jobs.isEmpty ? earliest.pollTimeout : 0
+                state.waiters.values.compactMap(\.deadline).min().pollTimeout
             }
             let count = epoll_wait(epoll, &events, Int32(events.count), timeout)
             var ready: [Waiter] = []
             var expired: [Waiter] = []
-            let jobs = state.withLock { state -> [@Sendable () -> Void] in
+            state.withLock { state in
                 for index in 0..<max(0, Int(count)) {
                     let descriptor = events[index].data.fd
                     let fired = events[index].events
@@ -213,33 +214,29 @@ final class Reactor: Sendable {
                     guard let ids = state.registered[descriptor] else { continue }
                     // An error or hang-up wakes everyone: their next call reports it.
                     let failed = fired & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+                    var woken: [UInt64] = []
                     for id in ids {
-                        guard let waiter = state.waiters[id], failed || fired & waiter.interest.events != 0 else {
-                            continue
+                        guard let waiter = state.waiters[id] else { continue }
+                        let wanted = waiter.targets.contains {
+                            $0.descriptor == descriptor && fired & $0.interest.events != 0
                         }
-                        state.waiters[id] = nil
-                        state.registered[descriptor]?.remove(id)
-                        ready.append(waiter)
+                        if failed || wanted { woken.append(id) }
                     }
-                    if state.registered[descriptor]?.isEmpty == true {
-                        state.registered[descriptor] = nil
-                        epoll_ctl(epoll, EPOLL_CTL_DEL, descriptor, nil)
-                    } else {
-                        arm(descriptor, isNew: false, in: state)
+                    for id in woken {
+                        if let waiter = state.waiters[id] { ready.append(waiter) }
+                        remove(id, in: &state)
                     }
+                    // One-shot: a descriptor whose waiters were not all woken must be re-armed.
+                    if state.registered[descriptor] != nil { arm(descriptor, isNew: false, in: state) }
                 }
                 let now = ContinuousClock.now
                 for (id, waiter) in state.waiters where waiter.deadline.map({ $0 <= now }) ?? false {
-                    state.waiters[id] = nil
-                    unregister(id, of: waiter.descriptor, in: &state)
                     expired.append(waiter)
+                    remove(id, in: &state)
                 }
-                defer { state.jobs.removeAll() }
-                return state.jobs
             }
             for waiter in ready { waiter.continuation.resume(returning: true) }
             for waiter in expired { waiter.continuation.resume(returning: false) }
-            for job in jobs { job() }
         }
     }
 }

@@ -31,23 +31,32 @@ extension FileDescriptor {
     }
 
     /// Receives up to `buffer.count` bytes, and any descriptors that came with them
-    /// (appended to `descriptors`, already close-on-exec). Returns 0 at end of stream.
-    /// A non-blocking call that finds nothing throws `Errno.wouldBlock`.
-    func receive(
-        into buffer: UnsafeMutableRawBufferPointer, descriptors: inout [Int32], nonBlocking: Bool = false
-    ) throws(Errno) -> Int {
+    /// (already close-on-exec). `count` is 0 at end of stream. A non-blocking call that
+    /// finds nothing throws `Errno.wouldBlock`.
+    ///
+    /// The kernel hands out the descriptors of one `sendmsg` with the first bytes of that
+    /// send, and never those of two sends in one call; when it could not install them all
+    /// (this process at its descriptor limit) it says so (`MSG_CTRUNC`): `truncated`.
+    func receive(into buffer: UnsafeMutableRawBufferPointer, nonBlocking: Bool = false) throws(Errno) -> ReceivedBytes {
         let flags = nonBlocking ? Int32(MSG_DONTWAIT) : 0
         var count: Int32 = 0
         var truncated: Int32 = 0
         // 253 is SCM_MAX_FD, the most one message can carry; the buffer lives on the stack.
-        let received = try withUnsafeTemporaryAllocation(of: Int32.self, capacity: 253) { fds throws(Errno) -> Int in
+        return try withUnsafeTemporaryAllocation(of: Int32.self, capacity: 253) { fds throws(Errno) -> ReceivedBytes in
             let result = try systemCall {
                 mp_receive_with_fds(
                     rawValue, buffer.baseAddress, buffer.count, fds.baseAddress, 253, &count, &truncated, flags)
             }
-            if count > 0 { descriptors.append(contentsOf: fds.prefix(Int(count))) }
-            return result
+            return ReceivedBytes(
+                count: result, descriptors: count > 0 ? Array(fds.prefix(Int(count))) : [], truncated: truncated != 0)
         }
-        return received
     }
+}
+
+/// What one `recvmsg` brought: bytes, and the descriptors sent with them.
+struct ReceivedBytes {
+    var count: Int
+    var descriptors: [Int32]
+    /// The kernel dropped descriptors that were sent (`MSG_CTRUNC`).
+    var truncated: Bool
 }

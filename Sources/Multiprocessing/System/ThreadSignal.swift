@@ -3,8 +3,8 @@ import Glibc
 /// A counting signal between threads: `wait` blocks until `fire` has been called more
 /// times than `wait` has returned.
 ///
-/// Blocking callers of work done on the ``Reactor`` thread park here, and a worker's main
-/// thread sleeps here between jobs; a pthread condition variable because the
+/// Blocking callers of work done on another thread park here, and so does a thread that
+/// waits for its turn on a ``Turnstile``; a pthread condition variable because the
 /// Synchronization module has locks but no way to sleep on one.
 final class ThreadSignal: Sendable {
     // The pthread objects live at stable heap addresses (they must never move) and are
@@ -15,7 +15,13 @@ final class ThreadSignal: Sendable {
 
     init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        // Timed waits measure on the monotonic clock, like every deadline in the library:
+        // setting the wall clock must not shorten or stretch them.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
         count.initialize(to: 0)
     }
 
@@ -39,5 +45,33 @@ final class ThreadSignal: Sendable {
         while count.pointee == 0 { pthread_cond_wait(condition, mutex) }
         count.pointee -= 1
         pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until fired or the deadline passes (`nil`: forever); `false` on timeout.
+    func wait(deadline: Deadline?) -> Bool {
+        guard let deadline else {
+            wait()
+            return true
+        }
+        // The deadline as an absolute CLOCK_MONOTONIC time: now on that clock plus what is
+        // left on the ContinuousClock.
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let left = max(.zero, ContinuousClock.now.duration(to: deadline))
+        let (seconds, attoseconds) = left.components
+        var nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000)
+        var wholeSeconds = Int(now.tv_sec) + Int(seconds) + nanoseconds / 1_000_000_000
+        nanoseconds %= 1_000_000_000
+        if wholeSeconds < 0 { wholeSeconds = .max }
+        var until = timespec(tv_sec: wholeSeconds, tv_nsec: nanoseconds)
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while count.pointee == 0 {
+            if pthread_cond_timedwait(condition, mutex, &until) == ETIMEDOUT {
+                if count.pointee == 0 { return false }
+            }
+        }
+        count.pointee -= 1
+        return true
     }
 }
