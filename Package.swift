@@ -29,9 +29,9 @@ let package = Package(
         .executableTarget(name: "error-handling", dependencies: ["Multiprocessing"], path: "Examples/error-handling"),
         .executableTarget(name: "pipes", dependencies: ["Multiprocessing"], path: "Examples/pipes"),
 
-        // Benchmarks: the Swift harness, and the raw-syscall floor it measures side by side.
+        // Benchmarks: the Swift harness. Its raw-syscall floor, Benchmarks/Floor/floor.c, is no target:
+        // the harness builds it with the system C compiler, as SwiftPM would link in the Swift runtime.
         .executableTarget(name: "mp-benchmarks", dependencies: ["Multiprocessing"], path: "Benchmarks/Harness"),
-        .executableTarget(name: "mp-floor", path: "Benchmarks/Floor"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,6 +4,10 @@
 // same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair), so the
 // Swift and Python figures can be read against what the kernel itself costs.
 //
+// Built by the benchmark harness (Benchmarks/Harness/Floor.swift) with the system C compiler,
+// `cc -O2`, into .build/mp-floor-cc, so that it loads nothing but libc; by hand:
+// `cc -O2 -o mp-floor Benchmarks/Floor/floor.c`.
+//
 // Usage: mp-floor WORKLOAD [--size tiny|full]
 // Prints exactly one JSON object line on stdout; everything else goes to stderr.
 // Unknown workload or bad arguments: exit code 2.
@@ -242,7 +246,9 @@ static void bench_pingpong(enum size size) {
 
     pid_t pid;
     int fd = start_socket_child(echo_child, 0, &pid);
-    char out[8] = "12345678", in[8];
+    // 8 bytes on the wire: 7 characters and the NUL (a full 8-character string drops the NUL,
+    // which clang -Wextra warns about).
+    char out[8] = "1234567", in[8];
 
     for (int i = -warmup; i < runs; i++) {
         uint64_t t0 = now_ns();
