@@ -26,6 +26,11 @@ enum Launcher {
         try await thread.run { try launchHere(method, socket: socket, typeName: typeName) }
     }
 
+    /// For tests: keeps the launcher thread busy until `gate` fires, and tells how many
+    /// starts are waiting for it.
+    static func hold(until gate: ThreadSignal) { thread.submit { gate.wait() } }
+    static var waitingStarts: Int { thread.queued }
+
     private static func launchHere(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws -> pid_t {
         switch method {
         case .spawn:

@@ -47,7 +47,10 @@ final class JobThread: Sendable {
         }
     }
 
-    private func submit(_ job: @escaping @Sendable () -> Void) {
+    /// Jobs submitted and not yet taken up by the thread.
+    var queued: Int { jobs.withLock(\.count) }
+
+    func submit(_ job: @escaping @Sendable () -> Void) {
         jobs.withLock { $0.append(job) }
         wakeUp.fire()
     }
