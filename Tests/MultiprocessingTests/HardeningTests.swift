@@ -526,3 +526,67 @@ final class TestThread: Sendable {
         finished.wait()
     }
 }
+
+struct CrashOn: ProcessFunction {
+    var bad: Int
+    func callAsFunction(_ input: Int) throws -> Int {
+        if input == bad { kill(getpid(), SIGKILL) }
+        if input < 0 { throw InventoryError(item: "negative", missing: input) }
+        return input * 2
+    }
+}
+
+@Suite("Persistent workers", .timeLimit(.minutes(1)))
+struct FunctionWorkerTests {
+    @Test("one worker answers many tasks in order, errors included", arguments: StartMethod.allCases)
+    func manyTasks(method: StartMethod) async throws {
+        let worker = try await FunctionWorker(CrashOn(bad: .max), startMethod: method)
+        for input in 0..<1000 { #expect(try await worker.call(input) == input * 2) }
+        let error = try await #require(throws: ChildProcessError.self) { try await worker.call(-5) }
+        #expect(error.remoteError?.underlying as? InventoryError == InventoryError(item: "negative", missing: -5))
+        #expect(try await worker.call(21) == 42, "a task's error does not end the worker")
+        try await worker.close()
+        #expect(worker.process.termination == .exited(0))
+    }
+
+    @Test("a worker that dies during a task fails that task with how it ended")
+    func diesDuringTask() async throws {
+        let worker = try await FunctionWorker(CrashOn(bad: 3), startMethod: .forkserver)
+        #expect(try await worker.call(2) == 4)
+        let error = try await #require(throws: ChildProcessError.self) { try await worker.call(3) }
+        #expect(error.termination == .signaled(.kill))
+    }
+}
+
+struct SquareProducer: ProcessTarget {
+    let results: Shared<SendingConnection<Int>>
+    var number: Int
+    func run() throws { try results.handle.send(number * number) }
+}
+
+@Suite("Shared handles", .timeLimit(.minutes(1)))
+struct SharedHandleTests {
+    @Test("one sending end shared by many children; the receiver sees the end once all are done")
+    func sharedSender() throws {
+        let (receiver, sender) = try Connection<Int>.oneWayPair()
+        let children = (1...4).map { ChildProcess(SquareProducer(results: Shared(sender), number: $0)) }
+        for child in children { try child.start() }
+        #expect(!sender.isClosed, "a shared end stays open in the sender")
+        sender.close()
+        var received: [Int] = []
+        while let value = try? receiver.receive(timeout: .seconds(30)) { received.append(value) }
+        #expect(received.sorted() == [1, 4, 9, 16])
+        for child in children { try child.join() }
+    }
+
+    @Test("a moved end cannot be given to a second child")
+    func movedEndMovesOnce() throws {
+        let (receiver, sender) = try Connection<[Int32: String]>.oneWayPair()
+        let first = ChildProcess(ReportDescriptors(results: sender))
+        try first.start()
+        #expect(sender.isClosed)
+        #expect(throws: ConnectionError.self) { try ChildProcess(ReportDescriptors(results: sender)).start() }
+        _ = try receiver.receive()
+        try first.join()
+    }
+}

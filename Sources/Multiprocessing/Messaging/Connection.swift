@@ -215,8 +215,24 @@ private struct ConnectionHandle: Codable {
     var maximumMessageSize: Int
 }
 
+extension Connection: CopyEncodable {
+    func encodeCopy(to encoder: any Encoder) throws {
+        try stream.encodeHandle(kind: .duplex, to: encoder, moving: false)
+    }
+}
+extension ReceivingConnection: CopyEncodable {
+    func encodeCopy(to encoder: any Encoder) throws {
+        try stream.encodeHandle(kind: .receiving, to: encoder, moving: false)
+    }
+}
+extension SendingConnection: CopyEncodable {
+    func encodeCopy(to encoder: any Encoder) throws {
+        try stream.encodeHandle(kind: .sending, to: encoder, moving: false)
+    }
+}
+
 extension MessageStream {
-    func encodeHandle(kind: ConnectionKind, to encoder: any Encoder) throws {
+    func encodeHandle(kind: ConnectionKind, to encoder: any Encoder, moving: Bool = true) throws {
         guard let outbox = encoder.userInfo[.descriptorOutbox] as? DescriptorOutbox else {
             throw EncodingError.invalidValue(
                 self,
@@ -226,7 +242,7 @@ extension MessageStream {
                         "a connection end can only be encoded by swift-multiprocessing, to go to another process"))
         }
         if isClosed { throw ConnectionError.closed }
-        let index = try outbox.add(rawDescriptor, moving: self)
+        let index = try outbox.add(rawDescriptor, moving: moving ? self : nil)
         var container = encoder.singleValueContainer()
         try container.encode(ConnectionHandle(kind: kind, descriptor: index, maximumMessageSize: maximumMessageSize))
     }
