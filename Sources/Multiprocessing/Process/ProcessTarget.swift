@@ -16,8 +16,9 @@
 /// ```
 ///
 /// `run` may be synchronous or `async`; an error it throws comes back to the parent as a
-/// ``ChildProcessError`` from `ChildProcess.join()`. It runs on the child's main thread,
-/// and so do its child tasks (see <doc:DesignDecisions>).
+/// ``ChildProcessError`` from `ChildProcess.join()`. It runs on a thread of its own in the
+/// child, and so do its child tasks; the child's main thread serves the main actor, so
+/// `MainActor.run` and `@MainActor` functions work there (see <doc:DesignDecisions>).
 public protocol ProcessTarget: Codable, Sendable {
     /// The work done in the child process.
     func run() async throws
