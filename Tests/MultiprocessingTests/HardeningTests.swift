@@ -19,13 +19,15 @@ struct ContendLocks: ProcessTarget {
 
     init(rounds: Int = 20_000) { self.rounds = rounds }
 
-    /// Takes a Swift lock while being decoded, as the reproduction of the finding did (the
-    /// fork server used to run this in its warm-up).
+    /// Takes a Swift lock while being decoded, before anything can fail, as the reproduction
+    /// of the finding did: the fork server used to decode work types from empty input in its
+    /// warm-up, so this lock was taken on the server's main thread, and the thread id cached
+    /// for this module's locks was the server's in every worker cloned from it.
     init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        rounds = try container.decode(Int.self, forKey: .rounds)
         let lock = Mutex(0)
         lock.withLock { $0 += 1 }
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        rounds = try container.decode(Int.self, forKey: .rounds)
     }
 
     func run() throws {
@@ -48,7 +50,12 @@ struct ContendLocks: ProcessTarget {
                 let pi = UnsafeMutablePointer<pthread_mutex_t>(bitPattern: pointers.0)!
                 let robust = UnsafeMutablePointer<pthread_mutex_t>(bitPattern: pointers.1)!
                 for _ in 0..<rounds {
-                    counter.withLock { $0 += 1 }
+                    counter.withLock { count in
+                        count += 1
+                        // Now and then hold the lock long enough that the others stop
+                        // spinning and sleep in the kernel: the path that checks owners.
+                        if count.isMultiple(of: 64) { usleep(50) }
+                    }
                     if pthread_mutex_lock(pi) != 0 || pthread_mutex_unlock(pi) != 0 {
                         failures.add(1, ordering: .relaxed)
                     }
@@ -59,7 +66,12 @@ struct ContendLocks: ProcessTarget {
             }
         }
         // The main thread of the work contends too.
-        for _ in 0..<rounds { counter.withLock { $0 += 1 } }
+        for _ in 0..<rounds {
+            counter.withLock { count in
+                count += 1
+                if count.isMultiple(of: 64) { usleep(50) }
+            }
+        }
         for thread in threads { thread.join() }
         guard counter.withLock({ $0 }) == 4 * rounds, failures.load(ordering: .relaxed) == 0 else {
             throw PlainError()
@@ -462,7 +474,9 @@ struct HardeningTests {
         // starts, and sync tests that wait for them hold cooperative threads themselves.
         let child = ChildProcess(AsyncStartsLeavePoolFree())
         try child.start()
-        try child.join()
+        let ended = try child.join(timeout: .seconds(90))
+        if !ended { child.kill() }
+        #expect(ended, "the starts held the cooperative pool: nothing else could run")
     }
 
     @Test("a large function input is sent without holding a cooperative thread")

@@ -54,13 +54,26 @@ enum ForkServer {
                     // socket it holds), and fail this start; the next one gets a new server.
                     client?.control.close()
                     client = nil
-                    for pid in childrenHolding(socket) { ProcessDescriptor.killAndReap(child: pid) }
+                    for pid in childrenHolding(socket) { endStray(pid, holding: socket) }
                     throw ConnectionError.system(
                         .noSuchProcess, during: "asking the fork server for a worker (it died: \(error))")
                 }
             }
             throw ConnectionError.system(.noSuchProcess, during: "asking the fork server for a worker (\(lastError))")
         }
+    }
+
+    /// Ends a worker that a dead server forked for `socket`. Through a pidfd, checked again
+    /// after it is opened: a pid read from /proc may have been reaped and reused meanwhile,
+    /// and only a process that still holds our socket is the stray. (Every start goes
+    /// through the launcher thread, this one, so no spawn of ours is half-way and holding a
+    /// copy of every descriptor at this moment.)
+    private static func endStray(_ pid: pid_t, holding socket: FileDescriptor) {
+        guard let process = try? ProcessDescriptor(child: pid) else { return }
+        defer { process.close() }
+        guard childrenHolding(socket).contains(pid) else { return }
+        try? process.send(signal: SIGKILL)
+        _ = try? process.reap(wait: true)
     }
 
     private static func request(_ socket: FileDescriptor, typeName: String, on control: MessageStream) throws -> pid_t {

@@ -58,11 +58,10 @@ final class JobThread: Sendable {
     private func loop() {
         while true {
             wakeUp.wait()
-            let ready = jobs.withLock { jobs in
-                defer { jobs.removeAll(keepingCapacity: true) }
-                return jobs
-            }
-            for job in ready { job() }
+            // One job per wake-up (each `submit` fires once): what is still queued has not
+            // been taken up, so `queued` is exact.
+            guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+            job()
         }
     }
 }
