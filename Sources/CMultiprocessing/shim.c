@@ -6,11 +6,13 @@
 #include <linux/futex.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -160,6 +162,12 @@ pid_t mp_clone_sibling(void) {
   }
   return (pid_t)pid;
 }
+
+int mp_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *until) {
+  return pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until);
+}
+
+int mp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int mp_cpu_count(void) {
   cpu_set_t set;

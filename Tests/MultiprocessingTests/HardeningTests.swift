@@ -604,3 +604,36 @@ struct SharedHandleTests {
         try first.join()
     }
 }
+
+/// Stops its fork server (SIGSTOP): the next start must fail within the reply timeout, not
+/// hang, and the one after must get a new server.
+struct StoppedForkServer: ProcessTarget {
+    func run() throws {
+        try ChildProcess.run(Doubler(), with: 1, startMethod: .forkserver).checkEquals(2)
+        guard let server = ForkServer.serverID, kill(server, SIGSTOP) == 0 else { throw PlainError() }
+        let start = ContinuousClock.now
+        do {
+            _ = try ChildProcess.run(Doubler(), with: 2, startMethod: .forkserver)
+            throw PlainError()  // a stopped server cannot have forked anything
+        } catch is ConnectionError {
+            guard ContinuousClock.now - start < ForkServer.replyTimeout + .seconds(20) else { throw PlainError() }
+        }
+        try ChildProcess.run(Doubler(), with: 3, startMethod: .forkserver).checkEquals(6)
+        guard ForkServer.serverID != server else { throw PlainError() }
+    }
+}
+
+extension Int {
+    func checkEquals(_ expected: Int) throws { if self != expected { throw PlainError() } }
+}
+
+extension HardeningTests {
+    @Test("a fork server that stops answering fails one start, and is replaced")
+    func stoppedForkServer() throws {
+        let child = ChildProcess(StoppedForkServer())
+        try child.start()
+        let ended = try child.join(timeout: .seconds(90))
+        if !ended { child.kill() }
+        #expect(ended)
+    }
+}

@@ -3,7 +3,9 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -66,6 +68,14 @@ pid_t mp_gettid(void);
 /// as on the main thread of an app. Uses the hooks libdispatch offers run loops on Linux
 /// (the main queue's eventfd, and the call that drains it). Never returns.
 void mp_serve_main_queue(void) __attribute__((noreturn));
+
+/// `memfd_create(name, MFD_CLOEXEC)`: anonymous memory with a descriptor, shareable by passing
+/// the descriptor; nothing appears in /dev/shm.
+int mp_memfd_create(const char *name);
+
+/// `pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until)` (glibc >= 2.30, declared only with
+/// _GNU_SOURCE): a timed lock measured on the monotonic clock, not the wall clock.
+int mp_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *until);
 
 /// CPUs in this process's affinity mask (what it may run on), at least 1.
 int mp_cpu_count(void);

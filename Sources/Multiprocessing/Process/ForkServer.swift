@@ -15,7 +15,18 @@ enum ForkServer {
     private struct Client {
         let control: MessageStream
         let pid: pid_t
+        /// A pidfd of the server's own, to end a server that stopped answering.
+        let process: ProcessDescriptor
+
+        func close() {
+            control.close()
+            process.close()
+        }
     }
+
+    /// How long a fork request may take before the server is taken for dead: a server
+    /// that stopped (SIGSTOP, a hung machine) must not hang every later start.
+    static let replyTimeout = Duration.seconds(10)
 
     private static let client = Mutex<Client?>(nil)
 
@@ -45,14 +56,15 @@ enum ForkServer {
                 } catch ConnectionError.peerGone {
                     // The request never reached a server: safe to ask another.
                     lastError = ConnectionError.peerGone
-                    client?.control.close()
+                    client?.close()
                     client = nil
                 } catch let error as ConnectionError {
                     // The server died after taking the request: it may have forked a worker
                     // that holds `socket`, so asking again with it could give two workers one
                     // channel. End that worker (it is this process's child, found by the
                     // socket it holds), and fail this start; the next one gets a new server.
-                    client?.control.close()
+                    try? client?.process.send(signal: SIGKILL)  // if it only stopped answering
+                    client?.close()
                     client = nil
                     for pid in childrenHolding(socket) { endStray(pid, holding: socket) }
                     throw ConnectionError.system(
@@ -79,7 +91,10 @@ enum ForkServer {
     private static func request(_ socket: FileDescriptor, typeName: String, on control: MessageStream) throws -> pid_t {
         var (frame, _) = try MessageStream.encodeFrame(typeName)
         try control.send(frame: &frame, descriptors: [socket])
-        guard let reply = try control.receiveValue(deadline: nil) as Reply? else { throw ConnectionError.endOfStream }
+        let deadline = Optional(replyTimeout).deadline
+        guard let reply = try control.receiveValue(deadline: deadline) as Reply? else {
+            throw ConnectionError.system(.timedOut, during: "waiting \(replyTimeout) for the fork server's answer")
+        }
         guard let pid = reply.pid else {
             throw ConnectionError.system(.noSuchProcess, during: "forking a worker: \(reply.error ?? "unknown")")
         }
@@ -101,8 +116,9 @@ enum ForkServer {
             extraEnvironment: addBindNow ? ["LD_BIND_NOW=1"] : [])
         // The server is reaped when it exits, so it never lingers as a zombie.
         let process = try ProcessDescriptor(child: pid)
+        let own = try ProcessDescriptor(child: pid)
         Task.detached { await process.reapWhenExited() }
-        return Client(control: MessageStream(descriptor: mine, maximumMessageSize: 1 << 16), pid: pid)
+        return Client(control: MessageStream(descriptor: mine, maximumMessageSize: 1 << 16), pid: pid, process: own)
     }
 
     // MARK: Server side

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A point in time by which a wait must end: `nil` waits forever.
 ///
 /// Timeouts given as `Duration` become a deadline once, at the start of the call, so a
@@ -29,4 +31,16 @@ extension Optional where Wrapped == Deadline {
         guard let deadline = self else { return false }
         return ContinuousClock.now >= deadline
     }
+}
+
+/// A deadline as an absolute `CLOCK_MONOTONIC` time, for the pthread calls that take one.
+func monotonicTime(of deadline: Deadline) -> timespec {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    let left = max(.zero, ContinuousClock.now.duration(to: deadline))
+    let (seconds, attoseconds) = left.components
+    var nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000)
+    let wholeSeconds = Int(now.tv_sec) + Int(min(seconds, Int64(Int32.max))) + nanoseconds / 1_000_000_000
+    nanoseconds %= 1_000_000_000
+    return timespec(tv_sec: wholeSeconds, tv_nsec: nanoseconds)
 }

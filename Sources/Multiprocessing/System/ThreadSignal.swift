@@ -53,17 +53,7 @@ final class ThreadSignal: Sendable {
             wait()
             return true
         }
-        // The deadline as an absolute CLOCK_MONOTONIC time: now on that clock plus what is
-        // left on the ContinuousClock.
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let left = max(.zero, ContinuousClock.now.duration(to: deadline))
-        let (seconds, attoseconds) = left.components
-        var nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000)
-        var wholeSeconds = Int(now.tv_sec) + Int(seconds) + nanoseconds / 1_000_000_000
-        nanoseconds %= 1_000_000_000
-        if wholeSeconds < 0 { wholeSeconds = .max }
-        var until = timespec(tv_sec: wholeSeconds, tv_nsec: nanoseconds)
+        var until = monotonicTime(of: deadline)
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while count.pointee == 0 {

@@ -1,0 +1,52 @@
+import CMultiprocessing
+import Glibc
+import SystemPackage
+
+/// A `MAP_SHARED` mapping of a file descriptor's whole contents: what two processes map
+/// from the same memfd or `/dev/shm` file is the same memory.
+///
+/// It keeps the address as an integer, so it is a plain `Sendable` value: the bytes behind
+/// it are shared between processes by design, and every type built on a mapping says how
+/// they are synchronised (atomics, process-shared locks).
+struct MemoryMapping: Sendable {
+    private let address: UInt
+    let size: Int
+
+    /// The first byte.
+    var base: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: address)! }
+
+    /// Maps `size` bytes of `descriptor`, readable and writable.
+    init(_ descriptor: FileDescriptor, size: Int) throws(Errno) {
+        precondition(size > 0, "a mapping has at least one byte")
+        guard let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor.rawValue, 0),
+            mapped != MAP_FAILED
+        else { throw Errno(rawValue: errno) }
+        address = UInt(bitPattern: mapped)
+        self.size = size
+    }
+
+    func unmap() { munmap(base, size) }
+}
+
+/// An anonymous memory file (`memfd_create(2)`), close-on-exec, `size` bytes of zeros. It
+/// has no name in any directory: when the last descriptor and mapping are gone, so is the
+/// memory, whatever way the processes ended.
+func makeMemoryFile(size: Int) throws(Errno) -> FileDescriptor {
+    let descriptor = FileDescriptor(rawValue: try systemCall { mp_memfd_create("swift-multiprocessing") })
+    do throws(Errno) {
+        _ = try systemCall { ftruncate(descriptor.rawValue, off_t(size)) }
+    } catch {
+        descriptor.closeIgnoringErrors()
+        throw error
+    }
+    return descriptor
+}
+
+extension FileDescriptor {
+    /// The size of the file, from `fstat(2)`.
+    func fileSize() throws(Errno) -> Int {
+        var status = Glibc.stat()
+        _ = try systemCall { Glibc.fstat(rawValue, &status) }
+        return Int(status.st_size)
+    }
+}
