@@ -7,7 +7,10 @@ let package = Package(
         .library(name: "Multiprocessing", targets: ["Multiprocessing"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-system", from: "1.4.0")
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // Atomic operations on memory shared between processes (`UnsafeAtomic(at:)`): the
+        // standard library's `Atomic` cannot be placed at an address.
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
         // What Swift cannot say: the constructor that catches a child before `main`,
@@ -20,6 +23,7 @@ let package = Package(
             dependencies: [
                 "CMultiprocessing",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ]
         ),
         .testTarget(name: "MultiprocessingTests", dependencies: ["Multiprocessing"]),

@@ -198,8 +198,9 @@ void mp_keep_freed_memory(int bytes) {
 extern int _dispatch_get_main_queue_handle_4CF(void);
 extern void _dispatch_main_queue_callback_4CF(void *message);
 
-void mp_serve_main_queue(void) {
-  int handle = _dispatch_get_main_queue_handle_4CF();
+int mp_main_queue_handle(void) { return _dispatch_get_main_queue_handle_4CF(); }
+
+void mp_serve_main_queue(int handle) {
   for (;;) {
     struct pollfd entry = {.fd = handle, .events = POLLIN, .revents = 0};
     if (poll(&entry, 1, -1) < 0) continue;  // EINTR: a handled signal; look again

@@ -64,10 +64,13 @@ int mp_spawn_add_close_from(posix_spawn_file_actions_t *actions, int lowest);
 /// The calling thread's id (`gettid(2)`).
 pid_t mp_gettid(void);
 
+/// The main queue's wake-up descriptor (an eventfd libdispatch makes on first request).
+int mp_main_queue_handle(void);
+
 /// Serves the main queue on the calling thread forever: the main actor's jobs run here,
 /// as on the main thread of an app. Uses the hooks libdispatch offers run loops on Linux
-/// (the main queue's eventfd, and the call that drains it). Never returns.
-void mp_serve_main_queue(void) __attribute__((noreturn));
+/// (the main queue's eventfd, `handle`, and the call that drains it). Never returns.
+void mp_serve_main_queue(int handle) __attribute__((noreturn));
 
 /// `memfd_create(name, MFD_CLOEXEC)`: anonymous memory with a descriptor, shareable by passing
 /// the descriptor; nothing appears in /dev/shm.

@@ -26,6 +26,18 @@ enum Launcher {
         try await thread.run { try launchHere(method, socket: socket, typeName: typeName) }
     }
 
+    /// Starts the process that unlinks named shared memory when this one exits (see
+    /// ``SegmentWatcher``).
+    static func spawnWatcher(socket: FileDescriptor) throws -> pid_t {
+        try thread.run { () throws -> pid_t in
+            do throws(Errno) {
+                return try spawnSelf(mode: "segment-watcher", socket: socket)
+            } catch {
+                throw ConnectionError.system(error, during: "starting the shared memory watcher (posix_spawn)")
+            }
+        }
+    }
+
     /// For tests: keeps the launcher thread busy until `gate` fires, and tells how many
     /// starts are waiting for it.
     static func hold(until gate: ThreadSignal) { thread.submit { gate.wait() } }

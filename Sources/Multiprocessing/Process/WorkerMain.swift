@@ -12,6 +12,10 @@ func childMain(_ marker: UnsafePointer<CChar>) {
         printToStandardError("swift-multiprocessing: malformed child marker \(String(cString: marker))")
         _exit(70)
     }
+    if fields[0] == "segment-watcher" {
+        // No parent-death signal: it must outlive its parent long enough to clean up.
+        SegmentWatcher.serve(control: FileDescriptor(rawValue: descriptor))
+    }
     dieWithParent(expected: parent)
     // A worker's messages are often large and alike (arrays of the same size): keep freed
     // memory for the next one. Touching fresh pages (a fault each, charged to the memory
@@ -53,8 +57,10 @@ enum WorkerMain {
     /// that contends for a lock with another thread can still meet the stale identity (see
     /// DesignDecisions, "Threads in a worker").
     static func start(bootstrap: FileDescriptor) -> Never {
+        // Made before the work starts, so the work finds the process's descriptors settled.
+        let mainQueue = mp_main_queue_handle()
         startThread { run(bootstrap: bootstrap) }
-        mp_serve_main_queue()
+        mp_serve_main_queue(mainQueue)
     }
 
     /// Starts a detached thread running `body`, which must not return.

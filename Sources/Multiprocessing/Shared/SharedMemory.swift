@@ -1,0 +1,149 @@
+import Glibc
+import SystemPackage
+
+/// A named block of shared memory (Python's `shared_memory.SharedMemory`): any process that
+/// knows the name can attach to it, not only the children that were given a handle.
+///
+/// ```swift
+/// let segment = try SharedMemory(creating: nil, size: 4096)    // a fresh random name
+/// segment.withUnsafeMutableBytes { $0.storeBytes(of: 42, as: Int.self) }
+/// // elsewhere, in any process of this user:
+/// let same = try SharedMemory(attachingTo: segment.name)
+/// ```
+///
+/// - **Nothing is left behind.** The process that creates a segment owns it: when that
+///   process exits, however it ends (a crash, SIGKILL), the segment is unlinked by a small
+///   watcher process the library starts, which learns of the exit from a socket the kernel
+///   closes. Pass `unlinkWhenOwnerExits: false` to keep it, and call ``unlink()`` yourself.
+///   Attaching never registers anything (Python's resource tracker unlinks a segment when a
+///   process that merely attached exits; this does not).
+/// - **Private to the user**: created with mode 0600, exclusively (`O_EXCL`).
+/// - New memory reads as zeros. Unnamed memory (``SharedArray``, ``SharedValue``) needs
+///   none of this: it has no name to leak, and is the better choice between a parent and
+///   its children.
+/// - A handle is Codable: it travels as its name, and the receiver attaches.
+public final class SharedMemory: Sendable, Codable {
+    /// The segment's name (without the leading `/` of `/dev/shm`).
+    public let name: String
+    /// Its size in bytes.
+    public var size: Int { mapping.size }
+    private let mapping: MemoryMapping
+    private let descriptor: FileDescriptor
+    /// Whether this process created it and asked for it to be unlinked at its exit.
+    private let tracked: Bool
+
+    /// Creates a segment of `size` bytes (zeros) named `name`, or a random name if `nil`.
+    /// - Throws: ``SharedMemoryError/alreadyExists(_:)`` if the name is taken (a random name
+    ///   that collides is replaced, not reported), ``SharedMemoryError/invalidName(_:)``,
+    ///   ``SharedMemoryError/invalidSize(_:)``.
+    public init(creating name: String?, size: Int, unlinkWhenOwnerExits: Bool = true) throws {
+        guard size > 0 else { throw SharedMemoryError.invalidSize(size) }
+        if let name { try Self.check(name) }
+        var chosen = name ?? Self.randomName()
+        var opened: Int32
+        while true {
+            opened = shm_open("/" + chosen, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if opened >= 0 { break }
+            let error = Errno(rawValue: errno)
+            if error == .fileExists {
+                if name != nil { throw SharedMemoryError.alreadyExists(chosen) }
+                chosen = Self.randomName()
+                continue
+            }
+            if error == .interrupted { continue }
+            throw SharedMemoryError.system(error, during: "creating shared memory \"\(chosen)\" (shm_open)")
+        }
+        let descriptor = FileDescriptor(rawValue: opened)
+        do throws(Errno) {
+            _ = try systemCall { ftruncate(opened, off_t(size)) }
+            mapping = try MemoryMapping(descriptor, size: size)
+        } catch {
+            descriptor.closeIgnoringErrors()
+            _ = shm_unlink("/" + chosen)
+            throw SharedMemoryError.system(error, during: "sizing shared memory \"\(chosen)\" to \(size) bytes")
+        }
+        self.name = chosen
+        self.descriptor = descriptor
+        if unlinkWhenOwnerExits {
+            do {
+                try SegmentWatcher.shared.watch(chosen)
+            } catch {
+                mapping.unmap()
+                descriptor.closeIgnoringErrors()
+                _ = shm_unlink("/" + chosen)
+                throw error
+            }
+        }
+        tracked = unlinkWhenOwnerExits
+    }
+
+    /// Attaches to the segment named `name`, created by this or another process.
+    /// - Throws: ``SharedMemoryError/notFound(_:)`` if there is none.
+    public init(attachingTo name: String) throws {
+        try Self.check(name)
+        let opened = shm_open("/" + name, O_RDWR | O_CLOEXEC, 0)
+        guard opened >= 0 else {
+            let error = Errno(rawValue: errno)
+            if error == .noSuchFileOrDirectory { throw SharedMemoryError.notFound(name) }
+            throw SharedMemoryError.system(error, during: "attaching to shared memory \"\(name)\" (shm_open)")
+        }
+        let descriptor = FileDescriptor(rawValue: opened)
+        do throws(Errno) {
+            let size = try descriptor.fileSize()
+            guard size > 0 else { throw Errno.invalidArgument }
+            mapping = try MemoryMapping(descriptor, size: size)
+        } catch {
+            descriptor.closeIgnoringErrors()
+            throw SharedMemoryError.system(error, during: "mapping shared memory \"\(name)\"")
+        }
+        self.name = name
+        self.descriptor = descriptor
+        tracked = false
+    }
+
+    deinit {
+        mapping.unmap()
+        descriptor.closeIgnoringErrors()
+    }
+
+    /// Calls `body` with the segment's bytes.
+    public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows
+        -> Result
+    {
+        try body(UnsafeMutableRawBufferPointer(start: mapping.base, count: mapping.size))
+    }
+
+    /// Removes the name: no process can attach any more, and the memory goes once every
+    /// process that has it mapped lets go. Unlinking twice is harmless.
+    public func unlink() throws {
+        if shm_unlink("/" + name) != 0 {
+            let error = Errno(rawValue: errno)
+            if error != .noSuchFileOrDirectory {
+                throw SharedMemoryError.system(error, during: "unlinking shared memory \"\(name)\"")
+            }
+        }
+        if tracked { SegmentWatcher.shared.forget(name) }
+    }
+
+    /// Encodes the name; the receiver attaches.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(name)
+    }
+
+    /// Attaches to the segment whose name was encoded.
+    public convenience init(from decoder: any Decoder) throws {
+        try self.init(attachingTo: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    private static func check(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 200, !name.contains("/"), !name.utf8.contains(0) else {
+            throw SharedMemoryError.invalidName(name)
+        }
+    }
+
+    private static func randomName() -> String {
+        var random = SystemRandomNumberGenerator()
+        return "mp-\(getpid())-\(String(random.next() as UInt64, radix: 16))"
+    }
+}
