@@ -2,7 +2,9 @@
 // floor it is read against (Benchmarks/Python/bench.py and Benchmarks/Floor/floor.c hold
 // the other two sides, under the same names).
 
+import Dispatch
 import Multiprocessing
+import Synchronization
 
 /// How much work one round does: `full` for figures, `tiny` for CI's smoke run.
 enum Size: String {
@@ -56,6 +58,24 @@ func workloads(size: Size) -> [Workload] {
         Workload(
             name: "double-array", unit: "MB/s", higherIsBetter: true, python: "double-array", floor: nil,
             target: ">= 1000 MB/s", measure: { try doubleArray(size: size) }),
+        // Python: 2 processes, each `for _ in range(n): with v.get_lock(): v.value += 1` on a
+        // `Value("q", 0)`. Swift: 2 fork-server processes, each `counter.add(1)` n times.
+        Workload(
+            name: "counter-atomic", unit: "M/s", higherIsBetter: true, python: "counter-locked", floor: nil,
+            target: ">= 100x Python's Value", measure: { try counter(locked: false, size: size) }),
+        // The same, Swift under the value's lock: `counter.withLock { $0 += 1 }`.
+        Workload(
+            name: "counter-locked", unit: "M/s", higherIsBetter: true, python: "counter-locked", floor: nil,
+            target: ">= 10x Python's Value", measure: { try counter(locked: true, size: size) }),
+        // Python: an `Array("d", n)` (400 MB), each of 2 processes sums half (`sum(arr[lo:hi])`).
+        // Swift: a `SharedArray<Double>`, each of 2 processes sums a slice.
+        Workload(
+            name: "array-sum", unit: "MB/s", higherIsBetter: true, python: "array-sum", floor: nil,
+            target: ">= 5x Python, >= 1.6x array-sum-one", measure: { try arraySum(processes: 2, size: size) }),
+        // One process sums the whole array (Swift: a child, like the two above).
+        Workload(
+            name: "array-sum-one", unit: "MB/s", higherIsBetter: true, python: "array-sum-one", floor: nil,
+            target: "(the single-process reference)", measure: { try arraySum(processes: 1, size: size) }),
     ]
 }
 
@@ -187,6 +207,92 @@ func doubleArray(size: Size) throws -> Double {
         for _ in 0..<messages { try mine.send(values) }
         _ = try mine.receive()
         samples.append(Double(messages * values.count * 8) / seconds(clock.now - start) / 1e6)
+    }
+    return median(samples)!
+}
+
+// MARK: - Shared memory
+
+/// Sums each part in a fork-server child of its own, all at once; the total.
+func sumInChildren(_ parts: [SharedArray<Double>]) -> Double {
+    let sums = Mutex([Double](repeating: 0, count: parts.count))
+    DispatchQueue.concurrentPerform(iterations: parts.count) { index in
+        let sum = try! ChildProcess.run(SumSlice(part: parts[index]), with: 0, startMethod: .forkserver)
+        sums.withLock { $0[index] = sum }
+    }
+    return sums.withLock { $0.reduce(0, +) }
+}
+
+/// Python: `for _ in range(n): with v.get_lock(): v.value += 1`
+struct CountUp: ProcessTarget {
+    let counter: SharedValue<Int>
+    var times: Int
+    var locked: Bool
+    func run() {
+        if locked {
+            for _ in 0..<times { counter.withLock { $0 += 1 } }
+        } else {
+            for _ in 0..<times { counter.add(1) }
+        }
+    }
+}
+
+/// Python: `sum(arr[lo:hi])`.
+struct SumSlice: ProcessFunction {
+    let part: SharedArray<Double>
+    func callAsFunction(_ input: Int) -> Double {
+        part.withUnsafeBufferPointer { buffer in
+            // Four accumulators: the additions do not wait on one another.
+            var sums = (0.0, 0.0, 0.0, 0.0)
+            var index = 0
+            while index + 4 <= buffer.count {
+                sums.0 += buffer[index]
+                sums.1 += buffer[index + 1]
+                sums.2 += buffer[index + 2]
+                sums.3 += buffer[index + 3]
+                index += 4
+            }
+            while index < buffer.count {
+                sums.0 += buffer[index]
+                index += 1
+            }
+            return sums.0 + sums.1 + sums.2 + sums.3
+        }
+    }
+}
+
+/// 2 processes × n increments, from the first start to the last join; in millions per second.
+func counter(locked: Bool, size: Size) throws -> Double {
+    let times = size.pick(200_000, tiny: 2_000)
+    let counter = try SharedValue(0)
+    let start = clock.now
+    let children = (0..<2).map { _ in
+        ChildProcess(CountUp(counter: counter, times: times, locked: locked), startMethod: .forkserver)
+    }
+    for child in children { try child.start() }
+    for child in children { try child.join() }
+    let elapsed = seconds(clock.now - start)
+    guard counter.load() == 2 * times else { fatalError("the count is \(counter.load()), not \(2 * times)") }
+    return Double(2 * times) / elapsed / 1e6
+}
+
+/// A 400 MB array of Doubles, summed by `processes` children (each a slice), from the first
+/// start to the last result; the median of 3 passes, in MB/s.
+func arraySum(processes: Int, size: Size) throws -> Double {
+    let count = size.pick(50_000_000, tiny: 500_000)
+    let array = try SharedArray<Double>(count: count)
+    array.withUnsafeMutableBufferPointer { buffer in
+        for index in buffer.indices { buffer[index] = Double(index % 1000) }
+    }
+    let expected = (0..<count).reduce(0.0) { $0 + Double($1 % 1000) }
+    var samples: [Double] = []
+    for _ in 0..<size.pick(3, tiny: 1) {
+        let start = clock.now
+        let parts = (0..<processes).map { part in array[(count * part / processes)..<(count * (part + 1) / processes)] }
+        let total = sumInChildren(parts)
+        let elapsed = seconds(clock.now - start)
+        guard total == expected else { fatalError("the sum is \(total), not \(expected)") }
+        samples.append(Double(count * 8) / elapsed / 1e6)
     }
     return median(samples)!
 }

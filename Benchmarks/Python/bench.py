@@ -11,6 +11,7 @@ Standard library only.
 """
 
 import argparse
+import array as stdarray
 import json
 import multiprocessing
 import statistics
@@ -183,7 +184,74 @@ def bench_double_array(size):
                   "Lists of 1,000,000 floats via Connection.send/recv (pickle) to a child that decodes each; payload 8 bytes per float, MB = 1e6 bytes.")
 
 
+def count_up(value, times):
+    for _ in range(times):
+        with value.get_lock():
+            value.value += 1
+
+
+def bench_counter_locked(size):
+    """2 processes x n locked increments of a Value, from the first start to the last join."""
+    times = 200_000 if size == "full" else 2_000
+    ctx = multiprocessing.get_context("fork")
+    value = ctx.Value("q", 0)
+    start = time.perf_counter()
+    processes = [ctx.Process(target=count_up, args=(value, times)) for _ in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    elapsed = time.perf_counter() - start
+    assert value.value == 2 * times, value.value
+    return result("counter-locked", "M/s", 2 * times / elapsed / 1e6, 1, "2 processes, Value('q') with its lock")
+
+
+def sum_part(array, lo, hi, results, index):
+    results[index] = sum(array[lo:hi])
+
+
+def array_sum(processes, size):
+    count = 50_000_000 if size == "full" else 500_000
+    ctx = multiprocessing.get_context("fork")
+    array = ctx.Array("d", count, lock=False)
+    # Filled through its buffer (0.0 ... 999.0 repeated): a Python loop would take longer
+    # than the measurement. Not timed.
+    block = stdarray.array("d", [float(i) for i in range(1000)]).tobytes()
+    memoryview(array).cast("B")[:] = block * (count // 1000)
+    expected = 499500.0 * (count // 1000)
+    samples = []
+    for _ in range(1):
+        results = ctx.Array("d", processes, lock=False)
+        start = time.perf_counter()
+        workers = [
+            ctx.Process(target=sum_part,
+                        args=(array, count * k // processes, count * (k + 1) // processes, results, k))
+            for k in range(processes)
+        ]
+        for p in workers:
+            p.start()
+        for p in workers:
+            p.join()
+        elapsed = time.perf_counter() - start
+        assert sum(results) == expected, (sum(results), expected)
+        samples.append(count * 8 / elapsed / 1e6)
+    return samples
+
+
+def bench_array_sum(size):
+    samples = array_sum(2, size)
+    return result("array-sum", "MB/s", statistics.median(samples), len(samples), "2 processes, Array('d')")
+
+
+def bench_array_sum_one(size):
+    samples = array_sum(1, size)
+    return result("array-sum-one", "MB/s", statistics.median(samples), len(samples), "1 process, Array('d')")
+
+
 WORKLOADS = {
+    "counter-locked": bench_counter_locked,
+    "array-sum": bench_array_sum,
+    "array-sum-one": bench_array_sum_one,
     "spawn-start-join": bench_spawn_start_join,
     "fork-start-join": bench_fork_start_join,
     "pingpong": bench_pingpong,
