@@ -165,7 +165,7 @@ final class MessageStream: Sendable {
         let signal = try closeSignalDescriptor()
         if isClosed { throw ConnectionError.closed }
         do {
-            return try waitForAny([(descriptor, events), (signal, Int16(POLLIN))], deadline: deadline)
+            return try pollAny([(descriptor, events), (signal, Int16(POLLIN))], deadline: deadline)
         } catch {
             throw ConnectionError.system(error, during: "waiting on a connection")
         }
@@ -226,6 +226,32 @@ final class MessageStream: Sendable {
             try reader.withLock { try $0.next(from: descriptor, limit: maximumMessageSize) }
         }
     }
+
+    /// Whether a receive would return at once: a whole message is here, or the end of the
+    /// stream, or an error (which the receive will throw), or this end is closed.
+    var isReadable: Bool {
+        guard
+            let readable = try? withDescriptor({ descriptor in
+                try reader.withLock { try $0.hasMessage(from: descriptor, limit: maximumMessageSize) }
+            })
+        else { return true }
+        return readable
+    }
+
+    /// Counts a use of the descriptor and returns it, or `nil` if the stream is closed: a
+    /// `close` meanwhile takes effect at ``releaseDescriptor()``. For waits over many
+    /// objects, which cannot nest one closure per stream.
+    func retainDescriptor() -> FileDescriptor? {
+        do {
+            try enter()
+            return descriptor
+        } catch {
+            return nil
+        }
+    }
+
+    /// Ends a use begun by ``retainDescriptor()``.
+    func releaseDescriptor() { leave() }
 
     /// Whether a whole message (or the end of the stream, or an error) can be received
     /// without waiting, waiting for one until the deadline.
@@ -506,6 +532,10 @@ extension MessageStream {
 
         mutating func hasMessage(from descriptor: FileDescriptor, limit: Int) throws -> Bool {
             if readyHead < ready.count || failure != nil { return true }
+            // What is already buffered first: an earlier read may have taken more than one
+            // message from the socket.
+            try parse(limit: limit)
+            if readyHead < ready.count { return true }
             while try readOnce(from: descriptor) {
                 try parse(limit: limit)
                 if readyHead < ready.count { return true }

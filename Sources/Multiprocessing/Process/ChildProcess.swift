@@ -378,14 +378,14 @@ public final class ChildProcess: Sendable {
             let woken: Bool
             if reportPending,
                 let waited = try? running.channel.usingDescriptor({ channel in
-                    try waitForAny(
+                    try pollAny(
                         [(running.process.descriptor, Int16(POLLIN)), (channel, Int16(POLLIN))], deadline: deadline)
                 })
             {
                 woken = waited
             } else {
                 do throws(Errno) {
-                    woken = try waitForAny([(running.process.descriptor, Int16(POLLIN))], deadline: deadline)
+                    woken = try pollAny([(running.process.descriptor, Int16(POLLIN))], deadline: deadline)
                 } catch {
                     throw ConnectionError.system(error, during: "waiting for process \"\(name)\"")
                 }
@@ -417,6 +417,19 @@ public final class ChildProcess: Sendable {
             }
             if !woken && deadline.hasPassed { return try advance().map { (running, $0) } }
         }
+    }
+
+    /// For waits over many objects: whether the child has ended (reading what it sent
+    /// meanwhile), and if not, what to watch: its pidfd, and its channel while the report
+    /// is still to come (retained: the caller releases it).
+    func waitState() -> (ended: Bool, process: FileDescriptor?, channel: MessageStream?) {
+        guard case .running(let running, let progress) = state.withLock({ $0 }) else {
+            if case .finished = state.withLock({ $0 }) { return (true, nil, nil) }
+            preconditionFailure("process \"\(name)\" was waited on before it was started")
+        }
+        if (try? advance()) != nil { return (true, nil, nil) }
+        let channel = progress.report == nil && running.channel.retainDescriptor() != nil ? running.channel : nil
+        return (false, running.process.descriptor, channel)
     }
 
     /// The started child, and whether its report is still to come.

@@ -16,14 +16,14 @@ extension FileDescriptor {
     ///
     /// This is the blocking wait; `async` callers use ``Reactor/waitReadable(_:deadline:)``.
     func waitReadable(deadline: Deadline?) throws(Errno) -> Bool {
-        try waitForAny([(self, Int16(POLLIN))], deadline: deadline)
+        try pollAny([(self, Int16(POLLIN))], deadline: deadline)
     }
 }
 
 /// Blocks until one of `targets` (a descriptor and the `poll(2)` events wanted on it) is
 /// ready, has failed or hung up, or the deadline passes (`nil`: forever). Returns `false`
 /// on timeout. A handled signal (`EINTR`) does not end the wait early.
-func waitForAny(_ targets: [(FileDescriptor, Int16)], deadline: Deadline?) throws(Errno) -> Bool {
+func pollAny(_ targets: [(FileDescriptor, Int16)], deadline: Deadline?) throws(Errno) -> Bool {
     var entries = targets.map { pollfd(fd: $0.0.rawValue, events: $0.1, revents: 0) }
     while true {
         let result = poll(&entries, nfds_t(entries.count), deadline.pollTimeout)

@@ -1,0 +1,143 @@
+import Glibc
+import SystemPackage
+
+/// Something ``waitForAny(_:timeout:)`` can wait on (Python's `multiprocessing.connection.wait`):
+/// a connection end (ready when a message, the end of the stream or an error is there to
+/// receive) or a child process (ready when it has ended).
+public protocol Waitable: AnyObject, Sendable {
+    /// How the library watches it. Only the library's own types can make one.
+    var waitSource: WaitSource { get }
+}
+
+/// How the library watches a ``Waitable``: what says it is ready, and which descriptors to
+/// sleep on until it may be.
+public struct WaitSource: Sendable {
+    enum Kind: Sendable {
+        case stream(MessageStream)
+        case process(ChildProcess)
+    }
+    let kind: Kind
+
+    /// What one look found: ready, or the descriptors to sleep on (retained streams are
+    /// released by the caller once the wait is over).
+    fileprivate enum Look {
+        case ready
+        case watch(FileDescriptor?, retained: MessageStream?)
+    }
+
+    fileprivate func look() -> Look {
+        switch kind {
+        case .stream(let stream):
+            if stream.isReadable { return .ready }
+            guard let descriptor = stream.retainDescriptor() else { return .ready }  // closed
+            return .watch(descriptor, retained: stream)
+        case .process(let process):
+            let state = process.waitState()
+            if state.ended { return .ready }
+            return .watch(state.process, retained: state.channel)
+        }
+    }
+}
+
+extension Connection: Waitable {
+    /// Ready when a message, the end of the stream or an error can be received without waiting.
+    public var waitSource: WaitSource { WaitSource(kind: .stream(stream)) }
+}
+
+extension ReceivingConnection: Waitable {
+    /// Ready when a message, the end of the stream or an error can be received without waiting.
+    public var waitSource: WaitSource { WaitSource(kind: .stream(stream)) }
+}
+
+extension ChildProcess: Waitable {
+    /// Ready when the process has ended (Python's `sentinel`). It must have been started.
+    public var waitSource: WaitSource { WaitSource(kind: .process(self)) }
+}
+
+/// One round of looking at every object: the indices of those ready, or what to watch.
+private func lookAtAll(_ sources: [WaitSource]) -> (ready: [Int], watch: [FileDescriptor], retained: [MessageStream]) {
+    var ready: [Int] = []
+    var watch: [FileDescriptor] = []
+    var retained: [MessageStream] = []
+    for (index, source) in sources.enumerated() {
+        switch source.look() {
+        case .ready: ready.append(index)
+        case .watch(let descriptor, let stream):
+            if let descriptor { watch.append(descriptor) }
+            if let stream {
+                retained.append(stream)
+                if case .process = source.kind { watch.append(stream.rawDescriptor) }
+            }
+        }
+    }
+    return (ready, watch, retained)
+}
+
+/// Waits until at least one of `sources` is ready; their indices (empty on timeout).
+private func readyIndices(_ sources: [WaitSource], deadline: Deadline?) throws -> [Int] {
+    while true {
+        let (ready, watch, retained) = lookAtAll(sources)
+        defer { for stream in retained { stream.releaseDescriptor() } }
+        if !ready.isEmpty { return ready }
+        if deadline.hasPassed { return [] }
+        do throws(Errno) {
+            _ = try pollAny(watch.map { ($0, Int16(POLLIN)) }, deadline: deadline)
+        } catch {
+            throw ConnectionError.system(error, during: "waiting for any of \(sources.count) objects")
+        }
+    }
+}
+
+/// The `async` form of ``readyIndices(_:deadline:)``.
+private func readyIndices(_ sources: [WaitSource], deadline: Deadline?) async throws -> [Int] {
+    while true {
+        let (ready, watch, retained) = lookAtAll(sources)
+        if !ready.isEmpty || deadline.hasPassed {
+            for stream in retained { stream.releaseDescriptor() }
+            return ready
+        }
+        do {
+            _ = try await Reactor.shared.wait(for: watch.map { ($0, .readable) }, deadline: deadline)
+        } catch {
+            for stream in retained { stream.releaseDescriptor() }
+            throw error
+        }
+        for stream in retained { stream.releaseDescriptor() }
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes (`nil`: forever),
+/// and returns those that are ready, in their order in `objects` (Python's
+/// `multiprocessing.connection.wait`). An empty result means the time ran out; zero or a
+/// negative timeout looks once and returns at once.
+///
+/// ```swift
+/// var open = results                 // [ReceivingConnection<Int>], one per worker
+/// while !open.isEmpty {
+///     for connection in try waitForAny(open) {
+///         do { print(try connection.receive()) }
+///         catch ConnectionError.endOfStream { open.removeAll { $0 === connection } }
+///     }
+/// }
+/// ```
+/// Connections and processes mixed: pass `[any Waitable]` and compare what comes back.
+public func waitForAny<Object: Waitable>(_ objects: [Object], timeout: Duration? = nil) throws -> [Object] {
+    try readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }
+}
+
+/// The `async` form of ``waitForAny(_:timeout:)-1q6vu``: suspends without blocking a thread.
+/// - Throws: `CancellationError` when the task is cancelled while it waits.
+public func waitForAny<Object: Waitable>(_ objects: [Object], timeout: Duration? = nil) async throws -> [Object] {
+    try await readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }
+}
+
+/// Waits on objects of different kinds at once (connections and processes); returns those
+/// that are ready, in their order in `objects`.
+public func waitForAny(_ objects: [any Waitable], timeout: Duration? = nil) throws -> [any Waitable] {
+    try readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }
+}
+
+/// The `async` form, for objects of different kinds.
+public func waitForAny(_ objects: [any Waitable], timeout: Duration? = nil) async throws -> [any Waitable] {
+    try await readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }
+}
