@@ -89,11 +89,8 @@ public final class SharedMemory: Sendable, Codable {
         }
         let descriptor = FileDescriptor(rawValue: opened)
         do throws(Errno) {
-            let size = try descriptor.fileSize()
-            guard size > 0 else { throw Errno.invalidArgument }
-            mapping = try MemoryMapping(descriptor, size: size)
+            mapping = try MemoryMapping(wholeFileOf: descriptor)
         } catch {
-            descriptor.closeIgnoringErrors()
             throw SharedMemoryError.system(error, during: "mapping shared memory \"\(name)\"")
         }
         self.name = name

@@ -38,11 +38,8 @@ final class SharedRegion: Sendable, Codable {
     init(adopting descriptor: FileDescriptor) throws {
         self.descriptor = descriptor
         do throws(Errno) {
-            let size = try descriptor.fileSize()
-            guard size > 0 else { throw Errno.invalidArgument }
-            mapping = try MemoryMapping(descriptor, size: size)
+            mapping = try MemoryMapping(wholeFileOf: descriptor)
         } catch {
-            descriptor.closeIgnoringErrors()
             throw ConnectionError.system(error, during: "mapping shared memory received from another process")
         }
     }

@@ -25,6 +25,19 @@ struct MemoryMapping: Sendable {
         self.size = size
     }
 
+    /// Maps the whole of a file someone else sized (a memfd received, a named segment);
+    /// closes `descriptor` if it cannot, so the caller owns nothing on failure.
+    init(wholeFileOf descriptor: FileDescriptor) throws(Errno) {
+        do throws(Errno) {
+            let size = try descriptor.fileSize()
+            guard size > 0 else { throw Errno.invalidArgument }
+            try self.init(descriptor, size: size)
+        } catch {
+            descriptor.closeIgnoringErrors()
+            throw error
+        }
+    }
+
     func unmap() { munmap(base, size) }
 }
 
