@@ -626,13 +626,122 @@ struct SyncHandleTests {
             let bounded = try BoundedProcessSemaphore()
             let event = try ProcessEvent()
             let condition = try ProcessCondition()
+            let barrier = try ProcessBarrier(parties: 2)
             let regions = [
-                lock.core.region, recursive.core.region, semaphore.core.monitor.region,
+                barrier.monitorForTests.region, lock.core.region, recursive.core.region, semaphore.core.monitor.region,
                 bounded.core.monitor.region, event.region,
             ]
             for region in regions { seen.append((region.descriptor.rawValue, inode(region.descriptor.rawValue)!)) }
             try condition.withLock {}
         }
         for (fd, node) in seen { #expect(inode(fd) != node, "descriptor \(fd) still open") }
+    }
+}
+
+/// Meets the others at the barrier `rounds` times, adding `1 << index` to `indices` each time.
+struct MeetAtBarrier: ProcessTarget {
+    var barrier: ProcessBarrier
+    var indices: SharedCounter
+    var rounds: Int
+    func run() throws {
+        for _ in 0..<rounds {
+            let index = try barrier.wait(timeout: .seconds(30))
+            indices.add(1 << index)
+        }
+    }
+}
+
+extension SharedCounter {
+    func add(_ value: Int) {
+        _ = mp_atomic_add32(region.base.assumingMemoryBound(to: UInt32.self), UInt32(value))
+    }
+}
+
+@Suite("Process barriers", .timeLimit(.minutes(2)))
+struct ProcessBarrierTests {
+    @Test("threads and processes meet round after round, each with its own arrival index")
+    func rounds() throws {
+        let barrier = try ProcessBarrier(parties: 4)
+        let indices = try SharedCounter()
+        let meet = MeetAtBarrier(barrier: barrier, indices: indices, rounds: 3)
+        let children = try startChildren(2, meet)
+        let threads = (0..<2).map { _ in TestThread { #expect(throws: Never.self) { try meet.run() } } }
+        for thread in threads { thread.join() }
+        expectAllSucceed(children)
+        #expect(indices.atomicValue == 3 * 0b1111)
+        #expect(!barrier.isBroken)
+        #expect(barrier.parties == 4)
+    }
+
+    @Test("a timeout breaks it for every party, zero and negative at once; reset makes it usable")
+    func timeoutBreaks() throws {
+        let barrier = try ProcessBarrier(parties: 2)
+        for timeout: Duration in [.zero, .milliseconds(-1)] {
+            #expect(throws: ProcessBarrierError.timedOut) { _ = try barrier.wait(timeout: timeout) }
+            #expect(barrier.isBroken)
+            barrier.reset()
+        }
+        let start = ContinuousClock.now
+        #expect(throws: ProcessBarrierError.timedOut) { _ = try barrier.wait(timeout: .milliseconds(100)) }
+        #expect(ContinuousClock.now - start >= .milliseconds(100))
+        #expect(barrier.isBroken)
+        #expect(throws: ProcessBarrierError.timedOut) { _ = try barrier.wait(timeout: .seconds(5)) }
+        barrier.reset()
+        #expect(!barrier.isBroken)
+        let other = TestThread { #expect((try? barrier.wait(timeout: .seconds(10))) != nil) }
+        let index = try barrier.wait(timeout: .seconds(10))
+        other.join()
+        #expect(index == 0 || index == 1)
+        #expect(try ProcessBarrier(parties: 1).wait(timeout: .zero) == 0)
+    }
+
+    @Test("abort fails the waiting parties and later ones; reset fails the waiting ones only")
+    func abortAndReset() throws {
+        let barrier = try ProcessBarrier(parties: 3)
+        let aborted = TestThread {
+            #expect(throws: ProcessBarrierError.aborted) { _ = try barrier.wait(timeout: .seconds(30)) }
+        }
+        #expect(eventually(within: .seconds(10)) { barrier.waitingCount == 1 })
+        barrier.abort()
+        aborted.join()
+        #expect(throws: ProcessBarrierError.aborted) { _ = try barrier.wait(timeout: .seconds(5)) }
+        barrier.reset()
+        let reset = TestThread {
+            #expect(throws: ProcessBarrierError.reset) { _ = try barrier.wait(timeout: .seconds(30)) }
+        }
+        #expect(eventually(within: .seconds(10)) { barrier.waitingCount == 1 })
+        barrier.reset()
+        reset.join()
+        #expect(!barrier.isBroken)
+        #expect(barrier.waitingCount == 0)
+    }
+
+    @Test("a party killed while waiting releases the others with an error naming it")
+    func deadParty() throws {
+        let barrier = try ProcessBarrier(parties: 3)
+        let child = ChildProcess(
+            MeetAtBarrier(barrier: barrier, indices: try SharedCounter(), rounds: 1), isDaemon: true)
+        try child.start()
+        #expect(eventually(within: .seconds(30)) { barrier.waitingCount == 1 })
+        child.kill()
+        _ = try? child.join(timeout: .seconds(10))
+        let start = ContinuousClock.now
+        #expect(throws: ProcessBarrierError.partyDied(pid: child.pid!)) { _ = try barrier.wait(timeout: .seconds(20)) }
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(barrier.isBroken)
+    }
+
+    @Test("async waits meet, and a cancelled one throws CancellationError and breaks the barrier")
+    func asyncForms() async throws {
+        let barrier = try ProcessBarrier(parties: 2)
+        async let first = barrier.wait(timeout: .seconds(10))
+        async let second = barrier.wait(timeout: .seconds(10))
+        #expect(Set([try await first, try await second]) == [0, 1])
+        let cancelled = Task { try await barrier.wait() }
+        try await Task.sleep(for: .milliseconds(100))
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        #expect(barrier.isBroken)
+        #expect(throws: ProcessBarrierError.aborted) { _ = try barrier.wait(timeout: .zero) }
     }
 }

@@ -90,6 +90,13 @@ final class SharedMonitor: Sendable, Codable {
         return result
     }
 
+    /// Wakes every waiter to look at the state again (after a change made in a wait's
+    /// `attempt`, which cannot wake anyone itself).
+    func wakeAll() {
+        _ = mp_atomic_add32(counter, 1)
+        _ = mp_futex_wake(counter, Int32.max)
+    }
+
     /// Waits until `attempt` returns a value (it runs holding the mutex, and may change the
     /// state), or the deadline passes (`nil`). `check` runs between sleeps, without the mutex;
     /// what it throws ends the wait.
