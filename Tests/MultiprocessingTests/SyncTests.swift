@@ -165,11 +165,14 @@ struct WaitOnCondition: ProcessTarget {
     }
 }
 
-/// Waits many times on async forms while checking that other tasks still run.
+/// Waits many times on async forms (events, semaphores, locks, barriers) while checking
+/// that other tasks still run: if each wait held a thread of the cooperative pool, nothing
+/// else could run and this would hang (the test's timed join fails it).
 struct AsyncSyncWaitsLeavePoolFree: ProcessTarget {
     var event: ProcessEvent
     var semaphore: ProcessSemaphore
     var lock: ProcessLock
+    var barrier: ProcessBarrier  // 9 parties: 8 tasks and this one
     func run() async throws {
         let count = 32
         try lock.acquire()
@@ -177,10 +180,11 @@ struct AsyncSyncWaitsLeavePoolFree: ProcessTarget {
             try await withThrowingTaskGroup(of: Int.self) { group in
                 for index in 0..<count {
                     group.addTask {
-                        switch index % 3 {
+                        switch index % 4 {
                         case 0: try await event.wait()
                         case 1: try await semaphore.acquire()
-                        default: try await lock.withLock {}
+                        case 2: try await lock.withLock {}
+                        default: _ = try await barrier.wait(timeout: .seconds(30))
                         }
                         return 1
                     }
@@ -196,6 +200,7 @@ struct AsyncSyncWaitsLeavePoolFree: ProcessTarget {
         event.set()
         semaphore.release(count: count)
         lock.release()
+        _ = try await barrier.wait(timeout: .seconds(30))
         let done = try await waits.value
         guard others == 200, done == count else {
             throw SyncFailure(description: "others \(others), done \(done)")
@@ -513,11 +518,12 @@ struct ProcessEventTests {
         #expect(try await waiter.value)
     }
 
-    @Test("async waits on events, semaphores and locks leave the cooperative pool free")
+    @Test("async waits on events, semaphores, locks and barriers leave the cooperative pool free")
     func poolStaysFree() throws {
         let child = ChildProcess(
             AsyncSyncWaitsLeavePoolFree(
-                event: try ProcessEvent(), semaphore: try ProcessSemaphore(value: 0), lock: try ProcessLock()))
+                event: try ProcessEvent(), semaphore: try ProcessSemaphore(value: 0), lock: try ProcessLock(),
+                barrier: try ProcessBarrier(parties: 9)))
         try child.start()
         let ended = try child.join(timeout: .seconds(60))
         if !ended { child.kill() }

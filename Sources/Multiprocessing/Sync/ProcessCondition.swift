@@ -15,7 +15,7 @@
 /// - ``notify(_:)`` wakes exactly `n` of the threads waiting at that moment (fewer if fewer
 ///   wait), in any process; a notification with nobody waiting is not remembered.
 /// - Timeouts return `false`; a wait that times out still takes the lock back.
-/// - The `async` form is ``withLock(_:)-(()->Result)``'s async overload: the body, waits
+/// - The `async` form is `withLock(_:)`'s async overload: the body, waits
 ///   included, runs on a thread of the library's own; a cancelled task's wait throws
 ///   `CancellationError` (with the lock taken back).
 public final class ProcessCondition: Sendable, Codable {
@@ -96,7 +96,7 @@ public final class ProcessCondition: Sendable, Codable {
         }
     }
 
-    /// Runs `body` holding the condition's lock (see ``ProcessLock/withLock(_:)-(()->Result)``).
+    /// Runs `body` holding the condition's lock (see `withLock(_:)`).
     public func withLock<Result>(_ body: () throws -> Result) throws -> Result {
         switch lock {
         case .plain(let lock): try lock.withLock(body)
@@ -119,7 +119,7 @@ public final class ProcessCondition: Sendable, Codable {
     ///
     /// - Returns: `false` if the time ran out without a notification.
     /// - Throws: ``ProcessLockError`` from taking the lock back (held then, as always);
-    ///   `CancellationError` inside an `async` ``withLock(_:)-(()->Result)`` whose task was
+    ///   `CancellationError` inside an `async` `withLock(_:)` whose task was
     ///   cancelled.
     public func wait(timeout: Duration? = nil) throws -> Bool {
         precondition(isHeldByCurrentThread, "ProcessCondition.wait called without holding its lock")

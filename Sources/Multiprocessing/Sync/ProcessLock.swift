@@ -23,7 +23,7 @@ import Glibc
 /// - Timeouts return `false`; only failures throw.
 ///
 /// Because a lock belongs to a thread and a task may move between threads at each `await`,
-/// the `async` form is ``withLock(_:)-(()->Result)``'s async overload: the lock is taken,
+/// the `async` form is `withLock(_:)`'s async overload: the lock is taken,
 /// the synchronous body run and the lock released on a thread of the library's own, while
 /// the calling task suspends.
 public final class ProcessLock: Sendable, Codable {
@@ -96,7 +96,7 @@ public final class ProcessLock: Sendable, Codable {
     /// while the calling task suspends: no thread of the cooperative pool waits.
     ///
     /// - Throws: `CancellationError` if the task is cancelled while waiting for the lock
-    ///   (nothing is held then); otherwise as ``withLock(_:)-(()->Result)``.
+    ///   (nothing is held then); otherwise as `withLock(_:)`.
     public func withLock<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
         if Task.isCancelled { throw CancellationError() }
         return try await waitOnOwnThread { [core] cancellation in

@@ -88,7 +88,7 @@ public final class RecursiveProcessLock: Sendable, Codable {
     }
 
     /// Takes the lock, runs `body` and releases the lock on a thread of the library's own,
-    /// while the calling task suspends (see ``ProcessLock/withLock(_:)-(()->Result)``).
+    /// while the calling task suspends (see `withLock(_:)`).
     ///
     /// - Throws: `CancellationError` if the task is cancelled while waiting for the lock.
     public func withLock<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
