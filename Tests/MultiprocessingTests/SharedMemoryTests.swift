@@ -35,7 +35,7 @@ struct MovePoint: ProcessTarget {
 }
 
 /// Takes the value's lock, says so, and waits to be killed while holding it.
-struct HoldLockForever: ProcessTarget {
+struct HoldValueLockForever: ProcessTarget {
     let value: SharedValue<Int>
     let ready: SendingConnection<Int>
     func run() throws {
@@ -143,7 +143,7 @@ struct SharedMemoryTests {
     func lockHolderKilled() throws {
         let value = try SharedValue(0)
         let (ready, readySender) = try Connection<Int>.oneWayPair()
-        let holder = ChildProcess(HoldLockForever(value: value, ready: readySender))
+        let holder = ChildProcess(HoldValueLockForever(value: value, ready: readySender))
         try holder.start()
         #expect(try ready.receive(timeout: .seconds(30)) == 1)
         holder.kill()
