@@ -80,6 +80,15 @@ int mp_memfd_create(const char *name);
 /// _GNU_SOURCE): a timed lock measured on the monotonic clock, not the wall clock.
 int mp_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *until);
 
+/// A hint to the CPU that the caller is spinning (`pause` on x86-64, `yield` on arm64).
+static inline void mp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 /// CPUs in this process's affinity mask (what it may run on), at least 1.
 int mp_cpu_count(void);
 

@@ -58,8 +58,19 @@ struct ProcessMutex: Sendable {
         case system(Int32)
     }
 
+    /// How many times `lock` tries again before sleeping in the kernel. Locks between
+    /// processes guard short sections (a counter, a queue's indices): the holder, running on
+    /// another CPU, usually lets go within a few hundred nanoseconds, far less than a futex
+    /// sleep and wake-up costs.
+    static let spins = 100
+
     /// Takes the mutex, waiting until the deadline (`nil`: forever).
     func lock(deadline: Deadline? = nil) throws(Failure) -> Acquisition {
+        for _ in 0..<Self.spins {
+            let result = pthread_mutex_trylock(mutex)
+            if result != EBUSY { return try Self.acquisition(result) }
+            mp_cpu_relax()
+        }
         var result: Int32
         repeat {
             if let deadline {
