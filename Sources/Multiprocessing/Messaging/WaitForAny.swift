@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 
-/// Something ``waitForAny(_:timeout:)`` can wait on (Python's `multiprocessing.connection.wait`):
+/// Something `waitForAny(_:timeout:)` can wait on (Python's `multiprocessing.connection.wait`):
 /// a connection end (ready when a message, the end of the stream or an error is there to
 /// receive) or a child process (ready when it has ended).
 public protocol Waitable: AnyObject, Sendable {
@@ -125,7 +125,7 @@ public func waitForAny<Object: Waitable>(_ objects: [Object], timeout: Duration?
     try readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }
 }
 
-/// The `async` form of ``waitForAny(_:timeout:)-1q6vu``: suspends without blocking a thread.
+/// The `async` form of `waitForAny(_:timeout:)`: suspends without blocking a thread.
 /// - Throws: `CancellationError` when the task is cancelled while it waits.
 public func waitForAny<Object: Waitable>(_ objects: [Object], timeout: Duration? = nil) async throws -> [Object] {
     try await readyIndices(objects.map(\.waitSource), deadline: timeout.deadline).map { objects[$0] }

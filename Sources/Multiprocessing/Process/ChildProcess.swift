@@ -80,8 +80,9 @@ public final class ChildProcess: Sendable {
     /// on a connection: a crashed or hostile child cannot make this process allocate more.
     static let reportLimit = defaultMaximumMessageSize
 
-    /// A process that will run `target` once ``start()`` is called.
+    /// A process that will run `target` once `start()` is called.
     /// - Parameters:
+    ///   - target: the work, a Codable value sent to the child.
     ///   - name: defaults to `Process-N`, N counting the processes made by this program.
     ///   - isDaemon: terminate the child at exit instead of waiting for it.
     ///   - startMethod: ``StartMethod/spawn`` (default) or ``StartMethod/forkserver``.
@@ -188,7 +189,7 @@ public final class ChildProcess: Sendable {
     /// Starts the child without blocking a thread: the calling task suspends while the
     /// process is created and its work is sent.
     ///
-    /// - Throws: like ``start()``.
+    /// - Throws: like the blocking `start()`.
     /// - Precondition: the process was not started before.
     public func start() async throws {
         try claimStart()
