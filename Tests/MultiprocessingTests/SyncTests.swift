@@ -565,6 +565,30 @@ struct ProcessConditionTests {
         #expect(try child.join(timeout: .seconds(60)))
     }
 
+    @Test("a waiter killed while waiting is counted out: notifications go to the living, none is kept")
+    func deadWaiter() throws {
+        let condition = try ProcessCondition()
+        let child = ChildProcess(
+            WaitOnCondition(condition: condition, woken: try SharedCounter(), timeout: 30), isDaemon: true)
+        try child.start()
+        #expect(eventually(within: .seconds(30)) { condition.waitingCount == 1 })
+        child.kill()
+        _ = try? child.join(timeout: .seconds(10))
+        let woken = Mutex(false)
+        let living = TestThread {
+            let notified = (try? condition.withLock { try condition.wait(timeout: .seconds(30)) }) ?? false
+            woken.withLock { $0 = notified }
+        }
+        // Both counted, then the living waiter counts the dead one out.
+        #expect(eventually(within: .seconds(10)) { condition.waitingCount == 2 })
+        #expect(eventually(within: .seconds(10)) { condition.waitingCount == 1 })
+        try condition.withLock { condition.notify(2) }
+        living.join()
+        #expect(woken.withLock { $0 })
+        let remembered = try condition.withLock { try condition.wait(timeout: .milliseconds(100)) }
+        #expect(!remembered, "a notification for the dead waiter was kept")
+    }
+
     @Test("wait(for:) rechecks its predicate, times out with false, holds the lock after")
     func predicate() throws {
         let condition = try ProcessCondition()

@@ -3,7 +3,7 @@ import CMultiprocessing
 /// A flag that threads of any number of processes can wait for: Python's
 /// `multiprocessing.Event`.
 ///
-/// ``set()`` raises the flag and wakes every waiter; ``clear()`` lowers it; ``wait(timeout:)``
+/// ``set()`` raises the flag and wakes every waiter; ``clear()`` lowers it; `wait(timeout:)`
 /// returns at once while it is up. The flag is one 32-bit word in shared memory, and waiters
 /// sleep on it with a futex (shared between processes, not `FUTEX_PRIVATE_FLAG`).
 public final class ProcessEvent: Sendable, Codable {
