@@ -369,6 +369,41 @@ struct RecursiveProcessLockTests {
         #expect(other.withLock { $0 } == [false, true])
     }
 
+    @Test("timeouts: zero and negative at once, positive waits, while another thread holds it")
+    func timeouts() throws {
+        let lock = try RecursiveProcessLock()
+        let taken = ThreadSignal()
+        let done = ThreadSignal()
+        let holder = TestThread {
+            try? lock.acquire()
+            taken.fire()
+            done.wait()
+            lock.release()
+        }
+        taken.wait()
+        #expect(try !lock.acquire(timeout: .zero))
+        #expect(try !lock.acquire(timeout: .milliseconds(-1)))
+        #expect(try !lock.tryAcquire())
+        let start = ContinuousClock.now
+        #expect(try !lock.acquire(timeout: .milliseconds(100)))
+        #expect(ContinuousClock.now - start >= .milliseconds(100))
+        done.fire()
+        holder.join()
+        #expect(try lock.acquire(timeout: .seconds(5)))
+        #expect(try lock.acquire(timeout: .zero), "the holder takes it again at once")
+        #expect(lock.recursionCount == 2)
+        lock.release()
+        lock.release()
+    }
+
+    @Test("async withLock runs its body holding the lock, off the calling task's thread")
+    func asyncWithLock() async throws {
+        let lock = try RecursiveProcessLock()
+        let inside = try await lock.withLock { lock.isHeldByCurrentThread && lock.recursionCount == 1 }
+        #expect(inside)
+        #expect(!lock.isHeldByCurrentThread)
+    }
+
     @Test("threads and processes at once never overlap under it")
     func mutualExclusion() throws {
         let lock = try RecursiveProcessLock()
@@ -533,24 +568,27 @@ struct ProcessEventTests {
 
 @Suite("Process conditions", .timeLimit(.minutes(2)))
 struct ProcessConditionTests {
-    @Test("notify(n) wakes exactly n waiters across processes; notifyAll wakes the rest")
+    @Test("notify(n) wakes exactly n of the waiting threads and processes; notifyAll wakes the rest")
     func notifyExactly() throws {
         let condition = try ProcessCondition()
         let woken = try SharedCounter()
-        let children = try startChildren(4, WaitOnCondition(condition: condition, woken: woken, timeout: 30))
-        #expect(eventually(within: .seconds(30)) { condition.waitingCount == 4 })
+        let waiter = WaitOnCondition(condition: condition, woken: woken, timeout: 30)
+        let children = try startChildren(3, waiter)
+        let threads = (0..<2).map { _ in TestThread { #expect(throws: Never.self) { try waiter.run() } } }
+        #expect(eventually(within: .seconds(30)) { condition.waitingCount == 5 })
         try condition.withLock { condition.notify(2) }
         #expect(eventually(within: .seconds(10)) { woken.atomicValue == 2 })
         usleep(300_000)
         #expect(woken.atomicValue == 2, "notify(2) woke more than 2")
-        #expect(condition.waitingCount == 2)
+        #expect(condition.waitingCount == 3)
         try condition.withLock { condition.notify() }
         #expect(eventually(within: .seconds(10)) { woken.atomicValue == 3 })
         usleep(200_000)
         #expect(woken.atomicValue == 3)
         try condition.withLock { condition.notifyAll() }
         expectAllSucceed(children)
-        #expect(woken.atomicValue == 4)
+        for thread in threads { thread.join() }
+        #expect(woken.atomicValue == 5)
     }
 
     @Test("a notification with nobody waiting is not remembered")
@@ -563,6 +601,30 @@ struct ProcessConditionTests {
         let child = ChildProcess(WaitOnCondition(condition: condition, woken: try SharedCounter(), timeout: 0.2))
         try child.start()
         #expect(try child.join(timeout: .seconds(60)))
+    }
+
+    @Test("a waiter killed while waiting is counted out: notifications go to the living, none is kept")
+    func deadWaiter() throws {
+        let condition = try ProcessCondition()
+        let child = ChildProcess(
+            WaitOnCondition(condition: condition, woken: try SharedCounter(), timeout: 30), isDaemon: true)
+        try child.start()
+        #expect(eventually(within: .seconds(30)) { condition.waitingCount == 1 })
+        child.kill()
+        _ = try? child.join(timeout: .seconds(10))
+        let woken = Mutex(false)
+        let living = TestThread {
+            let notified = (try? condition.withLock { try condition.wait(timeout: .seconds(30)) }) ?? false
+            woken.withLock { $0 = notified }
+        }
+        // Both counted, then the living waiter counts the dead one out.
+        #expect(eventually(within: .seconds(10)) { condition.waitingCount == 2 })
+        #expect(eventually(within: .seconds(10)) { condition.waitingCount == 1 })
+        try condition.withLock { condition.notify(2) }
+        living.join()
+        #expect(woken.withLock { $0 })
+        let remembered = try condition.withLock { try condition.wait(timeout: .milliseconds(100)) }
+        #expect(!remembered, "a notification for the dead waiter was kept")
     }
 
     @Test("wait(for:) rechecks its predicate, times out with false, holds the lock after")

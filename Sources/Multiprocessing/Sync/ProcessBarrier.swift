@@ -3,7 +3,7 @@ import Glibc
 /// A meeting point for a fixed number of parties, threads of any number of processes:
 /// Python's `multiprocessing.Barrier`.
 ///
-/// Each party calls ``wait(timeout:)``; the call returns when all ``parties`` have arrived,
+/// Each party calls `wait(timeout:)`; the call returns when all ``parties`` have arrived,
 /// with the party's arrival index (0 for the first, `parties - 1` for the last), and the
 /// barrier is ready for the next round.
 ///
@@ -83,7 +83,7 @@ public final class ProcessBarrier: Sendable, Codable {
     /// Arrives and waits for the other parties; the task suspends meanwhile.
     ///
     /// - Returns: this party's arrival index.
-    /// - Throws: as ``wait(timeout:)``, and `CancellationError` if the task is cancelled while
+    /// - Throws: as `wait(timeout:)`, and `CancellationError` if the task is cancelled while
     ///   waiting, which breaks the barrier for the others (``ProcessBarrierError/aborted``).
     public func wait(timeout: Duration? = nil) async throws -> Int {
         if Task.isCancelled { throw CancellationError() }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A condition variable that threads of any number of processes can wait on: Python's
 /// `multiprocessing.Condition`.
 ///
@@ -26,8 +28,12 @@ public final class ProcessCondition: Sendable, Codable {
 
     private let lock: Guard
     /// Word 0: threads waiting; word 1: of them, how many were notified and have not yet
-    /// woken up (never more than word 0).
+    /// woken up (never more than word 0); then ``slots`` words: the waiters' process ids
+    /// (0: free), so that waiting threads can count out the waiters of a dead process.
     private let monitor: SharedMonitor
+
+    private static let slots = 128
+    private static let slotBase = 2
 
     /// A new condition with a new ``RecursiveProcessLock``.
     public convenience init() throws {
@@ -37,13 +43,13 @@ public final class ProcessCondition: Sendable, Codable {
     /// A new condition on `lock`.
     public init(lock: RecursiveProcessLock) throws {
         self.lock = .recursive(lock)
-        monitor = try SharedMonitor(words: 2)
+        monitor = try SharedMonitor(words: Self.slotBase + Self.slots)
     }
 
     /// A new condition on `lock`.
     public init(lock: ProcessLock) throws {
         self.lock = .plain(lock)
-        monitor = try SharedMonitor(words: 2)
+        monitor = try SharedMonitor(words: Self.slotBase + Self.slots)
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -124,17 +130,35 @@ public final class ProcessCondition: Sendable, Codable {
     public func wait(timeout: Duration? = nil) throws -> Bool {
         precondition(isHeldByCurrentThread, "ProcessCondition.wait called without holding its lock")
         let deadline = timeout.deadline
-        monitor.update { $0[0] += 1 }
+        let me = getpid()
+        let slot = monitor.update { state in
+            state[0] += 1
+            // A slot for this waiter's pid if one is free (if not, it is counted but a death
+            // of its process is not noticed).
+            for slot in 0..<Self.slots where state[Self.slotBase + slot] == 0 {
+                state[Self.slotBase + slot] = Int(me)
+                return slot
+            }
+            return -1
+        }
         let held = releaseFully()
         var cancelled: (any Error)?
         var notified: Bool
+        var lastCheck = ContinuousClock.now
         do {
             notified =
                 try monitor.wait(deadline: deadline, check: WaitCancellation.checkCurrent) { state in
-                    guard state[1] > 0 else { return nil }
-                    state[1] -= 1
-                    state[0] -= 1
-                    return true
+                    if state[1] > 0 {
+                        state[1] -= 1
+                        state[0] -= 1
+                        if slot >= 0 { state[Self.slotBase + slot] = 0 }
+                        return true
+                    }
+                    if ContinuousClock.now - lastCheck >= ProcessBarrier.livenessInterval {
+                        lastCheck = .now
+                        Self.forgetDeadWaiters(state, me: me)
+                    }
+                    return nil
                 } ?? false
         } catch {
             cancelled = error
@@ -145,6 +169,7 @@ public final class ProcessCondition: Sendable, Codable {
             // notification is never lost on a waiter that goes away).
             notified = monitor.update { state in
                 state[0] -= 1
+                if slot >= 0 { state[Self.slotBase + slot] = 0 }
                 if state[1] > 0 {
                     state[1] -= 1
                     return true
@@ -188,6 +213,18 @@ public final class ProcessCondition: Sendable, Codable {
 
     /// Threads waiting and not yet notified (for tests: it may change at once).
     var waitingCount: Int { monitor.update { $0[0] - $0[1] } }
+
+    /// Counts out the waiters whose process died while waiting: a notification must not be
+    /// granted to them (it would wake fewer than asked), nor kept for a later waiter.
+    private static func forgetDeadWaiters(_ state: SharedMonitor.State, me: pid_t) {
+        for slot in 0..<slots {
+            let pid = pid_t(state[slotBase + slot])
+            guard pid != 0, pid != me, processIsDead(pid) else { continue }
+            state[slotBase + slot] = 0
+            state[0] -= 1
+            state[1] = min(state[1], state[0])
+        }
+    }
 
     /// Releases the lock entirely; returns how many times it was held.
     private func releaseFully() -> Int {

@@ -3,7 +3,7 @@ import CMultiprocessing
 /// A flag that threads of any number of processes can wait for: Python's
 /// `multiprocessing.Event`.
 ///
-/// ``set()`` raises the flag and wakes every waiter; ``clear()`` lowers it; ``wait(timeout:)``
+/// ``set()`` raises the flag and wakes every waiter; ``clear()`` lowers it; `wait(timeout:)`
 /// returns at once while it is up. The flag is one 32-bit word in shared memory, and waiters
 /// sleep on it with a futex (shared between processes, not `FUTEX_PRIVATE_FLAG`).
 public final class ProcessEvent: Sendable, Codable {
@@ -26,13 +26,18 @@ public final class ProcessEvent: Sendable, Codable {
 
     private var flag: UnsafeMutablePointer<UInt32> { region.base.assumingMemoryBound(to: UInt32.self) }
 
+    /// Threads sleeping (or about to) on the flag: `set()` skips the `FUTEX_WAKE` system call
+    /// when there are none (a waiter counts itself before its `FUTEX_WAIT` compares the flag;
+    /// `set()` stores the flag before it reads the count: one of them sees the other).
+    private var sleepers: UnsafeMutablePointer<UInt32> { flag + 1 }
+
     /// Whether the flag is up.
     public var isSet: Bool { mp_atomic_load32(flag) != 0 }
 
     /// Raises the flag and wakes every waiter, in every process.
     public func set() {
         mp_atomic_store32(flag, 1)
-        _ = mp_futex_wake(flag, Int32.max)
+        if mp_atomic_load32(sleepers) != 0 { _ = mp_futex_wake(flag, Int32.max) }
     }
 
     /// Lowers the flag.
@@ -78,7 +83,9 @@ public final class ProcessEvent: Sendable, Codable {
             if deadline.hasPassed { return false }
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
             var until = monotonicTime(of: deadline.map { min($0, sliceEnd) } ?? sliceEnd)
+            _ = mp_atomic_add32(sleepers, 1)
             _ = mp_futex_wait(flag, 0, &until)
+            _ = mp_atomic_add32(sleepers, UInt32.max)  // minus one
             try check()
         }
         return true

@@ -1,7 +1,7 @@
 /// A counter that threads of any number of processes take from and give back to:
 /// Python's `multiprocessing.Semaphore`.
 ///
-/// ``acquire()`` waits until the value is above zero and takes one; ``release()`` adds one
+/// `acquire()` waits until the value is above zero and takes one; `release()` adds one
 /// and wakes a waiter. Any thread may release (a semaphore has no owner). Shared like
 /// ``ProcessLock``: encoding it gives another process the same semaphore.
 ///

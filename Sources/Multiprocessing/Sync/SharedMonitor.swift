@@ -42,6 +42,14 @@ final class SharedMonitor: Sendable, Codable {
         (region.base + Self.counterOffset).assumingMemoryBound(to: UInt32.self)
     }
 
+    /// How many threads sleep (or are about to) on the counter: a change with no sleeper
+    /// skips the `FUTEX_WAKE` system call. Sequentially consistent atomics make it safe: a
+    /// sleeper counts itself before its `FUTEX_WAIT` compares the counter, a notifier bumps
+    /// the counter before it reads the sleepers, so either the notifier sees the sleeper or
+    /// the sleeper's wait sees the new counter and returns at once. A sleeper killed asleep
+    /// leaves the count high: harmless, a wake-up is only spent for nothing.
+    private var sleepers: UnsafeMutablePointer<UInt32> { counter + 1 }
+
     /// The state words, valid while the mutex is held.
     struct State {
         fileprivate let base: UnsafeMutablePointer<Int64>
@@ -86,7 +94,7 @@ final class SharedMonitor: Sendable, Codable {
         }
         if wake != 0 { _ = mp_atomic_add32(counter, 1) }
         unlock()
-        if wake != 0 { _ = mp_futex_wake(counter, wake) }
+        if wake != 0, mp_atomic_load32(sleepers) != 0 { _ = mp_futex_wake(counter, wake) }
         return result
     }
 
@@ -94,7 +102,7 @@ final class SharedMonitor: Sendable, Codable {
     /// `attempt`, which cannot wake anyone itself).
     func wakeAll() {
         _ = mp_atomic_add32(counter, 1)
-        _ = mp_futex_wake(counter, Int32.max)
+        if mp_atomic_load32(sleepers) != 0 { _ = mp_futex_wake(counter, Int32.max) }
     }
 
     /// Waits until `attempt` returns a value (it runs holding the mutex, and may change the
@@ -126,7 +134,9 @@ final class SharedMonitor: Sendable, Codable {
             unlock()
             let sliceEnd = ContinuousClock.now.advanced(by: Self.slice)
             var until = monotonicTime(of: deadline.map { min($0, sliceEnd) } ?? sliceEnd)
+            _ = mp_atomic_add32(sleepers, 1)
             _ = mp_futex_wait(counter, seen, &until)
+            _ = mp_atomic_add32(sleepers, UInt32.max)  // minus one
             try check()
             lock()
         }
