@@ -680,6 +680,34 @@ struct ProcessConditionTests {
 
 @Suite("Sync handles", .timeLimit(.minutes(2)))
 struct SyncHandleTests {
+    @Test("a primitive sent on a connection is the same primitive, and the sender keeps its own")
+    func sentOnConnection() throws {
+        let (a, b) = try Connection<ProcessEvent>.pair()
+        defer {
+            a.close()
+            b.close()
+        }
+        let event = try ProcessEvent()
+        try a.send(event)
+        try a.send(event)
+        let first = try b.receive()
+        let second = try b.receive()
+        first.set()
+        #expect(event.isSet && second.isSet)
+        second.clear()
+        #expect(!event.isSet)
+        let (c, d) = try Connection<ProcessCondition>.pair()
+        defer {
+            c.close()
+            d.close()
+        }
+        let condition = try ProcessCondition()
+        try c.send(condition)
+        let copy = try d.receive()
+        onNewThread(after: .milliseconds(50)) { try? copy.withLock { copy.notify() } }
+        #expect(try condition.withLock { try condition.wait(timeout: .seconds(10)) })
+    }
+
     @Test("dropping primitives closes their shared memory descriptors")
     func noLeakedDescriptors() throws {
         func inode(_ fd: Int32) -> UInt? {
