@@ -16,8 +16,8 @@ swift build --target Multiprocessing -Xswiftc -emit-symbol-graph -Xswiftc -emit-
 cp "$all"/Multiprocessing.symbols.json "$all"/Multiprocessing@*.symbols.json "$graphs"/ 2>/dev/null || true
 docc convert Sources/Multiprocessing/Documentation.docc --additional-symbol-graph-dir "$graphs" \
   --fallback-display-name Multiprocessing --fallback-bundle-identifier swift-multiprocessing \
-  --output-path "$out" --analyze 2>&1 | tee "$out.log" | grep -E "warning|error" || true
-if grep -qE "warning|error" "$out.log"; then
+  --output-path "$out" --analyze 2>&1 | tee "$out.log" | grep -E "^(warning|error):" || true
+if grep -qE "^(warning|error):" "$out.log"; then
   echo "DocC reported problems (above)" >&2
   rm -f "$out.log"
   exit 1
