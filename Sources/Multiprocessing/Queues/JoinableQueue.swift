@@ -117,7 +117,7 @@ public final class JoinableQueue<Element: Codable & Sendable>: Sendable, Codable
     /// ``Queue/put(_:timeout:)``.
     public func put(_ item: Element, timeout: Duration) throws -> Bool { try queue.put(item, timeout: timeout) }
 
-    /// Puts `item`; the task suspends while the queue is full: ``Queue/put(_:)-async``.
+    /// Puts `item`; the task suspends while the queue is full: `Queue.put(_:) async`.
     public func put(_ item: Element) async throws { try await queue.put(item) }
 
     /// Puts `item`, waiting at most `timeout`; the task suspends meanwhile.

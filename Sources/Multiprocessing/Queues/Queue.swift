@@ -36,6 +36,9 @@
 ///   (``QueueError/handlesNotSupported``).
 public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     let ring: QueueRing
+    /// Whether `Element` is a fixed-width number, whose codec encoding is its memory (the
+    /// platforms supported are little-endian): copied as is, with no encoder.
+    private let isTrivial: Bool
 
     /// The default size of the ring of bytes: 64 MiB.
     public static var defaultCapacity: Int { QueueRing.defaultCapacity }
@@ -50,10 +53,12 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     public init(maxSize: Int? = nil, capacity: Int = Queue.defaultCapacity) throws {
         if let maxSize { precondition(maxSize >= 1, "a bounded queue holds at least one item") }
         ring = try QueueRing(capacity: capacity, maxSize: maxSize ?? 0)
+        isTrivial = Element.self is any _BinaryTrivialElement.Type
     }
 
     init(ring: QueueRing) {
         self.ring = ring
+        isTrivial = Element.self is any _BinaryTrivialElement.Type
     }
 
     /// Attaches to the queue that came with a message.
@@ -128,7 +133,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     ///   while waiting (nothing was put).
     public func put(_ item: Element, timeout: Duration?) async throws -> Bool {
         if Task.isCancelled { throw CancellationError() }
-        let bytes = try Self.encode(item)
+        let bytes = try encode(item)
         let first = try bytes.withUnsafeBytes { try ring.put($0, deadline: .now, check: {}) }
         if first { return true }
         if let timeout, timeout <= .zero { return false }
@@ -139,17 +144,28 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     }
 
     func put(_ item: Element, deadline: Deadline?, check: () throws -> Void) throws -> Bool {
-        let bytes = try Self.encode(item)
+        if isTrivial {
+            return try withUnsafeBytes(of: item) { try ring.put($0, deadline: deadline, check: check) }
+        }
+        let bytes = try encode(item)
         return try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: check) }
     }
 
     /// Encodes an item before any lock is taken, so an item that cannot be encoded fails
     /// alone.
-    static func encode(_ item: Element) throws -> [UInt8] {
-        let outbox = DescriptorOutbox()
-        let bytes = try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(item)
-        guard outbox.descriptors.isEmpty else { throw QueueError.handlesNotSupported }
-        return bytes
+    ///
+    /// The encoder gets no descriptor outbox (a dictionary and an object less per item): a
+    /// handle then refuses to encode with an `EncodingError`. Only after such an error is the
+    /// item encoded again with an outbox, to tell a handle from any other refusal.
+    func encode(_ item: Element) throws -> [UInt8] {
+        do {
+            return try BinaryEncoder().encode(item)
+        } catch let error as EncodingError {
+            let outbox = DescriptorOutbox()
+            _ = try? BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(item)
+            if !outbox.descriptors.isEmpty { throw QueueError.handlesNotSupported }
+            throw error
+        }
     }
 
     // MARK: Get
@@ -204,7 +220,9 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
 
     func get(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}) throws -> Element? {
         try ring.get(deadline: deadline, check: check, afterCopy: afterCopy) { bytes in
-            try BinaryDecoder().decode(Element.self, from: bytes)
+            // The ring hands over 16-byte aligned bytes.
+            if isTrivial && bytes.count == MemoryLayout<Element>.size { return bytes.load(as: Element.self) }
+            return try BinaryDecoder().decode(Element.self, from: bytes)
         }
     }
 

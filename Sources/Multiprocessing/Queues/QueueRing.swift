@@ -15,10 +15,10 @@ import Glibc
 /// | 192 | head: items taken and bytes read, the same way |
 /// | 256 | capacity, maximum item count (0: unbounded), a magic number |
 /// | 320 | closed flag |
-/// | 384 | "items posted" futex word, then how many consumers sleep on it |
-/// | 448 | "space posted" futex word, then how many producers sleep on it |
+/// | 384 | "items posted" futex word, how many consumers sleep on it, whether one wants a wake |
+/// | 448 | "space posted" futex word, how many producers sleep on it, whether one wants a wake |
 /// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
-/// | 576 | "tasks done" futex word, then how many joiners sleep on it |
+/// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
 /// | 4096 | the ring (`capacity` bytes, a power of two) |
 ///
 /// **One store publishes a change.** Tail packs the item count with the byte position, so a
@@ -27,11 +27,13 @@ import Glibc
 /// Counts and positions are taken modulo 2³²: differences stay exact because the ring holds
 /// fewer than 2³¹ bytes (and fewer items than bytes).
 ///
-/// **No system call when nobody sleeps.** A waiter counts itself among the sleepers, reads the
-/// futex word, then looks at the state once more before it sleeps; a side that changes the
-/// state stores it (sequentially consistent), then bumps the futex word and wakes only if
-/// the sleeper count is not zero. Either the waiter sees the change, or the changer sees the
-/// waiter (the two orders cannot both miss).
+/// **No system call when nobody sleeps.** A waiter counts itself among the sleepers, raises
+/// the "wanted" flag, reads the futex word, then looks at the state once more before it
+/// sleeps; a side that changes the state stores it (sequentially consistent), then, only if
+/// the sleeper count is not zero and it is the one to lower the flag, bumps the futex word
+/// and wakes them all. Either the waiter sees the change, or the changer sees the waiter (the
+/// two orders cannot both miss); and while sleepers are waking up, later changes make no
+/// more system calls (each waiter that sleeps again raises the flag again).
 struct QueueRing: Sendable {
     let region: SharedRegion
     /// Bytes in the ring: a power of two.
@@ -47,6 +49,8 @@ struct QueueRing: Sendable {
 
     /// How long a one-try call may wait for the other side's lock, held only for a copy.
     static let lockGrace: Duration = .milliseconds(5)
+    /// How long a waiter looks for a change before it sleeps.
+    static let spin: Duration = .microseconds(50)
 
     private enum Offset {
         static let producers = 0
@@ -59,11 +63,14 @@ struct QueueRing: Sendable {
         static let closed = 320
         static let itemsPosted = 384
         static let itemSleepers = 388
+        static let itemsWanted = 392
         static let spacePosted = 448
         static let spaceSleepers = 452
+        static let spaceWanted = 456
         static let tasksDone = 512
         static let tasksPosted = 576
         static let joinSleepers = 580
+        static let tasksWanted = 584
     }
 
     /// The capacity actually used for a requested one: a power of two, within bounds.
@@ -186,17 +193,21 @@ struct QueueRing: Sendable {
                 throw QueueError.closed
             }
             let tail = tail
+            let head = head
             if hasRoom(for: size, head: head, tail: tail) {
                 write(payload, at: Int(tail.bytes))
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
                 atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
                 producers.unlock()
-                post(Offset.itemsPosted, sleepers: Offset.itemSleepers)
+                post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                 return true
             }
             producers.unlock()
             if deadline.hasPassed { return false }
-            try sleep(on: Offset.spacePosted, sleepers: Offset.spaceSleepers, deadline: deadline, check: check) {
+            try sleep(
+                on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
+                check: check
+            ) {
                 hasRoom(for: size, head: head, tail: self.tail)
             }
         }
@@ -231,14 +242,17 @@ struct QueueRing: Sendable {
                     let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
                     atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
                     consumers.unlock()
-                    post(Offset.spacePosted, sleepers: Offset.spaceSleepers)
+                    post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
                     return try body(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
                 }
             }
             consumers.unlock()
             if closed { throw QueueError.closed }
             if deadline.hasPassed { return nil }
-            try sleep(on: Offset.itemsPosted, sleepers: Offset.itemSleepers, deadline: deadline, check: check) {
+            try sleep(
+                on: Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted, deadline: deadline,
+                check: check
+            ) {
                 self.head != self.tail
             }
         }
@@ -272,7 +286,9 @@ struct QueueRing: Sendable {
             let seen = done.load(ordering: .sequentiallyConsistent)
             if seen == tail.items { return false }
             if done.compareExchange(expected: seen, desired: seen &+ 1, ordering: .sequentiallyConsistent).exchanged {
-                if seen &+ 1 == tail.items { post(Offset.tasksPosted, sleepers: Offset.joinSleepers) }
+                if seen &+ 1 == tail.items {
+                    post(Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted)
+                }
                 return true
             }
         }
@@ -282,7 +298,10 @@ struct QueueRing: Sendable {
     func join(deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
         while unfinishedTasks != 0 {
             if deadline.hasPassed { return false }
-            try sleep(on: Offset.tasksPosted, sleepers: Offset.joinSleepers, deadline: deadline, check: check) {
+            try sleep(
+                on: Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted, deadline: deadline,
+                check: check
+            ) {
                 unfinishedTasks == 0
             }
         }
@@ -323,10 +342,18 @@ struct QueueRing: Sendable {
     /// Sleeps on a futex word at most one slice (and not past `deadline`), unless `ready`
     /// (or the queue is closed) once this waiter is counted among the sleepers.
     private func sleep(
-        on word: Int, sleepers: Int, deadline: Deadline?, check: () throws -> Void, until ready: () -> Bool
+        on word: Int, sleepers: Int, wanted: Int, deadline: Deadline?, check: () throws -> Void, until ready: () -> Bool
     ) rethrows {
+        // Waking a sleeping CPU costs tens of microseconds, many times an item's cost: look
+        // for a while first, yielding the CPU between looks, so a busy queue never sleeps.
+        let spinEnd = min(ContinuousClock.now.advanced(by: Self.spin), deadline ?? .now.advanced(by: Self.spin))
+        repeat {
+            if ready() || isClosed { return }
+            sched_yield()
+        } while ContinuousClock.now < spinEnd
         let count = atomic32(sleepers)
         count.wrappingIncrement(ordering: .sequentiallyConsistent)
+        atomic32(wanted).store(1, ordering: .sequentiallyConsistent)
         let seen = atomic32(word).load(ordering: .sequentiallyConsistent)
         if !ready() && !isClosed {
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
@@ -337,9 +364,12 @@ struct QueueRing: Sendable {
         try check()
     }
 
-    /// After a change: wakes the sleepers on `word`, if there are any (no system call if not).
-    private func post(_ word: Int, sleepers: Int) {
-        guard atomic32(sleepers).load(ordering: .sequentiallyConsistent) != 0 else { return }
+    /// After a change: wakes the sleepers on `word`, if there are any and no change since they
+    /// last slept has woken them already (no system call otherwise).
+    private func post(_ word: Int, sleepers: Int, wanted: Int) {
+        guard atomic32(sleepers).load(ordering: .sequentiallyConsistent) != 0,
+            atomic32(wanted).exchange(0, ordering: .sequentiallyConsistent) != 0
+        else { return }
         atomic32(word).wrappingIncrement(ordering: .sequentiallyConsistent)
         _ = mp_futex_wake(futex(word), Int32.max)
     }
