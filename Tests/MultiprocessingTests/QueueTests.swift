@@ -253,6 +253,28 @@ struct QueueTests {
         #expect(try queue.put(99, timeout: .zero))
     }
 
+    @Test("a drained queue goes back to the start of its ring, and all of the ring stays usable")
+    func recycling() throws {
+        let queue = try Queue<[UInt8]>(capacity: 1 << 20)
+        let item = [UInt8](repeating: 5, count: 1000)
+        // Stream 4 MiB through a 1 MiB ring, one item in at a time: the ring is recycled.
+        for round in 0..<4000 {
+            try queue.put(item + [UInt8(truncatingIfNeeded: round)])
+            #expect(try queue.get(timeout: .zero)?.last == UInt8(truncatingIfNeeded: round))
+        }
+        // Past the hot window with the queue empty, then more than the window's worth put at
+        // once with nobody getting: no put waits until the ring's bytes are full.
+        for _ in 0..<300 { try queue.put(item) }
+        for _ in 0..<300 { _ = try queue.get() }
+        var put = 0
+        while try queue.put(item + [UInt8(truncatingIfNeeded: put)], timeout: .zero) { put += 1 }
+        #expect(put == (1 << 20) / 1016, "the whole ring is usable")
+        for expected in 0..<put {
+            #expect(try queue.get(timeout: .zero)?.last == UInt8(truncatingIfNeeded: expected))
+        }
+        #expect(queue.isEmpty)
+    }
+
     @Test("timeouts: zero and negative try once, positive waits; nil and false, never an error")
     func timeouts() throws {
         let queue = try Queue<String>(maxSize: 1)
