@@ -82,6 +82,21 @@ struct DieHoldingConsumersLock: ProcessTarget {
     }
 }
 
+/// Writes a record holding the producers' lock, says so, and sleeps there until killed: the
+/// record is written but not published.
+struct DieHoldingProducersLock: ProcessTarget {
+    let queue: Queue<Int>
+    let holding: ProcessEvent
+    func run() throws {
+        _ = try queue.put(
+            99, deadline: nil, check: {},
+            afterWrite: {
+                holding.set()
+                while true { sleep(10) }
+            })
+    }
+}
+
 /// Gets items with a timeout and marks each done, until none comes for `idle` seconds.
 struct JoinableWorker: ProcessTarget {
     let jobs: JoinableQueue<Int>
@@ -375,6 +390,27 @@ struct QueueTests {
         for _ in 1...10 { got.append(try #require(try queue.get(timeout: .seconds(1)))) }
         #expect(ContinuousClock.now - start < .seconds(1))
         #expect(got == Array(1...10))
+        #expect(try queue.get(timeout: .zero) == nil)
+        _ = try? child.join(timeout: .seconds(10))
+    }
+
+    @Test("a producer killed holding the producers' lock mid-put: its half record is never seen")
+    func producerKilledHoldingLock() throws {
+        let queue = try Queue<Int>()
+        try queue.put(1)
+        let holding = try ProcessEvent()
+        let child = ChildProcess(DieHoldingProducersLock(queue: queue, holding: holding), isDaemon: true)
+        try child.start()
+        #expect(holding.wait(timeout: .seconds(30)))
+        #expect(try !queue.put(2, timeout: .milliseconds(50)), "the producers' lock is held")
+        #expect(queue.count == 1)
+        child.kill()
+        let start = ContinuousClock.now
+        for n in 2...4 { #expect(try queue.put(n, timeout: .seconds(1))) }
+        var got: [Int] = []
+        for _ in 1...4 { got.append(try #require(try queue.get(timeout: .seconds(1)))) }
+        #expect(ContinuousClock.now - start < .seconds(1))
+        #expect(got == [1, 2, 3, 4])
         #expect(try queue.get(timeout: .zero) == nil)
         _ = try? child.join(timeout: .seconds(10))
     }

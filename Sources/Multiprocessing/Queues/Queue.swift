@@ -143,12 +143,16 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         }
     }
 
-    func put(_ item: Element, deadline: Deadline?, check: () throws -> Void) throws -> Bool {
+    func put(
+        _ item: Element, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
+    ) throws -> Bool {
         if isTrivial {
-            return try withUnsafeBytes(of: item) { try ring.put($0, deadline: deadline, check: check) }
+            return try withUnsafeBytes(of: item) {
+                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+            }
         }
         let bytes = try encode(item)
-        return try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: check) }
+        return try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite) }
     }
 
     /// Encodes an item before any lock is taken, so an item that cannot be encoded fails

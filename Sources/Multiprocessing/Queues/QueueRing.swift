@@ -192,10 +192,14 @@ struct QueueRing: Sendable {
 
     /// Copies one record into the ring, waiting for room until `deadline` (`nil`: forever).
     /// `check` runs between sleeps; what it throws ends the wait with nothing put.
+    /// `afterWrite` runs holding the producers' lock, the record written and not yet
+    /// published (a hook for tests that kill a producer there).
     ///
     /// - Returns: `false` if the time ran out (nothing was put).
     /// - Throws: ``QueueError/itemTooLarge(size:capacity:)``, ``QueueError/closed``.
-    func put(_ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void) throws -> Bool {
+    func put(
+        _ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
+    ) throws -> Bool {
         let size = Self.recordSize(payload.count)
         guard size <= capacity / 2 else { throw QueueError.itemTooLarge(size: payload.count, capacity: capacity) }
         while true {
@@ -211,6 +215,7 @@ struct QueueRing: Sendable {
                     tail = recycle(tail)
                 }
                 write(payload, at: Int(tail.bytes))
+                afterWrite()
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
                 atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
                 producers.unlock()
