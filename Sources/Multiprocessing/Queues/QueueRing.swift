@@ -1,6 +1,7 @@
 import Atomics
 import CMultiprocessing
 import Glibc
+import Synchronization
 
 /// The shared memory under a queue: a header, then a ring of bytes that holds the encoded
 /// items as records (`[UInt32 length][payload]`, padded to 8 bytes).
@@ -36,6 +37,8 @@ import Glibc
 /// more system calls (each waiter that sleeps again raises the flag again).
 struct QueueRing: Sendable {
     let region: SharedRegion
+    /// How far this process's mapping of the ring is populated (see ``prepare(upTo:)``).
+    private let populated: PopulatedPrefix
     /// Bytes in the ring: a power of two.
     let capacity: Int
     /// The most items it may hold; 0: no limit but the ring's bytes.
@@ -99,6 +102,7 @@ struct QueueRing: Sendable {
         region = try SharedRegion(size: Self.ringOffset + capacity)
         self.capacity = capacity
         self.maxSize = maxSize
+        populated = PopulatedPrefix()
         _ = ProcessMutex.initialize(at: region.base + Offset.producers)
         _ = ProcessMutex.initialize(at: region.base + Offset.consumers)
         atomic64(Offset.capacity).store(UInt64(capacity), ordering: .relaxed)
@@ -118,6 +122,7 @@ struct QueueRing: Sendable {
         guard load(Offset.magic) == Self.magic, capacity == region.size - Self.ringOffset else { return nil }
         self.region = region
         self.capacity = capacity
+        populated = PopulatedPrefix()
         maxSize = Int(truncatingIfNeeded: load(Offset.maxSize))
     }
 
@@ -214,6 +219,7 @@ struct QueueRing: Sendable {
                 if tail.bytes == head.bytes && Int(tail.bytes) & (capacity - 1) >= Self.hotWindow {
                     tail = recycle(tail)
                 }
+                prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
                 write(payload, at: Int(tail.bytes))
                 afterWrite()
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
@@ -429,6 +435,23 @@ struct QueueRing: Sendable {
 
     // MARK: Copies
 
+    /// Populates this process's mapping of the ring ahead of the producer, in chunks of up to
+    /// ``populateChunk``,
+    /// the first time it writes there: one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14) per
+    /// chunk costs much less than a page fault per page. Nothing to do once the ring has been
+    /// swept; on an older kernel the call fails and the pages fault in one by one as before.
+    private func prepare(upTo end: Int) {
+        let done = populated.offset.load(ordering: .relaxed)
+        guard end > done, done < capacity else { return }
+        // Growing chunks: a queue that holds little populates little.
+        let chunk = min(max(done, 64 << 10), Self.populateChunk, capacity - done)
+        _ = madvise(ring + done, chunk, 23 /* MADV_POPULATE_WRITE */)
+        populated.offset.store(done + chunk, ordering: .relaxed)
+    }
+
+    /// The largest chunk populated at once.
+    static let populateChunk = 1 << 20
+
     /// Writes a record (length word, payload) at byte position `position`, in two parts
     /// where it wraps.
     private func write(_ payload: UnsafeRawBufferPointer, at position: Int) {
@@ -450,4 +473,10 @@ struct QueueRing: Sendable {
         target.copyMemory(from: ring + start, byteCount: first)
         if first < buffer.count { target.advanced(by: first).copyMemory(from: ring, byteCount: buffer.count - first) }
     }
+}
+
+/// How far a mapping of a ring has been populated. Only producers of this process move it,
+/// under the producers' lock; a race could only populate a chunk twice.
+final class PopulatedPrefix: Sendable {
+    let offset = Atomic<Int>(0)
 }
