@@ -39,6 +39,9 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// Whether `Element` is a fixed-width number, whose codec encoding is its memory (the
     /// platforms supported are little-endian): copied as is, with no encoder.
     private let isTrivial: Bool
+    /// Whether `Element` is an array of fixed-width numbers (``QueueNumberArray``), whose
+    /// elements' bytes are copied as they are.
+    private let isNumberArray: Bool
 
     /// The default size of the ring of bytes: 64 MiB.
     public static var defaultCapacity: Int { QueueRing.defaultCapacity }
@@ -54,11 +57,13 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         if let maxSize { precondition(maxSize >= 1, "a bounded queue holds at least one item") }
         ring = try QueueRing(capacity: capacity, maxSize: maxSize ?? 0)
         isTrivial = Element.self is any _BinaryTrivialElement.Type
+        isNumberArray = Element.self is any QueueNumberArray.Type
     }
 
     init(ring: QueueRing) {
         self.ring = ring
         isTrivial = Element.self is any _BinaryTrivialElement.Type
+        isNumberArray = Element.self is any QueueNumberArray.Type
     }
 
     /// Attaches to the queue that came with a message.
@@ -133,13 +138,11 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     ///   while waiting (nothing was put).
     public func put(_ item: Element, timeout: Duration?) async throws -> Bool {
         if Task.isCancelled { throw CancellationError() }
-        let bytes = try encode(item)
-        let first = try bytes.withUnsafeBytes { try ring.put($0, deadline: .now, check: {}) }
-        if first { return true }
+        if try put(item, deadline: .now, check: {}) { return true }
         if let timeout, timeout <= .zero { return false }
         let deadline = timeout.deadline
-        return try await waitOnOwnThread { [ring] cancellation in
-            try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: cancellation.check) }
+        return try await waitOnOwnThread { [self] cancellation in
+            try put(item, deadline: deadline, check: cancellation.check)
         }
     }
 
@@ -148,6 +151,11 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     ) throws -> Bool {
         if isTrivial {
             return try withUnsafeBytes(of: item) {
+                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+            }
+        }
+        if isNumberArray, let array = Element.self as? any QueueNumberArray.Type {
+            return try array.withElementBytes(of: item) {
                 try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
             }
         }
@@ -226,6 +234,11 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         try ring.get(deadline: deadline, check: check, afterCopy: afterCopy) { bytes in
             // The ring hands over 16-byte aligned bytes.
             if isTrivial && bytes.count == MemoryLayout<Element>.size { return bytes.load(as: Element.self) }
+            if isNumberArray, let array = Element.self as? any QueueNumberArray.Type,
+                let item = array.make(from: bytes, as: Element.self)
+            {
+                return item
+            }
             return try BinaryDecoder().decode(Element.self, from: bytes)
         }
     }
