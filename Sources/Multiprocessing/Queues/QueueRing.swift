@@ -234,7 +234,9 @@ struct QueueRing: Sendable {
                 on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
                 check: check
             ) {
-                hasRoom(for: size, head: head, tail: self.tail)
+                // Fresh reads of both ends (not the ones above): the look before sleeping must
+                // see a get that happened since.
+                hasRoom(for: size, head: self.head, tail: self.tail)
             }
         }
     }
