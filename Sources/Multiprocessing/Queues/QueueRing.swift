@@ -216,7 +216,9 @@ struct QueueRing: Sendable {
             var tail = tail
             let head = head
             if hasRoom(for: size, head: head, tail: tail) {
-                if tail.bytes == head.bytes && Int(tail.bytes) & (capacity - 1) >= Self.hotWindow {
+                // The record must fit before the marker even if the head is not stepped over it.
+                let offset = Int(tail.bytes) & (capacity - 1)
+                if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
                     tail = recycle(tail)
                 }
                 prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
