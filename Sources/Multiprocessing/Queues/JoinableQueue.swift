@@ -2,7 +2,7 @@
 /// `multiprocessing.JoinableQueue`.
 ///
 /// Every `put` adds a task; a consumer calls ``taskDone()`` when it has finished with an item
-/// it got; ``join()`` waits until every item put has been marked done.
+/// it got; `join()` waits until every item put has been marked done.
 ///
 /// ```swift
 /// struct Worker: ProcessTarget {
@@ -110,11 +110,11 @@ public final class JoinableQueue<Element: Codable & Sendable>: Sendable, Codable
     /// Whether the queue was closed, in any process.
     public var isClosed: Bool { queue.isClosed }
 
-    /// Puts `item` at the end, waiting as long as the queue is full: ``Queue/put(_:)``.
+    /// Puts `item` at the end, waiting as long as the queue is full: `Queue/put(_:)`.
     public func put(_ item: Element) throws { try queue.put(item) }
 
     /// Puts `item`, waiting at most `timeout`; `false` if nothing was put:
-    /// ``Queue/put(_:timeout:)``.
+    /// `Queue/put(_:timeout:)`.
     public func put(_ item: Element, timeout: Duration) throws -> Bool { try queue.put(item, timeout: timeout) }
 
     /// Puts `item`; the task suspends while the queue is full: `Queue.put(_:) async`.
@@ -125,7 +125,7 @@ public final class JoinableQueue<Element: Codable & Sendable>: Sendable, Codable
         try await queue.put(item, timeout: timeout)
     }
 
-    /// Takes the first item, waiting as long as the queue is empty: ``Queue/get()``.
+    /// Takes the first item, waiting as long as the queue is empty: `Queue/get()`.
     public func get() throws -> Element { try queue.get() }
 
     /// Takes the first item, waiting at most `timeout`; `nil` if nothing was taken.

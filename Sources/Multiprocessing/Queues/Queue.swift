@@ -116,7 +116,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// negative: not at all).
     ///
     /// - Returns: `false` if the time ran out: nothing was put.
-    /// - Throws: the errors of ``put(_:)``.
+    /// - Throws: the errors of `put(_:)`.
     public func put(_ item: Element, timeout: Duration) throws -> Bool {
         try put(item, deadline: Optional(timeout).deadline, check: {})
     }
@@ -124,7 +124,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// Puts `item` at the end; the task suspends while the queue is full (no thread of the
     /// cooperative pool waits).
     ///
-    /// - Throws: the errors of ``put(_:)``; `CancellationError` if the task is cancelled
+    /// - Throws: the errors of `put(_:)`; `CancellationError` if the task is cancelled
     ///   while waiting (nothing was put).
     public func put(_ item: Element) async throws {
         _ = try await put(item, timeout: nil)
@@ -134,7 +134,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// the queue is full; the task suspends meanwhile.
     ///
     /// - Returns: `false` if the time ran out: nothing was put.
-    /// - Throws: the errors of ``put(_:)``; `CancellationError` if the task is cancelled
+    /// - Throws: the errors of `put(_:)`; `CancellationError` if the task is cancelled
     ///   while waiting (nothing was put).
     public func put(_ item: Element, timeout: Duration?) async throws -> Bool {
         if Task.isCancelled { throw CancellationError() }
@@ -197,7 +197,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// negative: not at all).
     ///
     /// - Returns: `nil` if the time ran out: nothing was taken.
-    /// - Throws: the errors of ``get()``.
+    /// - Throws: the errors of `get()`.
     public func get(timeout: Duration) throws -> Element? {
         try get(deadline: Optional(timeout).deadline, check: {})
     }
@@ -205,7 +205,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// Takes the first item; the task suspends while the queue is empty (no thread of the
     /// cooperative pool waits).
     ///
-    /// - Throws: the errors of ``get()``; `CancellationError` if the task is cancelled while
+    /// - Throws: the errors of `get()`; `CancellationError` if the task is cancelled while
     ///   waiting (nothing was taken).
     public func get() async throws -> Element {
         guard let item = try await get(timeout: nil) else {
@@ -218,7 +218,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// queue is empty; the task suspends meanwhile.
     ///
     /// - Returns: `nil` if the time ran out: nothing was taken.
-    /// - Throws: the errors of ``get()``; `CancellationError` if the task is cancelled while
+    /// - Throws: the errors of `get()`; `CancellationError` if the task is cancelled while
     ///   waiting (nothing was taken).
     public func get(timeout: Duration?) async throws -> Element? {
         if Task.isCancelled { throw CancellationError() }
