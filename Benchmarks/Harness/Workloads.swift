@@ -76,6 +76,15 @@ func workloads(size: Size) -> [Workload] {
         Workload(
             name: "array-sum-one", unit: "MB/s", higherIsBetter: true, python: "array-sum-one", floor: nil,
             target: "(the single-process reference)", measure: { try arraySum(processes: 1, size: size) }),
+        // Python: a child `for i in range(n): q.put(i)` on a `Queue()`, the parent `q.get()` × n.
+        // Swift: the same with a `Queue<Int>`, the child a fork-server process.
+        Workload(
+            name: "queue-small", unit: "msg/s", higherIsBetter: true, python: "queue-small", floor: nil,
+            target: ">= 20x Python's Queue", measure: { try queueSmall(size: size) }),
+        // Python: the same with `bytes(1024)` items. Swift: `[UInt8]` of 1,024 bytes.
+        Workload(
+            name: "queue-1kib", unit: "MB/s", higherIsBetter: true, python: "queue-1kib", floor: nil,
+            target: ">= 10x Python's Queue", measure: { try queueKiB(size: size) }),
     ]
 }
 
@@ -295,4 +304,59 @@ func arraySum(processes: Int, size: Size) throws -> Double {
         samples.append(Double(count * 8) / elapsed / 1e6)
     }
     return median(samples)!
+}
+
+// MARK: - Queues
+
+/// Python: `for i in range(n): q.put(i)`.
+struct PutNumbers: ProcessTarget {
+    let queue: Queue<Int>
+    var count: Int
+    func run() throws {
+        for number in 0..<count { try queue.put(number) }
+    }
+}
+
+/// Python: `for _ in range(n): q.put(payload)` with `payload = bytes(1024)`.
+struct PutKiBs: ProcessTarget {
+    let queue: Queue<[UInt8]>
+    var count: Int
+    func run() throws {
+        let payload = [UInt8](repeating: 7, count: 1024)
+        for _ in 0..<count { try queue.put(payload) }
+    }
+}
+
+/// One producer child puts `count` items while the parent gets them, from the start of the
+/// child to the last item got (the join follows); the elapsed seconds.
+private func drain<Element>(
+    _ queue: Queue<Element>, count: Int, producer: some ProcessTarget, check: (Int, Element) -> Bool
+) throws -> Double {
+    let start = clock.now
+    let child = ChildProcess(producer, startMethod: .forkserver)
+    try child.start()
+    for index in 0..<count {
+        let item = try queue.get()
+        guard check(index, item) else { fatalError("item \(index) is wrong") }
+    }
+    let elapsed = seconds(clock.now - start)
+    try child.join()
+    return elapsed
+}
+
+/// 200,000 `Int`s from a child to the parent through a `Queue`; in messages per second.
+func queueSmall(size: Size) throws -> Double {
+    let count = size.pick(200_000, tiny: 2_000)
+    let queue = try Queue<Int>()
+    let elapsed = try drain(queue, count: count, producer: PutNumbers(queue: queue, count: count)) { $0 == $1 }
+    return Double(count) / elapsed
+}
+
+/// 50,000 items of 1 KiB (`[UInt8]`) from a child to the parent through a `Queue`; in MB/s of
+/// payload.
+func queueKiB(size: Size) throws -> Double {
+    let count = size.pick(50_000, tiny: 500)
+    let queue = try Queue<[UInt8]>()
+    let elapsed = try drain(queue, count: count, producer: PutKiBs(queue: queue, count: count)) { $1.count == 1024 }
+    return Double(count * 1024) / elapsed / 1e6
 }

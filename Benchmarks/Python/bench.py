@@ -248,7 +248,49 @@ def bench_array_sum_one(size):
     return result("array-sum-one", "MB/s", statistics.median(samples), len(samples), "1 process, Array('d')")
 
 
+def put_numbers(queue, count):
+    for i in range(count):
+        queue.put(i)
+
+
+def put_kibs(queue, count):
+    payload = bytes(1024)
+    for _ in range(count):
+        queue.put(payload)
+
+
+def drain(target, count, check):
+    """One producer child puts `count` items on a Queue while the parent gets them; seconds
+    from the start of the child to the last item got (the join follows)."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    start = time.perf_counter()
+    process = ctx.Process(target=target, args=(queue, count))
+    process.start()
+    for i in range(count):
+        item = queue.get()
+        assert check(i, item), i
+    elapsed = time.perf_counter() - start
+    process.join()
+    return elapsed
+
+
+def bench_queue_small(size):
+    count = 200_000 if size == "full" else 2_000
+    elapsed = drain(put_numbers, count, lambda i, item: i == item)
+    return result("queue-small", "msg/s", count / elapsed, 1, "ints from a child through a Queue to the parent")
+
+
+def bench_queue_1kib(size):
+    count = 50_000 if size == "full" else 500
+    elapsed = drain(put_kibs, count, lambda i, item: len(item) == 1024)
+    return result("queue-1kib", "MB/s", count * 1024 / elapsed / 1e6, 1,
+                  "1 KiB bytes items from a child through a Queue to the parent; MB = 1e6 bytes")
+
+
 WORKLOADS = {
+    "queue-small": bench_queue_small,
+    "queue-1kib": bench_queue_1kib,
     "counter-locked": bench_counter_locked,
     "array-sum": bench_array_sum,
     "array-sum-one": bench_array_sum_one,

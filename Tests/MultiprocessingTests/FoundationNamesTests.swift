@@ -16,10 +16,16 @@ struct FoundationNamesTests {
         let signal: ProcessSignal = .kill
         let termination: Termination = .signaled(signal)
         let (a, b) = try Connection<String>.pair()
+        let queue = try Queue<Int>(maxSize: 1, capacity: 4096)
+        let joinable = try JoinableQueue<Int>(capacity: 4096)
+        let operations = OperationQueue()
+        let queueError: QueueError = .closed
         #expect(foundationProcess == nil && foundationPipe == nil)
         #expect(info == CurrentProcess.id)
         #expect(child.pid == nil && context.startMethod == .spawn)
         #expect(termination.exitCode == -9)
+        #expect(queue.isEmpty && joinable.isEmpty && operations.operationCount == 0)
+        #expect(queueError.description == "the queue is closed")
         a.close()
         b.close()
     }

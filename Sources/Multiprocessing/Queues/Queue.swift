@@ -1,0 +1,269 @@
+/// A first-in, first-out queue that threads of any number of processes put items into and
+/// get items from: Python's `multiprocessing.Queue`.
+///
+/// ```swift
+/// struct Squares: ProcessTarget {
+///     let queue: Queue<Int>
+///     func run() throws { for n in 1...5 { try queue.put(n * n) } }
+/// }
+///
+/// let queue = try Queue<Int>()
+/// let child = ChildProcess(Squares(queue: queue))
+/// try child.start()
+/// for _ in 1...5 { print(try queue.get()) }   // 1 4 9 16 25
+/// try child.join()
+/// ```
+///
+/// - **Shared memory, no feeder thread.** Items are encoded (the library's binary codec) and
+///   copied into a ring of bytes in shared memory when `put` returns. A process that puts
+///   items and exits leaves them in the queue for the others: it exits at once, and a parent
+///   may `join` it before getting them (Python's queue hangs there).
+/// - **Bounded or not.** `Queue(maxSize: n)` makes `put` wait while `n` items are in. An
+///   unbounded queue's `put` waits only when its ring of bytes is full: ``capacity`` bytes,
+///   64 MiB by default, of which each item takes its encoding plus 4 bytes, rounded up to 8
+///   (an `Int` takes 16). The ring's pages cost memory only once touched.
+/// - **Shared handle.** Encoding a queue (storing it in a target's properties, or sending it
+///   on a connection) gives the other process the same queue, and this process keeps its
+///   own: hand it to any number of children.
+/// - **Robust.** A process killed anywhere in `put` or `get` neither corrupts the queue nor
+///   locks the others out: a record becomes visible only once it is whole, and is taken only
+///   once it has been copied out; the locks are robust mutexes that pass to the next taker.
+/// - **Timeouts** return `false` or `nil`; a timeout of zero or less tries once without
+///   waiting for room or an item (Python's `put_nowait`, `get_nowait`). Only failures throw.
+/// - **Limits of this version**: an item must take at most half the ring
+///   (``QueueError/itemTooLarge(size:capacity:)``) and may not hold handles that travel as
+///   descriptors, such as connection ends or shared memory
+///   (``QueueError/handlesNotSupported``).
+public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
+    let ring: QueueRing
+    /// Whether `Element` is a fixed-width number, whose codec encoding is its memory (the
+    /// platforms supported are little-endian): copied as is, with no encoder.
+    private let isTrivial: Bool
+    /// Whether `Element` is an array of fixed-width numbers (``QueueNumberArray``), whose
+    /// elements' bytes are copied as they are.
+    private let isNumberArray: Bool
+
+    /// The default size of the ring of bytes: 64 MiB.
+    public static var defaultCapacity: Int { QueueRing.defaultCapacity }
+
+    /// A new, empty queue.
+    ///
+    /// - Parameters:
+    ///   - maxSize: the most items it holds (`put` waits while it is full); `nil`: no limit
+    ///     but its bytes.
+    ///   - capacity: the bytes of its ring, rounded up to a power of two (at least 64, at most
+    ///     1 GiB). Memory is reserved, and used only as the ring is written.
+    public init(maxSize: Int? = nil, capacity: Int = Queue.defaultCapacity) throws {
+        if let maxSize { precondition(maxSize >= 1, "a bounded queue holds at least one item") }
+        ring = try QueueRing(capacity: capacity, maxSize: maxSize ?? 0)
+        isTrivial = Element.self is any _BinaryTrivialElement.Type
+        isNumberArray = Element.self is any QueueNumberArray.Type
+    }
+
+    init(ring: QueueRing) {
+        self.ring = ring
+        isTrivial = Element.self is any _BinaryTrivialElement.Type
+        isNumberArray = Element.self is any QueueNumberArray.Type
+    }
+
+    /// Attaches to the queue that came with a message.
+    ///
+    /// - Throws: `DecodingError` if the memory that came is not a queue's.
+    public convenience init(from decoder: any Decoder) throws {
+        self.init(ring: try QueueRing(decoding: decoder))
+    }
+
+    /// Sends a copy of the queue to another process; only the library's own encoder can.
+    public func encode(to encoder: any Encoder) throws {
+        try ring.region.encode(to: encoder)
+    }
+
+    // MARK: Facts
+
+    /// The most items the queue holds, or `nil` if only its bytes limit it.
+    public var maxSize: Int? { ring.maxSize == 0 ? nil : ring.maxSize }
+
+    /// The bytes of its ring (a power of two).
+    public var capacity: Int { ring.capacity }
+
+    /// How many items are in the queue now. Approximate: other threads and processes may put
+    /// and get at any moment, so it may be out of date as soon as it is read (as in Python's
+    /// `qsize()`).
+    public var count: Int { ring.count }
+
+    /// Whether the queue holds no item now (approximate, like ``count``).
+    public var isEmpty: Bool { ring.count == 0 }
+
+    /// Whether a `put` of a small item would wait now: the queue holds ``maxSize`` items, or
+    /// its ring has no room (approximate, like ``count``).
+    public var isFull: Bool { ring.isFull() }
+
+    /// Whether ``close()`` was called, in any process.
+    public var isClosed: Bool { ring.isClosed }
+
+    // MARK: Put
+
+    /// Puts `item` at the end, waiting as long as the queue is full.
+    ///
+    /// - Throws: ``QueueError/closed``, ``QueueError/itemTooLarge(size:capacity:)``,
+    ///   ``QueueError/handlesNotSupported``, or the error `item`'s encoding threw. Nothing is
+    ///   put then, and the queue is unaffected.
+    public func put(_ item: Element) throws {
+        _ = try put(item, deadline: nil, check: {})
+    }
+
+    /// Puts `item` at the end, waiting at most `timeout` while the queue is full (zero or
+    /// negative: not at all).
+    ///
+    /// - Returns: `false` if the time ran out: nothing was put.
+    /// - Throws: the errors of `put(_:)`.
+    public func put(_ item: Element, timeout: Duration) throws -> Bool {
+        try put(item, deadline: Optional(timeout).deadline, check: {})
+    }
+
+    /// Puts `item` at the end; the task suspends while the queue is full (no thread of the
+    /// cooperative pool waits).
+    ///
+    /// - Throws: the errors of `put(_:)`; `CancellationError` if the task is cancelled
+    ///   while waiting (nothing was put).
+    public func put(_ item: Element) async throws {
+        _ = try await put(item, timeout: nil)
+    }
+
+    /// Puts `item` at the end, waiting at most `timeout` (`nil`: as long as it takes) while
+    /// the queue is full; the task suspends meanwhile.
+    ///
+    /// - Returns: `false` if the time ran out: nothing was put.
+    /// - Throws: the errors of `put(_:)`; `CancellationError` if the task is cancelled
+    ///   while waiting (nothing was put).
+    public func put(_ item: Element, timeout: Duration?) async throws -> Bool {
+        if Task.isCancelled { throw CancellationError() }
+        if try put(item, deadline: .now, check: {}) { return true }
+        if let timeout, timeout <= .zero { return false }
+        let deadline = timeout.deadline
+        return try await waitOnOwnThread { [self] cancellation in
+            try put(item, deadline: deadline, check: cancellation.check)
+        }
+    }
+
+    func put(
+        _ item: Element, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
+    ) throws -> Bool {
+        if isTrivial {
+            return try withUnsafeBytes(of: item) {
+                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+            }
+        }
+        if isNumberArray, let array = Element.self as? any QueueNumberArray.Type {
+            return try array.withElementBytes(of: item) {
+                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+            }
+        }
+        let bytes = try encode(item)
+        return try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite) }
+    }
+
+    /// Encodes an item before any lock is taken, so an item that cannot be encoded fails
+    /// alone.
+    ///
+    /// The encoder gets no descriptor outbox (a dictionary and an object less per item): a
+    /// handle then refuses to encode with an `EncodingError`. Only after such an error is the
+    /// item encoded again with an outbox, to tell a handle from any other refusal.
+    func encode(_ item: Element) throws -> [UInt8] {
+        do {
+            return try BinaryEncoder().encode(item)
+        } catch let error as EncodingError {
+            let outbox = DescriptorOutbox()
+            _ = try? BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(item)
+            if !outbox.descriptors.isEmpty { throw QueueError.handlesNotSupported }
+            throw error
+        }
+    }
+
+    // MARK: Get
+
+    /// Takes the first item, waiting as long as the queue is empty.
+    ///
+    /// - Throws: ``QueueError/closed`` once the queue is closed and empty; a ``WireError`` if
+    ///   the item's bytes do not decode as an `Element` (the item is taken).
+    public func get() throws -> Element {
+        guard let item = try get(deadline: nil, check: {}) else {
+            preconditionFailure("a get without a deadline cannot time out")
+        }
+        return item
+    }
+
+    /// Takes the first item, waiting at most `timeout` while the queue is empty (zero or
+    /// negative: not at all).
+    ///
+    /// - Returns: `nil` if the time ran out: nothing was taken.
+    /// - Throws: the errors of `get()`.
+    public func get(timeout: Duration) throws -> Element? {
+        try get(deadline: Optional(timeout).deadline, check: {})
+    }
+
+    /// Takes the first item; the task suspends while the queue is empty (no thread of the
+    /// cooperative pool waits).
+    ///
+    /// - Throws: the errors of `get()`; `CancellationError` if the task is cancelled while
+    ///   waiting (nothing was taken).
+    public func get() async throws -> Element {
+        guard let item = try await get(timeout: nil) else {
+            preconditionFailure("a get without a deadline cannot time out")
+        }
+        return item
+    }
+
+    /// Takes the first item, waiting at most `timeout` (`nil`: as long as it takes) while the
+    /// queue is empty; the task suspends meanwhile.
+    ///
+    /// - Returns: `nil` if the time ran out: nothing was taken.
+    /// - Throws: the errors of `get()`; `CancellationError` if the task is cancelled while
+    ///   waiting (nothing was taken).
+    public func get(timeout: Duration?) async throws -> Element? {
+        if Task.isCancelled { throw CancellationError() }
+        if let item = try get(deadline: .now, check: {}) { return item }
+        if let timeout, timeout <= .zero { return nil }
+        let deadline = timeout.deadline
+        return try await waitOnOwnThread { [self] cancellation in
+            try get(deadline: deadline, check: cancellation.check)
+        }
+    }
+
+    func get(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}) throws -> Element? {
+        try ring.get(deadline: deadline, check: check, afterCopy: afterCopy) { bytes in
+            // The ring hands over 16-byte aligned bytes.
+            if isTrivial && bytes.count == MemoryLayout<Element>.size { return bytes.load(as: Element.self) }
+            if isNumberArray, let array = Element.self as? any QueueNumberArray.Type,
+                let item = array.make(from: bytes, as: Element.self)
+            {
+                return item
+            }
+            return try BinaryDecoder().decode(Element.self, from: bytes)
+        }
+    }
+
+    // MARK: Close
+
+    /// Closes the queue, for every process that holds it: later puts throw
+    /// ``QueueError/closed``; gets still take the items that are in, then throw
+    /// ``QueueError/closed``; every waiting put and get wakes to see it.
+    ///
+    /// Unlike Python's `close()`, which only stops the calling process from putting, this
+    /// closes the shared queue: use it to tell consumers that no more items will come.
+    public func close() {
+        ring.close()
+    }
+}
+
+extension QueueRing {
+    /// The ring of a queue handle being decoded.
+    init(decoding decoder: any Decoder) throws {
+        let region = try SharedRegion(from: decoder)
+        guard let ring = QueueRing(region: region) else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "the shared memory received is not a queue's"))
+        }
+        self = ring
+    }
+}

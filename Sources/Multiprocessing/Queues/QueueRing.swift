@@ -1,0 +1,486 @@
+import Atomics
+import CMultiprocessing
+import Glibc
+import Synchronization
+
+/// The shared memory under a queue: a header, then a ring of bytes that holds the encoded
+/// items as records (`[UInt32 length][payload]`, padded to 8 bytes).
+///
+/// Header, one cache line per part so producers and consumers do not share lines:
+///
+/// | offset | what |
+/// |---|---|
+/// | 0 | producers' robust mutex |
+/// | 64 | consumers' robust mutex |
+/// | 128 | tail: items put (high 32 bits) and bytes written (low 32 bits), both modulo 2³² |
+/// | 192 | head: items taken and bytes read, the same way |
+/// | 256 | capacity, maximum item count (0: unbounded), a magic number |
+/// | 320 | closed flag |
+/// | 384 | "items posted" futex word, how many consumers sleep on it, whether one wants a wake |
+/// | 448 | "space posted" futex word, how many producers sleep on it, whether one wants a wake |
+/// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
+/// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
+/// | 4096 | the ring (`capacity` bytes, a power of two) |
+///
+/// **One store publishes a change.** Tail packs the item count with the byte position, so a
+/// producer publishes its record and the count in one atomic store, and a process killed
+/// anywhere in `put` leaves either the whole record or nothing; the same for head in `get`.
+/// Counts and positions are taken modulo 2³²: differences stay exact because the ring holds
+/// fewer than 2³¹ bytes (and fewer items than bytes).
+///
+/// **No system call when nobody sleeps.** A waiter counts itself among the sleepers, raises
+/// the "wanted" flag, reads the futex word, then looks at the state once more before it
+/// sleeps; a side that changes the state stores it (sequentially consistent), then, only if
+/// the sleeper count is not zero and it is the one to lower the flag, bumps the futex word
+/// and wakes them all. Either the waiter sees the change, or the changer sees the waiter (the
+/// two orders cannot both miss); and while sleepers are waking up, later changes make no
+/// more system calls (each waiter that sleeps again raises the flag again).
+struct QueueRing: Sendable {
+    let region: SharedRegion
+    /// How far this process's mapping of the ring is populated (see ``prepare(upTo:)``).
+    private let populated: PopulatedPrefix
+    /// Bytes in the ring: a power of two.
+    let capacity: Int
+    /// The most items it may hold; 0: no limit but the ring's bytes.
+    let maxSize: Int
+
+    static let defaultCapacity = 64 << 20
+    static let minimumCapacity = 64
+    static let maximumCapacity = 1 << 30
+    static let ringOffset = 4096
+    private static let magic: UInt64 = 0x4d50_5155_4555_4531  // "MPQUEUE1"
+
+    /// How long a one-try call may wait for the other side's lock, held only for a copy.
+    static let lockGrace: Duration = .milliseconds(5)
+    /// The part of the ring kept in use while the queue is drained as fast as it is filled:
+    /// a producer that finds the queue empty and its position past this goes back to the
+    /// start of the ring (``recycle(_:)``). Without it, a queue streaming many small items
+    /// sweeps through its whole ring, touching every page: first touches are expensive (a
+    /// fault, zeroing, a memory cgroup charge: they were most of a producer's time with 1 KiB
+    /// items here) and the pages stay in memory. With it, the memory a queue uses follows
+    /// how much it held at most.
+    static let hotWindow = 256 << 10
+    /// A length word that says: the rest of the ring is skipped, the next record is at its
+    /// start.
+    static let skipMarker = UInt32.max
+
+    /// How long a waiter looks for a change before it sleeps.
+    static let spin: Duration = .microseconds(50)
+
+    private enum Offset {
+        static let producers = 0
+        static let consumers = 64
+        static let tail = 128
+        static let head = 192
+        static let capacity = 256
+        static let maxSize = 264
+        static let magic = 272
+        static let closed = 320
+        static let itemsPosted = 384
+        static let itemSleepers = 388
+        static let itemsWanted = 392
+        static let spacePosted = 448
+        static let spaceSleepers = 452
+        static let spaceWanted = 456
+        static let tasksDone = 512
+        static let tasksPosted = 576
+        static let joinSleepers = 580
+        static let tasksWanted = 584
+    }
+
+    /// The capacity actually used for a requested one: a power of two, within bounds.
+    static func roundedCapacity(_ requested: Int) -> Int {
+        precondition(requested <= maximumCapacity, "a queue holds at most \(maximumCapacity) bytes")
+        var capacity = minimumCapacity
+        while capacity < requested { capacity <<= 1 }
+        return capacity
+    }
+
+    /// A new, empty ring.
+    init(capacity requested: Int, maxSize: Int) throws {
+        let capacity = Self.roundedCapacity(requested)
+        region = try SharedRegion(size: Self.ringOffset + capacity)
+        self.capacity = capacity
+        self.maxSize = maxSize
+        populated = PopulatedPrefix()
+        _ = ProcessMutex.initialize(at: region.base + Offset.producers)
+        _ = ProcessMutex.initialize(at: region.base + Offset.consumers)
+        atomic64(Offset.capacity).store(UInt64(capacity), ordering: .relaxed)
+        atomic64(Offset.maxSize).store(UInt64(maxSize), ordering: .relaxed)
+        atomic64(Offset.magic).store(Self.magic, ordering: .sequentiallyConsistent)
+    }
+
+    /// The ring of a handle received from another process; `nil` if the memory is not a
+    /// queue's.
+    init?(region: SharedRegion) {
+        guard region.size > Self.ringOffset else { return nil }
+        func load(_ offset: Int) -> UInt64 {
+            UnsafeAtomic<UInt64>(at: (region.base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+                .load(ordering: .sequentiallyConsistent)
+        }
+        let capacity = Int(truncatingIfNeeded: load(Offset.capacity))
+        guard load(Offset.magic) == Self.magic, capacity == region.size - Self.ringOffset else { return nil }
+        self.region = region
+        self.capacity = capacity
+        populated = PopulatedPrefix()
+        maxSize = Int(truncatingIfNeeded: load(Offset.maxSize))
+    }
+
+    // MARK: Memory
+
+    private func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (region.base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    }
+
+    private func atomic32(_ offset: Int) -> UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: (region.base + offset).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+
+    private func futex(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
+        (region.base + offset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    private var producers: ProcessMutex { ProcessMutex(at: region.base + Offset.producers) }
+    private var consumers: ProcessMutex { ProcessMutex(at: region.base + Offset.consumers) }
+    private var ring: UnsafeMutableRawPointer { region.base + Self.ringOffset }
+
+    /// Items and bytes that went through one end, modulo 2³².
+    private struct Position: Equatable {
+        var items: UInt32
+        var bytes: UInt32
+
+        init(_ word: UInt64) {
+            items = UInt32(truncatingIfNeeded: word >> 32)
+            bytes = UInt32(truncatingIfNeeded: word)
+        }
+
+        init(items: UInt32, bytes: UInt32) {
+            self.items = items
+            self.bytes = bytes
+        }
+
+        var word: UInt64 { UInt64(items) << 32 | UInt64(bytes) }
+    }
+
+    private var tail: Position { Position(atomic64(Offset.tail).load(ordering: .sequentiallyConsistent)) }
+    private var head: Position { Position(atomic64(Offset.head).load(ordering: .sequentiallyConsistent)) }
+
+    /// The bytes a record of `length` payload bytes takes: its length word, the payload, and
+    /// padding to 8 bytes (so a length word never straddles the end of the ring).
+    static func recordSize(_ length: Int) -> Int {
+        (4 + length + 7) & ~7
+    }
+
+    // MARK: State
+
+    /// Items in the ring now (read without the locks: it may change at once).
+    var count: Int {
+        let head = head
+        return Int(tail.items &- head.items)
+    }
+
+    var isClosed: Bool { atomic32(Offset.closed).load(ordering: .sequentiallyConsistent) != 0 }
+
+    /// Whether a record of `size` bytes fits now, and the item count allows one more.
+    private func hasRoom(for size: Int, head: Position, tail: Position) -> Bool {
+        let used = Int(tail.bytes &- head.bytes)
+        let count = Int(tail.items &- head.items)
+        return capacity - used >= size && (maxSize == 0 || count < maxSize)
+    }
+
+    /// Whether `put` would wait now for an item of `size` payload bytes.
+    func isFull(forPayload size: Int = 0) -> Bool {
+        !hasRoom(for: Self.recordSize(size), head: head, tail: tail)
+    }
+
+    // MARK: Put and get
+
+    /// Copies one record into the ring, waiting for room until `deadline` (`nil`: forever).
+    /// `check` runs between sleeps; what it throws ends the wait with nothing put.
+    /// `afterWrite` runs holding the producers' lock, the record written and not yet
+    /// published (a hook for tests that kill a producer there).
+    ///
+    /// - Returns: `false` if the time ran out (nothing was put).
+    /// - Throws: ``QueueError/itemTooLarge(size:capacity:)``, ``QueueError/closed``.
+    func put(
+        _ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
+    ) throws -> Bool {
+        let size = Self.recordSize(payload.count)
+        guard size <= capacity / 2 else { throw QueueError.itemTooLarge(size: payload.count, capacity: capacity) }
+        while true {
+            guard try lock(producers, deadline: deadline, check: check) else { return false }
+            if isClosed {
+                producers.unlock()
+                throw QueueError.closed
+            }
+            var tail = tail
+            let head = head
+            if hasRoom(for: size, head: head, tail: tail) {
+                // The record must fit before the marker even if the head is not stepped over it.
+                let offset = Int(tail.bytes) & (capacity - 1)
+                if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
+                    tail = recycle(tail)
+                }
+                prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
+                write(payload, at: Int(tail.bytes))
+                afterWrite()
+                let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
+                atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+                producers.unlock()
+                post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
+                return true
+            }
+            producers.unlock()
+            if deadline.hasPassed { return false }
+            try sleep(
+                on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
+                check: check
+            ) {
+                // Fresh reads of both ends (not the ones above): the look before sleeping must
+                // see a get that happened since.
+                hasRoom(for: size, head: self.head, tail: self.tail)
+            }
+        }
+    }
+
+    /// Takes the oldest record, waiting for one until `deadline` (`nil`: forever), and hands
+    /// its payload to `body` once the locks are released. `check` runs between sleeps; what it
+    /// throws ends the wait with nothing taken. `afterCopy` runs holding the consumers' lock,
+    /// the record copied and not yet taken (a hook for tests that kill a consumer there).
+    ///
+    /// - Returns: what `body` returns; `nil` if the time ran out (nothing was taken).
+    /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what `body` throws.
+    func get<Result>(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
+        _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result? {
+        while true {
+            guard try lock(consumers, deadline: deadline, check: check) else { return nil }
+            // Closed is read before tail: every put that finished before the close is then seen.
+            let closed = isClosed
+            let head = head
+            let tail = tail
+            if head != tail {
+                let offset = Int(head.bytes) & (capacity - 1)
+                let length = Int(ring.load(fromByteOffset: offset, as: UInt32.self))
+                if UInt32(length) == Self.skipMarker {
+                    // The rest of the ring was skipped (`recycle`): step over it, then look again.
+                    let next = Position(items: head.items, bytes: head.bytes &+ UInt32(capacity - offset))
+                    atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+                    consumers.unlock()
+                    continue
+                }
+                let size = Self.recordSize(length)
+                precondition(
+                    size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
+                return try withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 16) { buffer in
+                    read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<length]), at: offset + 4)
+                    afterCopy()
+                    let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
+                    atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+                    consumers.unlock()
+                    post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
+                    return try body(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
+                }
+            }
+            consumers.unlock()
+            if closed { throw QueueError.closed }
+            if deadline.hasPassed { return nil }
+            try sleep(
+                on: Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted, deadline: deadline,
+                check: check
+            ) {
+                self.head != self.tail
+            }
+        }
+    }
+
+    /// Closes the ring: later puts throw, gets throw once it is empty, and every sleeper wakes.
+    func close() {
+        // Under the producers' lock: a put either finished before (its item is seen by the
+        // gets that drain the queue) or sees the flag.
+        _ = lock(producers, deadline: nil, check: {})
+        atomic32(Offset.closed).store(1, ordering: .sequentiallyConsistent)
+        producers.unlock()
+        for word in [Offset.itemsPosted, Offset.spacePosted] {
+            atomic32(word).wrappingIncrement(ordering: .sequentiallyConsistent)
+            _ = mp_futex_wake(futex(word), Int32.max)
+        }
+    }
+
+    /// Goes back to the start of the ring while the queue is empty (called holding the
+    /// producers' lock, with head at `tail`), so that a queue holding little keeps using the
+    /// same few pages (``hotWindow``). Returns the new tail.
+    ///
+    /// Two steps, each one store that leaves the ring consistent if the process dies after it:
+    /// a marker ("the rest of the ring is skipped") is written and published as part of the
+    /// tail, so a consumer steps over it; then, if no consumer is busy, the producer steps
+    /// the head over it too, so the whole ring is free again at once.
+    private func recycle(_ tail: Position) -> Position {
+        let offset = Int(tail.bytes) & (capacity - 1)
+        ring.storeBytes(of: Self.skipMarker, toByteOffset: offset, as: UInt32.self)
+        let next = Position(items: tail.items, bytes: tail.bytes &+ UInt32(capacity - offset))
+        atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+        // Never waits for the consumers' lock (consumers never take the producers'): a busy
+        // consumer steps over the marker itself.
+        guard let acquisition = try? consumers.tryLock() else { return next }
+        if acquisition == .previousOwnerDied { consumers.markConsistent() }
+        let head = head
+        if head.bytes == tail.bytes {
+            atomic64(Offset.head).store(
+                Position(items: head.items, bytes: next.bytes).word, ordering: .sequentiallyConsistent)
+        }
+        consumers.unlock()
+        return next
+    }
+
+    // MARK: Tasks
+
+    /// Items put and not yet marked done (``JoinableQueue``).
+    var unfinishedTasks: Int {
+        let done = atomic32(Offset.tasksDone).load(ordering: .sequentiallyConsistent)
+        return Int(tail.items &- done)
+    }
+
+    /// Marks one task done; `false` (nothing changed) if every item put is done already.
+    func taskDone() -> Bool {
+        let done = atomic32(Offset.tasksDone)
+        while true {
+            let seen = done.load(ordering: .sequentiallyConsistent)
+            if seen == tail.items { return false }
+            if done.compareExchange(expected: seen, desired: seen &+ 1, ordering: .sequentiallyConsistent).exchanged {
+                if seen &+ 1 == tail.items {
+                    post(Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted)
+                }
+                return true
+            }
+        }
+    }
+
+    /// Waits until every item put is marked done; `false` if the deadline passed first.
+    func join(deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
+        while unfinishedTasks != 0 {
+            if deadline.hasPassed { return false }
+            try sleep(
+                on: Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted, deadline: deadline,
+                check: check
+            ) {
+                unfinishedTasks == 0
+            }
+        }
+        return true
+    }
+
+    // MARK: Waiting
+
+    /// Takes `mutex` until `deadline` (`nil`: forever), at least ``lockGrace`` from now: the
+    /// lock is only held for a copy. A holder that died hands it on (the robust mutex): the
+    /// ring is consistent at every instant a process can die, since nothing is published
+    /// before it is whole. `false` on timeout.
+    private func lock(_ mutex: ProcessMutex, deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
+        do throws(ProcessMutex.Failure) {
+            if let acquisition = try mutex.tryLock() {
+                if acquisition == .previousOwnerDied { mutex.markConsistent() }
+                return true
+            }
+        } catch {
+            preconditionFailure("swift-multiprocessing: a queue's lock failed: \(error)")
+        }
+        let lockDeadline = deadline.map { max($0, ContinuousClock.now.advanced(by: Self.lockGrace)) }
+        while true {
+            let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
+            do throws(ProcessMutex.Failure) {
+                let acquisition = try mutex.lock(deadline: lockDeadline.map { min($0, sliceEnd) } ?? sliceEnd)
+                if acquisition == .previousOwnerDied { mutex.markConsistent() }
+                return true
+            } catch .timedOut {
+                if lockDeadline.hasPassed { return false }
+            } catch {
+                preconditionFailure("swift-multiprocessing: a queue's lock failed: \(error)")
+            }
+            try check()
+        }
+    }
+
+    /// Sleeps on a futex word at most one slice (and not past `deadline`), unless `ready`
+    /// (or the queue is closed) once this waiter is counted among the sleepers.
+    private func sleep(
+        on word: Int, sleepers: Int, wanted: Int, deadline: Deadline?, check: () throws -> Void, until ready: () -> Bool
+    ) rethrows {
+        // Waking a sleeping CPU costs tens of microseconds, many times an item's cost: look
+        // for a while first, yielding the CPU between looks, so a busy queue never sleeps.
+        let spinEnd = min(ContinuousClock.now.advanced(by: Self.spin), deadline ?? .now.advanced(by: Self.spin))
+        repeat {
+            if ready() || isClosed { return }
+            sched_yield()
+        } while ContinuousClock.now < spinEnd
+        let count = atomic32(sleepers)
+        count.wrappingIncrement(ordering: .sequentiallyConsistent)
+        atomic32(wanted).store(1, ordering: .sequentiallyConsistent)
+        let seen = atomic32(word).load(ordering: .sequentiallyConsistent)
+        if !ready() && !isClosed {
+            let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
+            var until = monotonicTime(of: deadline.map { min($0, sliceEnd) } ?? sliceEnd)
+            _ = mp_futex_wait(futex(word), seen, &until)
+        }
+        count.wrappingDecrement(ordering: .sequentiallyConsistent)
+        try check()
+    }
+
+    /// After a change: wakes the sleepers on `word`, if there are any and no change since they
+    /// last slept has woken them already (no system call otherwise).
+    private func post(_ word: Int, sleepers: Int, wanted: Int) {
+        guard atomic32(sleepers).load(ordering: .sequentiallyConsistent) != 0,
+            atomic32(wanted).exchange(0, ordering: .sequentiallyConsistent) != 0
+        else { return }
+        atomic32(word).wrappingIncrement(ordering: .sequentiallyConsistent)
+        _ = mp_futex_wake(futex(word), Int32.max)
+    }
+
+    // MARK: Copies
+
+    /// Populates this process's mapping of the ring ahead of the producer, in chunks of up to
+    /// ``populateChunk``,
+    /// the first time it writes there: one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14) per
+    /// chunk costs much less than a page fault per page. Nothing to do once the ring has been
+    /// swept; on an older kernel the call fails and the pages fault in one by one as before.
+    private func prepare(upTo end: Int) {
+        let done = populated.offset.load(ordering: .relaxed)
+        guard end > done, done < capacity else { return }
+        // Growing chunks: a queue that holds little populates little.
+        let chunk = min(max(done, 64 << 10), Self.populateChunk, capacity - done)
+        _ = madvise(ring + done, chunk, 23 /* MADV_POPULATE_WRITE */)
+        populated.offset.store(done + chunk, ordering: .relaxed)
+    }
+
+    /// The largest chunk populated at once.
+    static let populateChunk = 1 << 20
+
+    /// Writes a record (length word, payload) at byte position `position`, in two parts
+    /// where it wraps.
+    private func write(_ payload: UnsafeRawBufferPointer, at position: Int) {
+        let offset = position & (capacity - 1)
+        ring.storeBytes(of: UInt32(payload.count), toByteOffset: offset, as: UInt32.self)
+        guard let source = payload.baseAddress, !payload.isEmpty else { return }
+        let start = (offset + 4) & (capacity - 1)
+        let first = min(payload.count, capacity - start)
+        (ring + start).copyMemory(from: source, byteCount: first)
+        if first < payload.count { ring.copyMemory(from: source + first, byteCount: payload.count - first) }
+    }
+
+    /// Reads `buffer.count` bytes starting at ring offset `offset` (which may be past the end:
+    /// it wraps), in two parts where it wraps.
+    private func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) {
+        guard let target = buffer.baseAddress, !buffer.isEmpty else { return }
+        let start = offset & (capacity - 1)
+        let first = min(buffer.count, capacity - start)
+        target.copyMemory(from: ring + start, byteCount: first)
+        if first < buffer.count { target.advanced(by: first).copyMemory(from: ring, byteCount: buffer.count - first) }
+    }
+}
+
+/// How far a mapping of a ring has been populated. Only producers of this process move it,
+/// under the producers' lock; a race could only populate a chunk twice.
+final class PopulatedPrefix: Sendable {
+    let offset = Atomic<Int>(0)
+}
