@@ -112,3 +112,36 @@ struct PollTests {
         #expect(try !b.poll())
     }
 }
+
+struct PutLater: ProcessTarget {
+    let queue: Queue<Int>
+    func run() async throws {
+        try await Task.sleep(for: .milliseconds(100))
+        try await queue.put(42)
+    }
+}
+
+@Suite("Waiting on queues", .timeLimit(.minutes(1)))
+struct WaitOnQueueTests {
+    @Test("a queue is ready once a child puts an item, among connections and processes")
+    func queueAmongOthers() async throws {
+        let queue = try Queue<Int>()
+        let (receiver, _sender) = try Connection<Int>.oneWayPair()
+        let sleeper = ChildProcess(Sleep(), isDaemon: true)
+        try await sleeper.start()
+        let putter = ChildProcess(PutLater(queue: queue))
+        try await putter.start()
+        #expect(try await waitForAny([queue], timeout: .zero).isEmpty)
+        let objects: [any Waitable] = [receiver, sleeper, queue]
+        let ready = try await waitForAny(objects, timeout: .seconds(30))
+        #expect(ready.count == 1 && ready[0] === queue)
+        #expect(try await queue.get() == 42)
+        queue.close()
+        #expect(try await waitForAny([queue], timeout: .zero).count == 1, "a closed queue is ready: get throws at once")
+        #expect(try await waitForAny([Queue<Int>](), timeout: nil).isEmpty)
+        sleeper.kill()
+        try await sleeper.join()
+        try await putter.join()
+        _ = _sender
+    }
+}
