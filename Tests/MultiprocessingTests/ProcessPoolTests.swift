@@ -1,0 +1,210 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import Multiprocessing
+
+struct PoolSquare: ProcessFunction {
+    func callAsFunction(_ x: Int) -> Int { x * x }
+}
+
+/// How an input of ``PoolMisbehave`` ends its worker.
+enum PoolFault: Int, Codable, Sendable, CaseIterable {
+    case sigkill, fatalError, exitZero
+}
+
+/// Doubles its input, but misbehaves on `bad`: ends its own process as `fault` says, and
+/// throws an ``InventoryError`` for negative inputs.
+struct PoolMisbehave: ProcessFunction {
+    var bad: Int
+    var fault: PoolFault = .sigkill
+    func callAsFunction(_ input: Int) throws -> Int {
+        if input == bad {
+            switch fault {
+            case .sigkill: kill(getpid(), SIGKILL)
+            case .fatalError: fatalError("deliberate crash in a pool worker")
+            case .exitZero: exit(0)
+            }
+        }
+        if input < 0 { throw InventoryError(item: "negative", missing: input) }
+        return input * 2
+    }
+}
+
+/// Sleeps `input` milliseconds, then returns it.
+struct PoolNap: ProcessFunction {
+    func callAsFunction(_ input: Int) async throws -> Int {
+        try await Task.sleep(for: .milliseconds(input))
+        return input
+    }
+}
+
+/// Uses a pool inside a child of its own, so that counting this process's children counts
+/// the pool's only: every worker must be gone once `withProcessPool` returns.
+struct PoolLeavesNoChild: ProcessTarget {
+    func run() async throws {
+        let squares = try await withProcessPool(workers: 3) { (pool: ProcessPool) async throws in
+            try await pool.map(PoolSquare(), Array(1...20))
+        }
+        guard squares == (1...20).map({ $0 * $0 }) else { throw PlainError() }
+        guard CurrentProcess.activeChildren.isEmpty else { throw PlainError() }
+    }
+}
+
+@Suite("Process pool", .timeLimit(.minutes(2)))
+struct ProcessPoolTests {
+    @Test("the seed example: map squares five numbers on three workers")
+    func seed() async throws {
+        let squares = try await withProcessPool(workers: 3) { (pool: ProcessPool) async throws in
+            try await pool.map(PoolSquare(), [1, 2, 3, 4, 5])
+        }
+        #expect(squares == [1, 4, 9, 16, 25])
+    }
+
+    @Test("1,000 items come back in input order", arguments: StartMethod.allCases)
+    func thousandInOrder(method: StartMethod) async throws {
+        try await withProcessPool(workers: 2, startMethod: method) { (pool: ProcessPool) async throws in
+            #expect(try await pool.map(PoolSquare(), Array(0..<1000)) == (0..<1000).map { $0 * $0 })
+            #expect(try await pool.map(PoolSquare(), Array(0..<100), chunkSize: 1) == (0..<100).map { $0 * $0 })
+            #expect(try await pool.map(PoolSquare(), []) == [])
+        }
+    }
+
+    @Test("a function's error names the index and comes back as the Codable error itself")
+    func functionError() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let error = try await #require(throws: ProcessPoolError.self) {
+                try await pool.map(PoolMisbehave(bad: .max), [1, 2, -3, 4, -5])
+            }
+            #expect(error.index == 2)
+            #expect(error.remoteError?.underlying as? InventoryError == InventoryError(item: "negative", missing: -3))
+            #expect(error.description.contains("item 2"))
+            #expect(try await pool.apply(PoolMisbehave(bad: .max), 21) == 42)
+        }
+    }
+
+    @Test("a worker that dies mid-task fails only that item, and the pool goes on", arguments: PoolFault.allCases)
+    func workerDies(fault: PoolFault) async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let before = Set(pool.workerPIDs)
+            let results = await pool.results(PoolMisbehave(bad: 7, fault: fault), Array(0..<20), chunkSize: 3)
+            for (index, result) in results.enumerated() where index != 7 {
+                #expect(try result.get() == index * 2)
+            }
+            guard case .failure(let error) = results[7] else {
+                Issue.record("item 7 did not fail")
+                return
+            }
+            #expect(error.index == 7)
+            switch (fault, error.reason) {
+            case (.sigkill, .workerEnded(let termination)): #expect(termination == .signaled(.kill))
+            case (.fatalError, .workerEnded(let termination)): #expect(termination != .exited(0))
+            case (.exitZero, .workerEnded(let termination)): #expect(termination == .exited(0))
+            default: Issue.record("unexpected failure: \(error)")
+            }
+            #expect(error.description.contains("item 7"))
+            // The pool replaced the worker and still serves.
+            #expect(try await pool.map(PoolSquare(), Array(0..<50)) == (0..<50).map { $0 * $0 })
+            #expect(pool.workerPIDs.count == 2)
+            #expect(Set(pool.workerPIDs) != before)
+        }
+    }
+
+    @Test("map throws the first failed item after finishing the others")
+    func mapThrowsCrash() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let error = try await #require(throws: ProcessPoolError.self) {
+                try await pool.map(PoolMisbehave(bad: 5), Array(0..<10))
+            }
+            #expect(error.index == 5)
+            #expect(error.description.contains("SIGKILL"))
+        }
+    }
+
+    @Test("an item that overruns its timeout fails, its worker is replaced")
+    func timeout() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let start = ContinuousClock.now
+            let results = await pool.results(
+                PoolNap(), [10, 60_000, 20, 30], chunkSize: 1, timeout: .milliseconds(500))
+            #expect(ContinuousClock.now - start < .seconds(20))
+            #expect(try results[0].get() == 10)
+            #expect(try results[2].get() == 20)
+            #expect(try results[3].get() == 30)
+            guard case .failure(let error) = results[1], case .timedOut = error.reason else {
+                Issue.record("item 1 did not time out: \(results[1])")
+                return
+            }
+            #expect(error.index == 1)
+            #expect(try await pool.map(PoolSquare(), [3]) == [9])
+        }
+    }
+
+    @Test("cancelling the task awaiting map returns promptly and leaves no extra process")
+    func cancellation() async throws {
+        let pool = try await ProcessPool(workers: 2)
+        let before = pool.workerPIDs
+        let task = Task { try await pool.map(PoolNap(), [60_000, 60_000, 60_000, 60_000], chunkSize: 1) }
+        try await Task.sleep(for: .milliseconds(500))
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(eventually(within: .seconds(10)) { before.allSatisfy(processIsGone) }, "the busy workers were killed")
+        #expect(try await pool.map(PoolSquare(), [1, 2, 3]) == [1, 4, 9])
+        #expect(pool.workerPIDs.count == 2)
+        pool.close()
+        await pool.join()
+        #expect(pool.workerPIDs.isEmpty)
+    }
+
+    @Test("three tasks map on one pool at once")
+    func concurrentMaps() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for offset in 0..<3 {
+                    group.addTask {
+                        let inputs = Array(offset * 100..<offset * 100 + 200)
+                        return try await pool.map(PoolSquare(), inputs, chunkSize: 7) == inputs.map { $0 * $0 }
+                    }
+                }
+                for try await matched in group { #expect(matched) }
+            }
+        }
+    }
+
+    @Test("withProcessPool leaves no child process alive")
+    func noChildLeft() async throws {
+        let child = ChildProcess(PoolLeavesNoChild())
+        try await child.start()
+        try await child.join()
+        var pids: [pid_t] = []
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            pids = pool.workerPIDs
+            _ = try await pool.map(PoolSquare(), [1])
+        }
+        #expect(pids.count == 2 && pids.allSatisfy(processIsGone))
+    }
+
+    @Test("a closed pool refuses new calls; terminate kills the workers")
+    func closeAndTerminate() async throws {
+        let pool = try await ProcessPool(workers: 2)
+        pool.close()
+        await #expect(throws: ProcessPoolError.self) { try await pool.map(PoolSquare(), [1]) }
+        await pool.join()
+        let other = try await ProcessPool(workers: 2)
+        let pids = other.workerPIDs
+        other.terminate()
+        await other.join()
+        #expect(pids.allSatisfy(processIsGone))
+    }
+
+    @Test("a worker past its task budget is replaced")
+    func maxTasks() async throws {
+        try await withProcessPool(workers: 1, maxTasksPerWorker: 2) { (pool: ProcessPool) async throws in
+            let first = pool.workerPIDs
+            #expect(try await pool.map(PoolSquare(), Array(0..<6), chunkSize: 1) == [0, 1, 4, 9, 16, 25])
+            #expect(pool.workerPIDs != first)
+        }
+    }
+}
