@@ -51,6 +51,39 @@ struct PoolLeavesNoChild: ProcessTarget {
     }
 }
 
+/// Marks its worker: sets an environment variable that ``PoolReadMark`` reads back.
+struct PoolMark: ProcessTarget {
+    var value: String
+    func run() { setenv("MULTIPROCESSING_POOL_MARK", value, 1) }
+}
+
+/// Returns the mark set by the worker's initializer, or "none".
+struct PoolReadMark: ProcessFunction {
+    func callAsFunction(_ input: Int) -> String {
+        getenv("MULTIPROCESSING_POOL_MARK").map { String(cString: $0) } ?? "none"
+    }
+}
+
+/// Counts, in this process, how many inputs a sequence has handed out.
+struct CountingInputs: Sequence, Sendable {
+    let pulled: Counter
+    var count: Int
+
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    func makeIterator() -> AnyIterator<Int> {
+        var next = 0
+        return AnyIterator {
+            guard next < count else { return nil }
+            defer { next += 1 }
+            pulled.value.add(1, ordering: .relaxed)
+            return next
+        }
+    }
+}
+
 @Suite("Process pool", .timeLimit(.minutes(2)))
 struct ProcessPoolTests {
     @Test("the seed example: map squares five numbers on three workers")
@@ -205,6 +238,102 @@ struct ProcessPoolTests {
             let first = pool.workerPIDs
             #expect(try await pool.map(PoolSquare(), Array(0..<6), chunkSize: 1) == [0, 1, 4, 9, 16, 25])
             #expect(pool.workerPIDs != first)
+        }
+    }
+
+    @Test("mapStream yields in input order; mapUnordered yields every output", arguments: [1, 4])
+    func streams(chunkSize: Int) async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            var ordered: [Int] = []
+            for try await square in pool.mapStream(PoolSquare(), 0..<300, chunkSize: chunkSize) {
+                ordered.append(square)
+            }
+            #expect(ordered == (0..<300).map { $0 * $0 })
+            var unordered: [Int] = []
+            for try await nap in pool.mapUnordered(PoolNap(), [40, 0, 20, 0, 10], chunkSize: chunkSize) {
+                unordered.append(nap)
+            }
+            #expect(unordered.sorted() == [0, 0, 10, 20, 40])
+        }
+    }
+
+    @Test("a stream throws at the failed item after yielding the ones before it")
+    func streamFailure() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            var seen: [Int] = []
+            let error = try await #require(throws: ProcessPoolError.self) {
+                for try await output in pool.mapStream(PoolMisbehave(bad: .max), [0, 1, 2, -3, 4, 5]) {
+                    seen.append(output)
+                }
+            }
+            #expect(seen == [0, 2, 4])
+            #expect(error.index == 3)
+            let crash = try await #require(throws: ProcessPoolError.self) {
+                for try await _ in pool.mapUnordered(PoolMisbehave(bad: 2), 0..<6) {}
+            }
+            #expect(crash.index == 2)
+            #expect(try await pool.map(PoolSquare(), [4]) == [16])
+        }
+    }
+
+    @Test("a stream pulls its inputs only as fast as they are read")
+    func streamBackpressure() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let pulled = CountingInputs.Counter()
+            let stream = pool.mapStream(PoolSquare(), CountingInputs(pulled: pulled, count: 100_000))
+            var iterator = stream.makeAsyncIterator()
+            #expect(try await iterator.next() == 0)
+            #expect(try await iterator.next() == 1)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(pulled.value.load(ordering: .relaxed) <= 12, "at most about 2 × workers in flight, plus the buffer")
+        }
+    }
+
+    @Test("a dropped stream stops its call")
+    func droppedStream() async throws {
+        let pool = try await ProcessPool(workers: 2)
+        do {
+            var iterator = pool.mapStream(PoolNap(), [0, 60_000, 60_000, 60_000]).makeAsyncIterator()
+            #expect(try await iterator.next() == 0)
+        }
+        let start = ContinuousClock.now
+        #expect(try await pool.map(PoolSquare(), [5]) == [25])
+        #expect(ContinuousClock.now - start < .seconds(20))
+        pool.terminate()
+        await pool.join()
+    }
+
+    @Test("submit returns a handle to await, or to cancel, which kills the worker")
+    func submit() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let square = pool.submit(PoolSquare(), 12)
+            let nap = pool.submit(PoolNap(), 60_000)
+            #expect(try await square.value == 144)
+            try await Task.sleep(for: .milliseconds(300))
+            let start = ContinuousClock.now
+            nap.cancel()
+            await #expect(throws: CancellationError.self) { try await nap.value }
+            #expect(ContinuousClock.now - start < .seconds(5))
+            #expect(try await pool.apply(PoolSquare(), 3) == 9)
+        }
+    }
+
+    @Test("the initializer runs in every worker before it serves, replacements included")
+    func initializer() async throws {
+        try await withProcessPool(workers: 2, maxTasksPerWorker: 1, initializer: PoolMark(value: "ready")) {
+            (pool: ProcessPool) async throws in
+            #expect(
+                try await pool.map(PoolReadMark(), Array(0..<8), chunkSize: 1) == Array(repeating: "ready", count: 8))
+        }
+    }
+
+    @Test("the automatic chunk size is Python's: count / (4 × workers), rounded up, at least 1")
+    func automaticChunkSize() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            #expect(pool.automaticChunkSize(for: 0) == 1)
+            #expect(pool.automaticChunkSize(for: 5) == 1)
+            #expect(pool.automaticChunkSize(for: 9) == 2)
+            #expect(pool.automaticChunkSize(for: 1000) == 125)
         }
     }
 }

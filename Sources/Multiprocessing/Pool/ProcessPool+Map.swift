@@ -40,7 +40,12 @@ extension ProcessPool {
         do {
             return try await results(function, inputs, chunkSize: chunkSize, timeout: timeout, throwingCancellation: ())
         } catch {
-            let failure = (error as? ProcessPoolError) ?? ProcessPoolError(reason: .cancelled)
+            let failure: ProcessPoolError
+            switch error {
+            case let error as ProcessPoolError: failure = error
+            case is CancellationError: failure = ProcessPoolError(reason: .cancelled)
+            default: failure = ProcessPoolError(reason: .couldNotRun("\(error)"))  // an input that cannot be encoded
+            }
             return inputs.indices.map { _ in .failure(failure) }
         }
     }

@@ -21,8 +21,11 @@ import Synchronization
 ///   worker running an item that overruns. Cancelling the task that awaits a call kills the
 ///   workers running its items (they are replaced) and throws `CancellationError`.
 /// - Any number of tasks may use one pool at once; workers go to whoever waits first.
-/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:_:)``
+/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:initializer:_:)``
 ///   always does.
+/// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
+///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
+///   returns a ``PoolTask`` to await or cancel.
 public final class ProcessPool: Sendable {
     /// The number of workers the pool keeps.
     public let workerCount: Int
@@ -323,11 +326,14 @@ public final class ProcessPool: Sendable {
 ///     try await pool.map(CountWords(), files)
 /// }
 /// ```
+///
+/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:initializer:)``.
 public func withProcessPool<Value>(
     workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
-    _ body: (ProcessPool) async throws -> Value
+    initializer: (any ProcessTarget)? = nil, _ body: (ProcessPool) async throws -> Value
 ) async throws -> Value {
-    let pool = try await ProcessPool(workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker)
+    let pool = try await ProcessPool(
+        workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, initializer: initializer)
     do {
         let result = try await body(pool)
         await pool.join()
