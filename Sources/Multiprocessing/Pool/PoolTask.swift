@@ -28,8 +28,10 @@ public struct PoolTask<Output: Sendable>: Sendable {
 extension ProcessPool {
     /// Starts `function(input)` in a worker and returns at once with a handle to await or
     /// cancel (Python's `apply_async`).
-    /// - Parameter timeout: the longest the call may run (its worker is then killed and
-    ///   replaced).
+    /// - Parameters:
+    ///   - function: the function, a Codable value sent to the worker.
+    ///   - input: its input.
+    ///   - timeout: the longest the call may run (its worker is then killed and replaced).
     public func submit<Function: ProcessFunction>(
         _ function: Function, _ input: Function.Input, timeout: Duration? = nil
     ) -> PoolTask<Function.Output> {

@@ -8,6 +8,8 @@ extension ProcessPool {
     ///
     /// Every item runs, even when some fail; then the failure of the lowest index is thrown.
     /// - Parameters:
+    ///   - function: the function, a Codable value sent to the workers with each chunk.
+    ///   - inputs: the inputs.
     ///   - chunkSize: inputs sent to a worker at once; by default Python's rule,
     ///     `count / (4 × workers)` rounded up.
     ///   - timeout: the longest one item may run; its worker is then killed and replaced,
@@ -34,6 +36,11 @@ extension ProcessPool {
     /// When the call as a whole cannot finish (the calling task is cancelled, the pool is
     /// closed or has no worker left), every item fails with that reason
     /// (``ProcessPoolError/Reason/cancelled``, ``ProcessPoolError/Reason/closed``, ...).
+    /// - Parameters:
+    ///   - function: the function, a Codable value sent to the workers with each chunk.
+    ///   - inputs: the inputs.
+    ///   - chunkSize: as for ``map(_:_:chunkSize:timeout:)``.
+    ///   - timeout: the longest one item may run; its worker is then killed and replaced.
     public func results<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
     ) async -> [Result<Function.Output, ProcessPoolError>] {
@@ -64,6 +71,10 @@ extension ProcessPool {
 
     /// Calls `function` on one input in a worker and returns its output (Python's
     /// `Pool.apply`).
+    /// - Parameters:
+    ///   - function: the function, a Codable value sent to the worker.
+    ///   - input: its input.
+    ///   - timeout: the longest the call may run; its worker is then killed and replaced.
     /// - Throws: ``ProcessPoolError`` when the function threw, its worker died or it timed
     ///   out; `CancellationError` when the calling task is cancelled.
     public func apply<Function: ProcessFunction>(

@@ -10,6 +10,8 @@ extension ProcessPool {
     /// for try await square in pool.mapStream(Square(), 1...1_000_000) { total += square }
     /// ```
     /// - Parameters:
+    ///   - function: the function, a Codable value sent to the workers with each chunk.
+    ///   - inputs: the inputs: any `Sequence`, read lazily.
     ///   - chunkSize: inputs sent to a worker at once (default 1, as Python's `imap`).
     ///   - timeout: the longest one item may run (its worker is then killed and replaced).
     public func mapStream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
@@ -35,6 +37,8 @@ extension ProcessPool {
     /// stream throws at the first failure to arrive (a ``ProcessPoolError`` naming its
     /// index), after the outputs that arrived before it.
     /// - Parameters:
+    ///   - function: the function, a Codable value sent to the workers with each chunk.
+    ///   - inputs: the inputs: any `Sequence`, read lazily.
     ///   - chunkSize: inputs sent to a worker at once (default 1).
     ///   - timeout: the longest one item may run (its worker is then killed and replaced).
     public func mapUnordered<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
