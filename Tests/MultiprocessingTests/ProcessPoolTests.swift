@@ -57,6 +57,11 @@ struct PoolMark: ProcessTarget {
     func run() { setenv("MULTIPROCESSING_POOL_MARK", value, 1) }
 }
 
+/// An initializer that fails.
+struct PoolBrokenInitializer: ProcessTarget {
+    func run() throws { throw InventoryError(item: "setup", missing: 1) }
+}
+
 /// Returns the mark set by the worker's initializer, or "none".
 struct PoolReadMark: ProcessFunction {
     func callAsFunction(_ input: Int) -> String {
@@ -335,5 +340,37 @@ struct ProcessPoolTests {
             #expect(pool.automaticChunkSize(for: 9) == 2)
             #expect(pool.automaticChunkSize(for: 1000) == 125)
         }
+    }
+
+    @Test("a failing initializer fails each item with its error, and nothing hangs")
+    func failingInitializer() async throws {
+        try await withProcessPool(workers: 2, initializer: PoolBrokenInitializer()) {
+            (pool: ProcessPool) async throws in
+            let results = await pool.results(PoolSquare(), [1, 2, 3])
+            for (index, result) in results.enumerated() {
+                guard case .failure(let error) = result, case .couldNotRun(let why) = error.reason else {
+                    Issue.record("item \(index) did not fail: \(result)")
+                    continue
+                }
+                #expect(error.index == index)
+                #expect(why.contains("PoolBrokenInitializer") && why.contains("setup"))
+            }
+        }
+    }
+
+    @Test("a pool whose third worker cannot start throws and leaves no worker behind")
+    func startFailure() async throws {
+        struct CannotStart: Error {}
+        let started = Mutex<[PoolWorker]>([])
+        await #expect(throws: CannotStart.self) {
+            _ = try await ProcessPool.startAll(3) {
+                if started.withLock({ $0.count }) == 2 { throw CannotStart() }
+                let worker = try await PoolWorker.start(name: "doomed", startMethod: .spawn, initializer: nil)
+                started.withLock { $0.append(worker) }
+                return worker
+            }
+        }
+        let pids = started.withLock { $0.map(\.pid) }
+        #expect(pids.count == 2 && pids.allSatisfy(processIsGone))
     }
 }

@@ -65,6 +65,10 @@ extension ProcessPool {
         var silentDeaths = 0
         while let first = pending.first {
             let worker = try await acquire()
+            if Task.isCancelled {
+                offer(worker)  // untouched: it goes back as it came
+                throw CancellationError()
+            }
             let sent = await worker.send(
                 .task(id: makeTaskID(), typeName: typeName, function: function, inputs: pending.map(\.input)))
             if !sent {

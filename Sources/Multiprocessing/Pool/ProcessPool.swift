@@ -43,6 +43,9 @@ public final class ProcessPool: Sendable {
         var workers: [ObjectIdentifier: PoolWorker] = [:]
         var idle: [PoolWorker] = []
         var waiters: [(id: UInt64, continuation: CheckedContinuation<PoolWorker, any Error>)] = []
+        /// Callers that have an id but have not yet looked for a worker, and those of
+        /// them cancelled meanwhile.
+        var unregistered: Set<UInt64> = []
         var cancelledEarly: Set<UInt64> = []
         var nextWaiter: UInt64 = 0
         /// Workers being started (replacements).
@@ -76,18 +79,27 @@ public final class ProcessPool: Sendable {
         self.startMethod = startMethod
         self.maxTasksPerWorker = maxTasksPerWorker
         self.initializer = try initializer.map { try EncodedTarget($0) }
+        let started = try await Self.startAll(workers) { try await self.startWorker() }
+        state.withLock { state in
+            for worker in started { state.workers[ObjectIdentifier(worker)] = worker }
+            state.idle = started
+        }
+    }
+
+    /// Starts `count` workers with `start`; if one fails, kills and reaps those already
+    /// started, then throws its error: a pool that cannot start leaves no process behind.
+    static func startAll(
+        _ count: Int, _ start: () async throws -> PoolWorker
+    ) async throws -> [PoolWorker] {
         var started: [PoolWorker] = []
         do {
-            for _ in 0..<workers { started.append(try await startWorker()) }
+            for _ in 0..<count { started.append(try await start()) }
         } catch {
             for worker in started { worker.kill() }
             for worker in started { _ = await worker.termination() }
             throw error
         }
-        state.withLock { state in
-            for worker in started { state.workers[ObjectIdentifier(worker)] = worker }
-            state.idle = started
-        }
+        return started
     }
 
     private func startWorker() async throws -> PoolWorker {
@@ -136,6 +148,7 @@ public final class ProcessPool: Sendable {
     private func takeWorker() async throws -> PoolWorker {
         let id = state.withLock { state -> UInt64 in
             defer { state.nextWaiter += 1 }
+            state.unregistered.insert(state.nextWaiter)
             return state.nextWaiter
         }
         return try await withTaskCancellationHandler {
@@ -146,6 +159,7 @@ public final class ProcessPool: Sendable {
                     case wait
                 }
                 let action = state.withLock { state -> Action in
+                    state.unregistered.remove(id)
                     if state.cancelledEarly.remove(id) != nil { return .fail(CancellationError()) }
                     if let worker = state.idle.popLast() { return .resume(worker) }
                     if state.workers.isEmpty && state.starting == 0 {
@@ -164,7 +178,9 @@ public final class ProcessPool: Sendable {
         } onCancel: {
             let waiter = state.withLock { state -> CheckedContinuation<PoolWorker, any Error>? in
                 guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
-                    state.cancelledEarly.insert(id)
+                    // Not waiting yet: the registration will see the mark. Already served:
+                    // nothing to do (the caller checks for cancellation before using it).
+                    if state.unregistered.contains(id) { state.cancelledEarly.insert(id) }
                     return nil
                 }
                 return state.waiters.remove(at: index).continuation
@@ -186,7 +202,7 @@ public final class ProcessPool: Sendable {
 
     /// Hands a ready worker to a waiter, or keeps it idle (or lets it go if the pool is
     /// closed and no call needs it).
-    private func offer(_ worker: PoolWorker) {
+    func offer(_ worker: PoolWorker) {
         enum Action {
             case give(CheckedContinuation<PoolWorker, any Error>)
             case dismiss

@@ -5,7 +5,15 @@ struct ServePool: ProcessTarget {
     let initializer: EncodedTarget?
 
     func run() async throws {
-        try await initializer?.run()
+        // A failing initializer does not end the worker (a replacement would fail the
+        // same way, over and over): the worker stays and answers each input with why.
+        var broken: String?
+        do {
+            try await initializer?.run()
+        } catch {
+            broken =
+                "the initializer \(initializer?.readableTypeName ?? "") threw \(ErrorReport(error).typeName): \(error)"
+        }
         // Each type name is resolved once: `_typeByName` walks the metadata sections.
         var functions: [String: any ProcessFunction.Type] = [:]
         while true {
@@ -16,6 +24,12 @@ struct ServePool: ProcessTarget {
                 return  // the pool is done with this worker
             }
             guard case .task(let id, let typeName, let function, let inputs) = message else { continue }
+            if let broken {
+                for offset in inputs.indices {
+                    try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: broken)))
+                }
+                continue
+            }
             let type: (any ProcessFunction.Type)?
             if let known = functions[typeName] {
                 type = known
