@@ -73,6 +73,8 @@ struct PoolReadMark: ProcessFunction {
 struct CountingInputs: Sequence, Sendable {
     let pulled: Counter
     var count: Int
+    /// What the first input is, if not 0.
+    var first = 0
 
     final class Counter: Sendable {
         let value = Atomic<Int>(0)
@@ -84,9 +86,19 @@ struct CountingInputs: Sequence, Sendable {
             guard next < count else { return nil }
             defer { next += 1 }
             pulled.value.add(1, ordering: .relaxed)
-            return next
+            return next == 0 ? first : next
         }
     }
+}
+
+/// Whether the pool gets back to `count` workers within 10 s: replacements start on their
+/// own, so a call may end before its killed worker's replacement has started.
+func poolSize(_ pool: ProcessPool, reaches count: Int) async -> Bool {
+    for _ in 0..<400 {
+        if pool.workerPIDs.count == count { return true }
+        try? await Task.sleep(for: .milliseconds(25))
+    }
+    return false
 }
 
 @Suite("Process pool", .timeLimit(.minutes(2)))
@@ -143,7 +155,7 @@ struct ProcessPoolTests {
             #expect(error.description.contains("item 7"))
             // The pool replaced the worker and still serves.
             #expect(try await pool.map(PoolSquare(), Array(0..<50)) == (0..<50).map { $0 * $0 })
-            #expect(pool.workerPIDs.count == 2)
+            #expect(await poolSize(pool, reaches: 2))
             #expect(Set(pool.workerPIDs) != before)
         }
     }
@@ -164,7 +176,7 @@ struct ProcessPoolTests {
         try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
             let start = ContinuousClock.now
             let results = await pool.results(
-                PoolNap(), [10, 60_000, 20, 30], chunkSize: 1, timeout: .milliseconds(500))
+                PoolNap(), [10, 60_000, 20, 30], chunkSize: 1, timeout: .seconds(3))
             #expect(ContinuousClock.now - start < .seconds(20))
             #expect(try results[0].get() == 10)
             #expect(try results[2].get() == 20)
@@ -190,7 +202,7 @@ struct ProcessPoolTests {
         #expect(ContinuousClock.now - start < .seconds(5))
         #expect(eventually(within: .seconds(10)) { before.allSatisfy(processIsGone) }, "the busy workers were killed")
         #expect(try await pool.map(PoolSquare(), [1, 2, 3]) == [1, 4, 9])
-        #expect(pool.workerPIDs.count == 2)
+        #expect(await poolSize(pool, reaches: 2))
         pool.close()
         await pool.join()
         #expect(pool.workerPIDs.isEmpty)
@@ -372,5 +384,28 @@ struct ProcessPoolTests {
         }
         let pids = started.withLock { $0.map(\.pid) }
         #expect(pids.count == 2 && pids.allSatisfy(processIsGone))
+    }
+
+    @Test("a pool released without close lets its workers go")
+    func droppedPool() async throws {
+        var pool: ProcessPool? = try await ProcessPool(workers: 2, startMethod: .forkserver)
+        #expect(try await pool?.map(PoolSquare(), [2]) == [4])
+        let pids = pool?.workerPIDs ?? []
+        pool = nil
+        #expect(pids.count == 2)
+        #expect(eventually(within: .seconds(10)) { pids.allSatisfy(processIsGone) })
+    }
+
+    @Test("an ordered stream stops taking inputs while one slow item holds the others back")
+    func orderedWindow() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let pulled = CountingInputs.Counter()
+            let stream = pool.mapStream(PoolNap(), CountingInputs(pulled: pulled, count: 100_000, first: 1500))
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(pulled.value.load(ordering: .relaxed) <= 10, "the reorder window is 2 × workers × chunk size")
+            var iterator = stream.makeAsyncIterator()
+            #expect(try await iterator.next() == 1500)
+            #expect(try await iterator.next() == 1)
+        }
     }
 }

@@ -8,10 +8,13 @@ extension ProcessPool {
     /// chunk's results as the chunk completes.
     ///
     /// At most `workerCount` chunks are in flight, so at most `workerCount × chunkSize`
-    /// inputs have been pulled and not yet answered. Cancelling the calling task kills the
+    /// inputs have been pulled and not yet answered. With a `window`, no input is sent
+    /// while it is `window` or more past the oldest unanswered one: a caller that
+    /// reorders results (an ordered stream) then holds at most `window` of them, however
+    /// long one slow item keeps the others waiting. Cancelling the calling task kills the
     /// workers running its items and throws `CancellationError`.
     func dispatch<Function: ProcessFunction, Inputs: Sequence<Function.Input>>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int, timeout: Duration?,
+        _ function: Function, _ inputs: Inputs, chunkSize: Int, timeout: Duration?, window: Int? = nil,
         _ body: ([ItemResult<Function.Output>]) async throws -> Void
     ) async throws {
         precondition(chunkSize > 0, "chunkSize must be positive")
@@ -21,10 +24,11 @@ extension ProcessPool {
             throw ProcessPoolError(reason: .couldNotRun("\(String(reflecting: Function.self)) has no mangled name"))
         }
         let encodedFunction = try BinaryEncoder().encode(function)
-        try await withThrowingTaskGroup(of: [ItemResult<Function.Output>].self) { group in
+        try await withThrowingTaskGroup(of: (start: Int, results: [ItemResult<Function.Output>]).self) { group in
             var iterator = inputs.makeIterator()
             var index = 0
-            var inFlight = 0
+            // The first index of each chunk in flight.
+            var outstanding: Set<Int> = []
             while true {
                 try Task.checkCancellation()
                 var chunk: [(index: Int, input: [UInt8])] = []
@@ -32,20 +36,26 @@ extension ProcessPool {
                     chunk.append((index, try BinaryEncoder().encode(input)))
                     index += 1
                 }
-                if chunk.isEmpty { break }
-                if inFlight == workerCount, let done = try await group.next() {
-                    inFlight -= 1
-                    try await body(done)
+                guard let start = chunk.first?.index else { break }
+                func mustWait() -> Bool {
+                    if outstanding.count >= workerCount { return true }
+                    guard let window, let oldest = outstanding.min() else { return false }
+                    return index - oldest > window
+                }
+                while mustWait(), let done = try await group.next() {
+                    outstanding.remove(done.start)
+                    try await body(done.results)
                 }
                 let items = chunk
                 group.addTask {
-                    try await self.run(
+                    let results = try await self.run(
                         Function.Output.self, typeName: typeName, function: encodedFunction, items: items,
                         timeout: timeout)
+                    return (start, results)
                 }
-                inFlight += 1
+                outstanding.insert(start)
             }
-            while let done = try await group.next() { try await body(done) }
+            while let done = try await group.next() { try await body(done.results) }
         }
     }
 

@@ -3,8 +3,8 @@ extension ProcessPool {
     /// `Pool.imap`).
     ///
     /// Inputs are pulled only as fast as workers take them (at most `workers × chunkSize`
-    /// in flight), and only as fast as the stream is read, so an endless or huge sequence
-    /// is fine. The stream throws at the first failed item, after the outputs before it.
+    /// in flight, and none more than `2 × workers × chunkSize` past the oldest unanswered
+    /// one), and only as fast as the stream is read, so an endless or huge sequence is fine. The stream throws at the first failed item, after the outputs before it.
     ///
     /// ```swift
     /// for try await square in pool.mapStream(Square(), 1...1_000_000) { total += square }
@@ -20,7 +20,9 @@ extension ProcessPool {
         PoolStream(capacity: workerCount * chunkSize) { buffer in
             var waiting: [Int: Result<Function.Output, ProcessPoolError>] = [:]
             var next = 0
-            try await self.dispatch(function, inputs, chunkSize: chunkSize, timeout: timeout) { chunk in
+            let window = 2 * self.workerCount * chunkSize
+            try await self.dispatch(function, inputs, chunkSize: chunkSize, timeout: timeout, window: window) {
+                chunk in
                 for item in chunk { waiting[item.index] = item.result }
                 while let result = waiting.removeValue(forKey: next) {
                     next += 1

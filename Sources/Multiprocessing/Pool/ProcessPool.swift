@@ -22,7 +22,8 @@ import Synchronization
 ///   workers running its items (they are replaced) and throws `CancellationError`.
 /// - Any number of tasks may use one pool at once; workers go to whoever waits first.
 /// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:initializer:_:)``
-///   always does.
+///   always does. A pool released without either lets its workers go: their channels
+///   close, and each exits after its current item.
 /// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
 ///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
 ///   returns a ``PoolTask`` to await or cancel.
