@@ -210,6 +210,8 @@ public final class ProcessPool: Sendable {
             case keep
         }
         let action = state.withLock { state -> Action in
+            // Taken out meanwhile (terminate): it is already on its way out.
+            guard state.workers[ObjectIdentifier(worker)] != nil else { return .keep }
             if !state.waiters.isEmpty { return .give(state.waiters.removeFirst().continuation) }
             if state.closed && state.activeCalls == 0 {
                 state.workers[ObjectIdentifier(worker)] = nil
