@@ -408,4 +408,22 @@ struct ProcessPoolTests {
             #expect(try await iterator.next() == 1)
         }
     }
+
+    @Test("results, cancelled, fails every item with the cancellation instead of throwing")
+    func resultsCancelled() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let task = Task { await pool.results(PoolNap(), [60_000, 60_000, 60_000], chunkSize: 1) }
+            try await Task.sleep(for: .milliseconds(300))
+            task.cancel()
+            let results = await task.value
+            #expect(results.count == 3)
+            for result in results {
+                guard case .failure(let error) = result, case .cancelled = error.reason else {
+                    Issue.record("not cancelled: \(result)")
+                    continue
+                }
+            }
+            #expect(try await pool.map(PoolSquare(), [7]) == [49])
+        }
+    }
 }
