@@ -57,8 +57,12 @@ final class PoolWorker: Sendable {
     /// Waits for the next reply, the worker's end, or `timeout`, whichever comes first.
     /// - Throws: `CancellationError` when the waiting task is cancelled.
     func next(timeout: Duration?) async throws -> Event {
-        let ready = try await waitForAny([channel as any Waitable, process], timeout: timeout)
-        if ready.isEmpty { return .timedOut }
+        // Replies to a chunk come in bursts: one already here is taken without arming a
+        // wait (the costly part of a small item's round trip).
+        if (try? channel.poll()) != true {
+            let ready = try await waitForAny([channel as any Waitable, process], timeout: timeout)
+            if ready.isEmpty { return .timedOut }
+        }
         if (try? channel.poll()) == true {
             do {
                 let message = try await channel.receive()
