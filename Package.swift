@@ -34,6 +34,7 @@ let package = Package(
         .executableTarget(name: "pipes", dependencies: ["Multiprocessing"], path: "Examples/pipes"),
         .executableTarget(name: "shared-memory", dependencies: ["Multiprocessing"], path: "Examples/shared-memory"),
         .executableTarget(name: "queues", dependencies: ["Multiprocessing"], path: "Examples/queues"),
+        .executableTarget(name: "pool", dependencies: ["Multiprocessing"], path: "Examples/pool"),
 
         // Benchmarks: the Swift harness. Its raw-syscall floor, Benchmarks/Floor/floor.c, is no target:
         // the harness builds it with the system C compiler, as SwiftPM would link in the Swift runtime.

@@ -1,0 +1,40 @@
+/// What travels between the pool and one of its workers, in both directions.
+///
+/// A task names its function by type (the worker resolves each name once) and carries the
+/// function's encoded value and a chunk of encoded inputs. The worker answers each input as
+/// soon as it is done, so the pool always knows which input a worker that dies was running.
+enum PoolMessage: Codable, Sendable {
+    /// Call the function (`typeName`, `function`) with each of `inputs`, in order.
+    case task(id: UInt64, typeName: String, function: [UInt8], inputs: [[UInt8]])
+    /// The outcome of the input at `offset` in task `id`.
+    case result(id: UInt64, offset: Int, outcome: ChildOutcome)
+}
+
+/// A ``ProcessTarget`` encoded on its own, to be run in a worker before it serves (a pool's
+/// initializer).
+struct EncodedTarget: Codable, Sendable {
+    var typeName: String
+    var readableTypeName: String
+    var payload: [UInt8]
+
+    init<Target: ProcessTarget>(_ target: Target) throws {
+        guard let name = _mangledTypeName(Target.self) else {
+            throw ProcessPoolError(reason: .couldNotRun("\(String(reflecting: Target.self)) has no mangled name"))
+        }
+        typeName = name
+        readableTypeName = String(reflecting: Target.self)
+        payload = try BinaryEncoder().encode(target)
+    }
+
+    /// Finds the type here and runs the value.
+    func run() async throws {
+        guard let type = _typeByName(typeName) as? any ProcessTarget.Type else {
+            throw ProcessPoolError(reason: .couldNotRun("the initializer \(readableTypeName) is not in this program"))
+        }
+        try await Self.run(type, payload)
+    }
+
+    private static func run<Target: ProcessTarget>(_ type: Target.Type, _ payload: [UInt8]) async throws {
+        try await BinaryDecoder().decode(Target.self, from: payload).run()
+    }
+}

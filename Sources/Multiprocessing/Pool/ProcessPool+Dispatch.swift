@@ -1,0 +1,154 @@
+/// How a call's inputs reach the workers: encoded here, cut into chunks, at most one chunk
+/// per worker in flight, the input pulled only as fast as chunks are taken.
+extension ProcessPool {
+    /// One item's outcome.
+    typealias ItemResult<Output> = (index: Int, result: Result<Output, ProcessPoolError>)
+
+    /// Runs `function` on every input and calls `body` (in the calling task) with each
+    /// chunk's results as the chunk completes.
+    ///
+    /// At most `workerCount` chunks are in flight, so at most `workerCount × chunkSize`
+    /// inputs have been pulled and not yet answered. With a `window`, no input is sent
+    /// while it is `window` or more past the oldest unanswered one: a caller that
+    /// reorders results (an ordered stream) then holds at most `window` of them, however
+    /// long one slow item keeps the others waiting. Cancelling the calling task kills the
+    /// workers running its items and throws `CancellationError`.
+    func dispatch<Function: ProcessFunction, Inputs: Sequence<Function.Input>>(
+        _ function: Function, _ inputs: Inputs, chunkSize: Int, timeout: Duration?, window: Int? = nil,
+        _ body: ([ItemResult<Function.Output>]) async throws -> Void
+    ) async throws {
+        precondition(chunkSize > 0, "chunkSize must be positive")
+        try beginCall()
+        defer { endCall() }
+        guard let typeName = _mangledTypeName(Function.self) else {
+            throw ProcessPoolError(reason: .couldNotRun("\(String(reflecting: Function.self)) has no mangled name"))
+        }
+        let encodedFunction = try BinaryEncoder().encode(function)
+        try await withThrowingTaskGroup(of: (start: Int, results: [ItemResult<Function.Output>]).self) { group in
+            var iterator = inputs.makeIterator()
+            var index = 0
+            // The first index of each chunk in flight.
+            var outstanding: Set<Int> = []
+            while true {
+                try Task.checkCancellation()
+                var chunk: [(index: Int, input: [UInt8])] = []
+                while chunk.count < chunkSize, let input = iterator.next() {
+                    chunk.append((index, try BinaryEncoder().encode(input)))
+                    index += 1
+                }
+                guard let start = chunk.first?.index else { break }
+                func mustWait() -> Bool {
+                    if outstanding.count >= workerCount { return true }
+                    guard let window, let oldest = outstanding.min() else { return false }
+                    return index - oldest > window
+                }
+                while mustWait(), let done = try await group.next() {
+                    outstanding.remove(done.start)
+                    try await body(done.results)
+                }
+                let items = chunk
+                group.addTask {
+                    let results = try await self.run(
+                        Function.Output.self, typeName: typeName, function: encodedFunction, items: items,
+                        timeout: timeout)
+                    return (start, results)
+                }
+                outstanding.insert(start)
+            }
+            while let done = try await group.next() { try await body(done.results) }
+        }
+    }
+
+    /// Runs one chunk to the end: every item gets a result, whatever happens to the workers.
+    ///
+    /// A worker that dies fails the item it was running; the rest of the chunk goes to
+    /// another worker.
+    private func run<Output: Decodable>(
+        _: Output.Type, typeName: String, function: [UInt8], items: [(index: Int, input: [UInt8])],
+        timeout: Duration?
+    ) async throws -> [ItemResult<Output>] {
+        var results: [ItemResult<Output>] = []
+        results.reserveCapacity(items.count)
+        var pending = items[...]
+        // Workers that die before answering anything (not the item's fault, most likely)
+        // are replaced and the chunk retried, a few times.
+        var silentDeaths = 0
+        while let first = pending.first {
+            let worker = try await acquire()
+            if Task.isCancelled {
+                offer(worker)  // untouched: it goes back as it came
+                throw CancellationError()
+            }
+            let sent = await worker.send(
+                .task(id: makeTaskID(), typeName: typeName, function: function, inputs: pending.map(\.input)))
+            if !sent {
+                retire(worker, kill: true)
+                silentDeaths += 1
+                if silentDeaths < 3 { continue }
+                let termination = await worker.termination()
+                results.append(
+                    (
+                        first.index,
+                        .failure(
+                            ProcessPoolError(index: first.index, worker: worker, reason: .workerEnded(termination)))
+                    ))
+                pending = pending.dropFirst()
+                continue
+            }
+            var healthy = true
+            while healthy, let item = pending.first {
+                let event: PoolWorker.Event
+                do {
+                    event = try await worker.next(timeout: timeout)
+                } catch {
+                    // Cancelled: the item must really stop, so its worker goes.
+                    retire(worker, kill: true)
+                    throw error
+                }
+                switch event {
+                case .reply(_, let outcome):
+                    results.append((item.index, Self.decode(outcome, Output.self, index: item.index, worker: worker)))
+                case .ended(let termination):
+                    healthy = false
+                    retire(worker, kill: false)
+                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
+                    results.append((item.index, .failure(error)))
+                case .timedOut:
+                    healthy = false
+                    retire(worker, kill: true)
+                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .timedOut(timeout ?? .zero))
+                    results.append((item.index, .failure(error)))
+                }
+                pending = pending.dropFirst()
+            }
+            if healthy { release(worker) }
+        }
+        return results
+    }
+
+    private static func decode<Output: Decodable>(
+        _ outcome: ChildOutcome, _: Output.Type, index: Int, worker: PoolWorker
+    ) -> Result<Output, ProcessPoolError> {
+        switch outcome {
+        case .succeeded(let bytes):
+            do {
+                return .success(try BinaryDecoder().decode(Output.self, from: bytes))
+            } catch {
+                return .failure(
+                    ProcessPoolError(
+                        index: index, worker: worker, reason: .couldNotRun("its output could not be decoded: \(error)"))
+                )
+            }
+        case .threw(let report):
+            return .failure(ProcessPoolError(index: index, worker: worker, reason: .threw(RemoteError(report))))
+        case .couldNotStart(let reason):
+            return .failure(ProcessPoolError(index: index, worker: worker, reason: .couldNotRun(reason)))
+        }
+    }
+
+    /// Python's automatic chunk size for `count` inputs: `count / (4 × workers)`, rounded up, at least 1.
+    func automaticChunkSize(for count: Int) -> Int {
+        let (quotient, remainder) = count.quotientAndRemainder(dividingBy: 4 * workerCount)
+        return max(1, quotient + (remainder > 0 ? 1 : 0))
+    }
+}

@@ -1,0 +1,365 @@
+import Glibc
+import Synchronization
+
+/// A pool of persistent worker processes that run ``ProcessFunction``s (Python's
+/// `multiprocessing.Pool`).
+///
+/// ```swift
+/// struct Square: ProcessFunction {
+///     func callAsFunction(_ x: Int) -> Int { x * x }
+/// }
+/// let squares = try await withProcessPool(workers: 3) { pool in
+///     try await pool.map(Square(), [1, 2, 3, 4, 5])
+/// }
+/// // [1, 4, 9, 16, 25]
+/// ```
+///
+/// - Each worker takes many tasks, for any function type, over its channel.
+/// - A worker that crashes, is killed or calls `exit` fails only the item it was running
+///   (a ``ProcessPoolError`` names the item and how the worker ended); the pool starts a
+///   new worker and finishes the other items. A per-item `timeout:` kills and replaces the
+///   worker running an item that overruns. Cancelling the task that awaits a call kills the
+///   workers running its items (they are replaced) and throws `CancellationError`.
+/// - Any number of tasks may use one pool at once; workers go to whoever waits first.
+/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:initializer:_:)``
+///   always does. A pool released without either lets its workers go: their channels
+///   close, and each exits after its current item.
+/// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
+///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
+///   returns a ``PoolTask`` to await or cancel.
+public final class ProcessPool: Sendable {
+    /// The number of workers the pool keeps.
+    public let workerCount: Int
+    /// How the workers start.
+    public let startMethod: StartMethod
+    /// After this many tasks (chunks) a worker is replaced by a new one; `nil`: never.
+    public let maxTasksPerWorker: Int?
+    private let initializer: EncodedTarget?
+    private let state = Mutex(State())
+    private let nextTaskID = Atomic<UInt64>(1)
+    private static let workerCounter = Atomic<Int>(0)
+
+    private struct State {
+        /// Every worker that is started and not retired, busy or idle.
+        var workers: [ObjectIdentifier: PoolWorker] = [:]
+        var idle: [PoolWorker] = []
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<PoolWorker, any Error>)] = []
+        /// Callers that have an id but have not yet looked for a worker, and those of
+        /// them cancelled meanwhile.
+        var unregistered: Set<UInt64> = []
+        var cancelledEarly: Set<UInt64> = []
+        var nextWaiter: UInt64 = 0
+        /// Workers being started (replacements).
+        var starting = 0
+        /// Retired workers whose exit is still to be collected.
+        var ending: [ObjectIdentifier: PoolWorker] = [:]
+        /// Calls (map, apply, streams) under way.
+        var activeCalls = 0
+        var closed = false
+        var lastStartError: String?
+    }
+
+    /// Starts a pool of `workers` processes.
+    ///
+    /// - Parameters:
+    ///   - workers: how many worker processes; by default the CPUs this process may use.
+    ///   - startMethod: ``StartMethod/spawn`` (default) or ``StartMethod/forkserver``.
+    ///   - maxTasksPerWorker: replace a worker after this many tasks (Python's
+    ///     `maxtasksperchild`); `nil` (default) keeps workers for the pool's life.
+    ///   - initializer: a target run once in each worker before it serves (Python's
+    ///     `initializer`). It is encoded on its own: handles stored in it do not travel.
+    /// - Throws: the error of a worker that could not start; the workers already started
+    ///   are killed first, so none is left behind.
+    public init(
+        workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
+        initializer: (any ProcessTarget)? = nil
+    ) async throws {
+        precondition(workers > 0, "a process pool needs at least one worker")
+        precondition(maxTasksPerWorker.map { $0 > 0 } ?? true, "maxTasksPerWorker must be positive")
+        workerCount = workers
+        self.startMethod = startMethod
+        self.maxTasksPerWorker = maxTasksPerWorker
+        self.initializer = try initializer.map { try EncodedTarget($0) }
+        let started = try await Self.startAll(workers) { try await self.startWorker() }
+        state.withLock { state in
+            for worker in started { state.workers[ObjectIdentifier(worker)] = worker }
+            state.idle = started
+        }
+    }
+
+    /// Starts `count` workers with `start`; if one fails, kills and reaps those already
+    /// started, then throws its error: a pool that cannot start leaves no process behind.
+    static func startAll(
+        _ count: Int, _ start: () async throws -> PoolWorker
+    ) async throws -> [PoolWorker] {
+        var started: [PoolWorker] = []
+        do {
+            for _ in 0..<count { started.append(try await start()) }
+        } catch {
+            for worker in started { worker.kill() }
+            for worker in started { _ = await worker.termination() }
+            throw error
+        }
+        return started
+    }
+
+    private func startWorker() async throws -> PoolWorker {
+        let number = Self.workerCounter.add(1, ordering: .relaxed).newValue
+        return try await PoolWorker.start(
+            name: "PoolWorker-\(number)", startMethod: startMethod, initializer: initializer)
+    }
+
+    /// The pids of the pool's current workers (for tests and diagnostics).
+    var workerPIDs: [pid_t] { state.withLock { $0.workers.values.map(\.pid) } }
+
+    func makeTaskID() -> UInt64 { nextTaskID.add(1, ordering: .relaxed).oldValue }
+
+    // MARK: Calls
+
+    /// Marks the start of a call; throws if the pool is closed.
+    func beginCall() throws {
+        try state.withLock { state in
+            if state.closed { throw ProcessPoolError(reason: .closed) }
+            state.activeCalls += 1
+        }
+    }
+
+    /// Marks the end of a call; the last call of a closed pool lets the idle workers go.
+    func endCall() {
+        let leaving = state.withLock { state -> [PoolWorker] in
+            state.activeCalls = max(0, state.activeCalls - 1)  // terminate() zeroes it
+            return state.closed && state.activeCalls == 0 ? Self.dismissIdle(&state) : []
+        }
+        for worker in leaving { worker.close() }
+    }
+
+    // MARK: Workers
+
+    /// Takes an idle worker, waiting for one if all are busy.
+    /// - Throws: `CancellationError`, or ``ProcessPoolError`` when no worker is left.
+    func acquire() async throws -> PoolWorker {
+        while true {
+            let worker = try await takeWorker()
+            if worker.process.isAlive { return worker }
+            // It died while idle (killed from outside): replace it and look again.
+            retire(worker, kill: false)
+        }
+    }
+
+    private func takeWorker() async throws -> PoolWorker {
+        let id = state.withLock { state -> UInt64 in
+            defer { state.nextWaiter += 1 }
+            state.unregistered.insert(state.nextWaiter)
+            return state.nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PoolWorker, any Error>) in
+                enum Action {
+                    case resume(PoolWorker)
+                    case fail(any Error)
+                    case wait
+                }
+                let action = state.withLock { state -> Action in
+                    state.unregistered.remove(id)
+                    if state.cancelledEarly.remove(id) != nil { return .fail(CancellationError()) }
+                    if let worker = state.idle.popLast() { return .resume(worker) }
+                    if state.workers.isEmpty && state.starting == 0 {
+                        if state.closed { return .fail(ProcessPoolError(reason: .closed)) }
+                        return .fail(ProcessPoolError(reason: .noWorkers(state.lastStartError ?? "all were retired")))
+                    }
+                    state.waiters.append((id, continuation))
+                    return .wait
+                }
+                switch action {
+                case .resume(let worker): continuation.resume(returning: worker)
+                case .fail(let error): continuation.resume(throwing: error)
+                case .wait: break
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<PoolWorker, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                    // Not waiting yet: the registration will see the mark. Already served:
+                    // nothing to do (the caller checks for cancellation before using it).
+                    if state.unregistered.contains(id) { state.cancelledEarly.insert(id) }
+                    return nil
+                }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Gives a worker back after a task: to the first waiter, to the idle list, or (its
+    /// task budget spent) to retirement with a replacement.
+    func release(_ worker: PoolWorker) {
+        let served = worker.tasksServed.add(1, ordering: .relaxed).newValue
+        if let limit = maxTasksPerWorker, served >= limit {
+            retire(worker, kill: false)
+            return
+        }
+        offer(worker)
+    }
+
+    /// Hands a ready worker to a waiter, or keeps it idle (or lets it go if the pool is
+    /// closed and no call needs it).
+    func offer(_ worker: PoolWorker) {
+        enum Action {
+            case give(CheckedContinuation<PoolWorker, any Error>)
+            case dismiss
+            case keep
+        }
+        let action = state.withLock { state -> Action in
+            // Taken out meanwhile (terminate): it is already on its way out.
+            guard state.workers[ObjectIdentifier(worker)] != nil else { return .keep }
+            if !state.waiters.isEmpty { return .give(state.waiters.removeFirst().continuation) }
+            if state.closed && state.activeCalls == 0 {
+                state.workers[ObjectIdentifier(worker)] = nil
+                state.ending[ObjectIdentifier(worker)] = worker
+                return .dismiss
+            }
+            state.idle.append(worker)
+            return .keep
+        }
+        switch action {
+        case .give(let continuation): continuation.resume(returning: worker)
+        case .dismiss: worker.close()
+        case .keep: break
+        }
+    }
+
+    /// Takes a worker out of the pool (killing it if asked) and starts a replacement,
+    /// unless the pool is closed.
+    func retire(_ worker: PoolWorker, kill: Bool) {
+        let replace = state.withLock { state -> Bool in
+            state.workers[ObjectIdentifier(worker)] = nil
+            state.idle.removeAll { $0 === worker }
+            state.ending[ObjectIdentifier(worker)] = worker
+            let replace = !state.closed || state.activeCalls > 0
+            if replace { state.starting += 1 }
+            return replace
+        }
+        if kill { worker.kill() } else { worker.close() }
+        // Collect its exit on a task of its own: the caller may be cancelled.
+        Task {
+            _ = await worker.termination()
+            _ = state.withLock { $0.ending.removeValue(forKey: ObjectIdentifier(worker)) }
+        }
+        if replace {
+            Task { await self.startReplacement() }
+        }
+    }
+
+    private func startReplacement() async {
+        do {
+            let worker = try await startWorker()
+            let keep = state.withLock { state -> Bool in
+                state.starting -= 1
+                guard !state.closed || state.activeCalls > 0 else { return false }
+                state.workers[ObjectIdentifier(worker)] = worker
+                return true
+            }
+            if keep {
+                offer(worker)
+            } else {
+                worker.close()
+                _ = await worker.termination()
+            }
+        } catch {
+            let stranded = state.withLock { state -> [CheckedContinuation<PoolWorker, any Error>] in
+                state.starting -= 1
+                state.lastStartError = "a new worker could not start: \(error)"
+                guard state.workers.isEmpty && state.starting == 0 else { return [] }
+                defer { state.waiters.removeAll() }
+                return state.waiters.map(\.continuation)
+            }
+            for waiter in stranded {
+                waiter.resume(throwing: ProcessPoolError(reason: .noWorkers("a new worker could not start: \(error)")))
+            }
+        }
+    }
+
+    private static func dismissIdle(_ state: inout State) -> [PoolWorker] {
+        let leaving = state.idle
+        state.idle.removeAll()
+        for worker in leaving {
+            state.workers[ObjectIdentifier(worker)] = nil
+            state.ending[ObjectIdentifier(worker)] = worker
+        }
+        return leaving
+    }
+
+    // MARK: Ending
+
+    /// Takes no more calls; the workers exit once the calls under way are done (Python's
+    /// `close()`). Wait for them with ``join()``.
+    public func close() {
+        let leaving = state.withLock { state -> [PoolWorker] in
+            state.closed = true
+            return state.activeCalls == 0 ? Self.dismissIdle(&state) : []
+        }
+        for worker in leaving { worker.close() }
+    }
+
+    /// Kills every worker now (Python's `terminate()`): calls under way fail. Wait for the
+    /// workers' exits with ``join()``.
+    public func terminate() {
+        let (all, waiters) = state.withLock { state -> ([PoolWorker], [CheckedContinuation<PoolWorker, any Error>]) in
+            state.closed = true
+            state.activeCalls = 0
+            let all = Array(state.workers.values) + Array(state.ending.values)
+            for worker in state.workers.values { state.ending[ObjectIdentifier(worker)] = worker }
+            state.workers.removeAll()
+            state.idle.removeAll()
+            defer { state.waiters.removeAll() }
+            return (all, state.waiters.map(\.continuation))
+        }
+        for worker in all { worker.kill() }
+        for waiter in waiters { waiter.resume(throwing: ProcessPoolError(reason: .closed)) }
+    }
+
+    /// Waits until every worker has exited (Python's `join()`). Closes the pool first if
+    /// ``close()`` or ``terminate()`` was not called, so it cannot wait forever on workers
+    /// that would never be told to leave.
+    public func join() async {
+        close()
+        while true {
+            let (workers, starting) = state.withLock { state in
+                (Array(state.workers.values) + Array(state.ending.values), state.starting)
+            }
+            if workers.isEmpty && starting == 0 { return }
+            for worker in workers {
+                _ = await worker.termination()
+                _ = state.withLock { $0.ending.removeValue(forKey: ObjectIdentifier(worker)) }
+            }
+            if starting > 0 || workers.isEmpty { try? await Task.sleep(for: .milliseconds(5)) }
+        }
+    }
+}
+
+/// Runs `body` with a new pool and always ends the pool's workers afterwards: closed and
+/// joined when `body` returns, terminated when it throws (Python's `with Pool() as pool:`).
+///
+/// ```swift
+/// let lengths = try await withProcessPool(workers: 4) { pool in
+///     try await pool.map(CountWords(), files)
+/// }
+/// ```
+///
+/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:initializer:)``.
+public func withProcessPool<Value>(
+    workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
+    initializer: (any ProcessTarget)? = nil, _ body: (ProcessPool) async throws -> Value
+) async throws -> Value {
+    let pool = try await ProcessPool(
+        workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, initializer: initializer)
+    do {
+        let result = try await body(pool)
+        await pool.join()
+        return result
+    } catch {
+        pool.terminate()
+        await pool.join()
+        throw error
+    }
+}
