@@ -129,9 +129,9 @@ struct WaitOnQueueTests {
         let (receiver, _sender) = try Connection<Int>.oneWayPair()
         let sleeper = ChildProcess(Sleep(), isDaemon: true)
         try await sleeper.start()
+        #expect(try await waitForAny([queue], timeout: .zero).isEmpty)
         let putter = ChildProcess(PutLater(queue: queue))
         try await putter.start()
-        #expect(try await waitForAny([queue], timeout: .zero).isEmpty)
         let objects: [any Waitable] = [receiver, sleeper, queue]
         let ready = try await waitForAny(objects, timeout: .seconds(30))
         #expect(ready.count == 1 && ready[0] === queue)
