@@ -40,6 +40,11 @@ struct ReplaceForkServer: ProcessTarget {
     }
 }
 
+struct MeetAtBarrier: ProcessTarget {
+    let barrier: ProcessBarrier
+    func run() throws { _ = try barrier.wait(timeout: .seconds(30)) }
+}
+
 struct Fail: ProcessFunction {
     func callAsFunction(_ input: Int) throws -> Int { throw InventoryError(item: "input", missing: input) }
 }
@@ -250,14 +255,14 @@ struct ChildProcessTests {
         #expect(error.description.contains("could not start"))
     }
 
-    @Test("children run at the same time: three 1-second sleeps take far less than 3 seconds")
+    @Test("children run at the same time: three meet at a barrier only all three can pass")
     func childrenRunInParallel() throws {
-        let start = ContinuousClock.now
-        let children = (0..<3).map { _ in ChildProcess(Sleep(seconds: 1)) }
+        // No timing: the barrier opens only when all three wait at it at once, which cannot
+        // happen if they run one after the other (each would time out alone).
+        let barrier = try ProcessBarrier(parties: 3)
+        let children = (0..<3).map { _ in ChildProcess(MeetAtBarrier(barrier: barrier)) }
         for child in children { try child.start() }
-        for child in children { try child.join() }
-        // Generous bound: a shared 2-core machine; sequential would be >= 3 s.
-        #expect(ContinuousClock.now - start < .milliseconds(2900))
+        for child in children { #expect(try child.join(timeout: .seconds(60))) }
     }
 
     @Test("names default to Process-N and are known inside the child")

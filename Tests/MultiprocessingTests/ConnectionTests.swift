@@ -179,7 +179,7 @@ struct ConnectionTests {
         var start = ContinuousClock.now
         #expect(try b.poll() == false)
         #expect(try b.poll(timeout: .seconds(-5)) == false)
-        #expect(ContinuousClock.now - start < .milliseconds(500))
+        #expect(ContinuousClock.now - start < .seconds(2))
         start = ContinuousClock.now
         #expect(try b.poll(timeout: .milliseconds(150)) == false)
         #expect(ContinuousClock.now - start >= .milliseconds(150))

@@ -282,7 +282,7 @@ struct ProcessLockTests {
             let start = clock.now
             #expect(try !lock.acquire(timeout: timeout))
             let elapsed = clock.now - start
-            #expect(elapsed < .milliseconds(50))
+            #expect(elapsed < .seconds(1))
         }
         #expect(try !lock.tryAcquire())
         let start = clock.now
