@@ -61,15 +61,18 @@ extension ProcessPool {
 
     /// Runs one chunk to the end: every item gets a result, whatever happens to the workers.
     ///
-    /// A worker that dies fails the item it was running; the rest of the chunk goes to
-    /// another worker.
+    /// Without a timeout the worker answers the whole chunk in one message. If it dies
+    /// first, the shared slot it writes says which item it was running: that item fails, and
+    /// the others (those done before it died with it) go to another worker. With a timeout
+    /// the worker answers item by item, so each item's clock starts at the previous answer.
     private func run<Output: Decodable>(
         _: Output.Type, typeName: String, function: [UInt8], items: [(index: Int, input: [UInt8])],
         timeout: Duration?
     ) async throws -> [ItemResult<Output>] {
         var results: [ItemResult<Output>] = []
         results.reserveCapacity(items.count)
-        var pending = items[...]
+        var pending = items
+        let eachInput = timeout != nil
         // Workers that die before answering anything (not the item's fault, most likely)
         // are replaced and the chunk retried, a few times.
         var silentDeaths = 0
@@ -79,8 +82,11 @@ extension ProcessPool {
                 offer(worker)  // untouched: it goes back as it came
                 throw CancellationError()
             }
+            worker.running.store(-1)  // idle: the worker writes it only while serving a task
             let sent = await worker.send(
-                .task(id: makeTaskID(), typeName: typeName, function: function, inputs: pending.map(\.input)))
+                .task(
+                    id: makeTaskID(), typeName: typeName, function: function, inputs: pending.map(\.input),
+                    eachInput: eachInput))
             if !sent {
                 retire(worker, kill: true)
                 silentDeaths += 1
@@ -92,7 +98,52 @@ extension ProcessPool {
                         .failure(
                             ProcessPoolError(index: first.index, worker: worker, reason: .workerEnded(termination)))
                     ))
-                pending = pending.dropFirst()
+                pending.removeFirst()
+                continue
+            }
+            if !eachInput {
+                let event: PoolWorker.Event
+                do {
+                    event = try await worker.next(timeout: nil)
+                } catch {
+                    retire(worker, kill: true)  // cancelled: the items must really stop
+                    throw error
+                }
+                if case .replies(let outcomes) = event, outcomes.count == pending.count {
+                    for (item, outcome) in zip(pending, outcomes) {
+                        results.append(
+                            (item.index, Self.decode(outcome, Output.self, index: item.index, worker: worker)))
+                    }
+                    pending.removeAll()
+                    release(worker)
+                    continue
+                }
+                let termination: Termination
+                if case .ended(let ended) = event {
+                    retire(worker, kill: false)
+                    termination = ended
+                } else {
+                    // Answered out of turn, which only a broken worker does.
+                    retire(worker, kill: true)
+                    termination = await worker.termination()
+                }
+                let offset = max(worker.running.load(), 0)
+                guard offset < pending.count else {
+                    // Past its last item: none of them is at fault; all are sent again.
+                    silentDeaths += 1
+                    if silentDeaths < 3 { continue }
+                    results.append(
+                        (
+                            first.index,
+                            .failure(
+                                ProcessPoolError(index: first.index, worker: worker, reason: .workerEnded(termination)))
+                        ))
+                    pending.removeFirst()
+                    continue
+                }
+                let item = pending.remove(at: offset)
+                let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
+                results.append((item.index, .failure(error)))
                 continue
             }
             var healthy = true
@@ -118,8 +169,14 @@ extension ProcessPool {
                     retire(worker, kill: true)
                     let error = ProcessPoolError(index: item.index, worker: worker, reason: .timedOut(timeout ?? .zero))
                     results.append((item.index, .failure(error)))
+                case .replies:
+                    healthy = false  // answered out of turn: a broken worker
+                    retire(worker, kill: true)
+                    let termination = await worker.termination()
+                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
+                    results.append((item.index, .failure(error)))
                 }
-                pending = pending.dropFirst()
+                pending.removeFirst()
             }
             if healthy { release(worker) }
         }
