@@ -21,6 +21,8 @@ final class PoolWorker: Sendable {
         case reply(offset: Int, outcome: ChildOutcome)
         /// The outcomes of every input of the current task, in order.
         case replies([ChildOutcome])
+        /// The outputs of the current task's inputs that did not fail, and the failures.
+        case outputs([UInt8], failures: [PoolItemFailure])
         /// The worker ended (crashed, was killed, or exited) before replying.
         case ended(Termination)
         /// The deadline passed first.
@@ -84,6 +86,7 @@ final class PoolWorker: Sendable {
                 switch message {
                 case .result(_, let offset, let outcome): return .reply(offset: offset, outcome: outcome)
                 case .results(_, let outcomes): return .replies(outcomes)
+                case .outputs(_, let outputs, let failures): return .outputs(outputs, failures: failures)
                 case .task: break
                 }
             } catch is CancellationError {

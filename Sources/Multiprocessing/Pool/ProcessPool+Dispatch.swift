@@ -1,4 +1,4 @@
-/// How a call's inputs reach the workers: encoded here, cut into chunks, at most one chunk
+/// How a call's inputs reach the workers: cut into chunks, each encoded as one array, at most one chunk
 /// per worker in flight, the input pulled only as fast as chunks are taken.
 extension ProcessPool {
     /// One item's outcome.
@@ -31,9 +31,9 @@ extension ProcessPool {
             var outstanding: Set<Int> = []
             while true {
                 try Task.checkCancellation()
-                var chunk: [(index: Int, input: [UInt8])] = []
+                var chunk: [(index: Int, input: Function.Input)] = []
                 while chunk.count < chunkSize, let input = iterator.next() {
-                    chunk.append((index, try BinaryEncoder().encode(input)))
+                    chunk.append((index, input))
                     index += 1
                 }
                 guard let start = chunk.first?.index else { break }
@@ -65,8 +65,8 @@ extension ProcessPool {
     /// first, the shared slot it writes says which item it was running: that item fails, and
     /// the others (those done before it died with it) go to another worker. With a timeout
     /// the worker answers item by item, so each item's clock starts at the previous answer.
-    private func run<Output: Decodable>(
-        _: Output.Type, typeName: String, function: [UInt8], items: [(index: Int, input: [UInt8])],
+    private func run<Input: Encodable, Output: Decodable>(
+        _: Output.Type, typeName: String, function: [UInt8], items: [(index: Int, input: Input)],
         timeout: Duration?
     ) async throws -> [ItemResult<Output>] {
         var results: [ItemResult<Output>] = []
@@ -77,6 +77,7 @@ extension ProcessPool {
         // are replaced and the chunk retried, a few times.
         var silentDeaths = 0
         while let first = pending.first {
+            let inputs = try BinaryEncoder().encode(pending.map(\.input))
             let worker = try await acquire()
             if Task.isCancelled {
                 offer(worker)  // untouched: it goes back as it came
@@ -85,7 +86,7 @@ extension ProcessPool {
             worker.running.store(-1)  // idle: the worker writes it only while serving a task
             let sent = await worker.send(
                 .task(
-                    id: makeTaskID(), typeName: typeName, function: function, inputs: pending.map(\.input),
+                    id: makeTaskID(), typeName: typeName, function: function, inputs: inputs, count: pending.count,
                     eachInput: eachInput))
             if !sent {
                 retire(worker, kill: true)
@@ -109,11 +110,8 @@ extension ProcessPool {
                     retire(worker, kill: true)  // cancelled: the items must really stop
                     throw error
                 }
-                if case .replies(let outcomes) = event, outcomes.count == pending.count {
-                    for (item, outcome) in zip(pending, outcomes) {
-                        results.append(
-                            (item.index, Self.decode(outcome, Output.self, index: item.index, worker: worker)))
-                    }
+                if let answered = Self.collect(event, Output.self, pending: pending, worker: worker) {
+                    results.append(contentsOf: answered)
                     pending.removeAll()
                     release(worker)
                     continue
@@ -169,7 +167,7 @@ extension ProcessPool {
                     retire(worker, kill: true)
                     let error = ProcessPoolError(index: item.index, worker: worker, reason: .timedOut(timeout ?? .zero))
                     results.append((item.index, .failure(error)))
-                case .replies:
+                case .replies, .outputs:
                     healthy = false  // answered out of turn: a broken worker
                     retire(worker, kill: true)
                     let termination = await worker.termination()
@@ -181,6 +179,47 @@ extension ProcessPool {
             if healthy { release(worker) }
         }
         return results
+    }
+
+    /// The results of a whole chunk answered in one message; `nil` if `event` is not such an
+    /// answer for `pending`.
+    private static func collect<Input, Output: Decodable>(
+        _ event: PoolWorker.Event, _: Output.Type, pending: [(index: Int, input: Input)], worker: PoolWorker
+    ) -> [ItemResult<Output>]? {
+        switch event {
+        case .replies(let outcomes) where outcomes.count == pending.count:
+            return zip(pending, outcomes).map { item, outcome in
+                (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
+            }
+        case .outputs(let bytes, let failures):
+            var failed: [Int: ChildOutcome] = [:]
+            for failure in failures where pending.indices.contains(failure.offset) {
+                failed[failure.offset] = failure.outcome
+            }
+            guard failed.count == failures.count else { return nil }
+            let outputs: [Output]
+            do {
+                outputs = try BinaryDecoder().decode([Output].self, from: bytes)
+            } catch {
+                return pending.enumerated().map { offset, item in
+                    if let outcome = failed[offset] {
+                        return (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
+                    }
+                    let reason = ProcessPoolError.Reason.couldNotRun("its output could not be decoded: \(error)")
+                    return (item.index, .failure(ProcessPoolError(index: item.index, worker: worker, reason: reason)))
+                }
+            }
+            guard outputs.count + failed.count == pending.count else { return nil }
+            var succeeded = outputs.makeIterator()
+            return pending.enumerated().map { offset, item in
+                if let outcome = failed[offset] {
+                    return (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
+                }
+                return (item.index, .success(succeeded.next()!))
+            }
+        default:
+            return nil
+        }
     }
 
     private static func decode<Output: Decodable>(
