@@ -288,7 +288,31 @@ def bench_queue_1kib(size):
                   "1 KiB bytes items from a child through a Queue to the parent; MB = 1e6 bytes")
 
 
+def square(x):
+    return x * x
+
+
+def bench_pool_map_small(size):
+    """Pool(2).map of 100,000 ints through a trivial function, automatic chunks, on a
+    started pool (one map first to warm it); the median over the maps."""
+    count = 100_000 if size == "full" else 1_000
+    maps = 5 if size == "full" else 1
+    inputs = range(count)
+    samples = []
+    with multiprocessing.Pool(2) as pool:
+        pool.map(square, inputs)
+        for _ in range(maps):
+            start = time.perf_counter()
+            outputs = pool.map(square, inputs)
+            elapsed = time.perf_counter() - start
+            assert len(outputs) == count and outputs[-1] == (count - 1) ** 2
+            samples.append(count / elapsed)
+    return result("pool-map-small", "items/s", statistics.median(samples), maps,
+                  "Pool(2).map(square, range(n)), automatic chunks, pool already started")
+
+
 WORKLOADS = {
+    "pool-map-small": bench_pool_map_small,
     "queue-small": bench_queue_small,
     "queue-1kib": bench_queue_1kib,
     "counter-locked": bench_counter_locked,

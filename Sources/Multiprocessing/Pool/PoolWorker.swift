@@ -9,6 +9,9 @@ import Synchronization
 final class PoolWorker: Sendable {
     let process: ChildProcess
     private let channel: Connection<PoolMessage>
+    /// The offset of the input the worker is running in its current task (written by the
+    /// worker; see ``ServePool``), read when it dies to name the input at fault.
+    let running: SharedValue<Int>
     /// Tasks (chunks) served, for `maxTasksPerWorker`.
     let tasksServed = Atomic<Int>(0)
 
@@ -16,30 +19,44 @@ final class PoolWorker: Sendable {
     enum Event {
         /// The reply for the input at `offset` of the current task.
         case reply(offset: Int, outcome: ChildOutcome)
+        /// The outcomes of every input of the current task, in order.
+        case replies([ChildOutcome])
+        /// The outputs of the current task's inputs that did not fail, and the failures.
+        case outputs([UInt8], failures: [PoolItemFailure])
         /// The worker ended (crashed, was killed, or exited) before replying.
         case ended(Termination)
         /// The deadline passed first.
         case timedOut
     }
 
-    private init(process: ChildProcess, channel: Connection<PoolMessage>) {
+    private init(process: ChildProcess, channel: Connection<PoolMessage>, running: SharedValue<Int>) {
         self.process = process
         self.channel = channel
+        self.running = running
     }
 
     /// Starts a worker; it runs `initializer` (if any) before serving.
     static func start(name: String, startMethod: StartMethod, initializer: EncodedTarget?) async throws -> PoolWorker {
         let (mine, theirs) = try Connection<PoolMessage>.pair()
+        let running: SharedValue<Int>
+        do {
+            running = try SharedValue(-1)
+        } catch {
+            mine.close()
+            theirs.close()
+            throw error
+        }
         // A daemon: workers are ended, not waited for, when this program exits (as Python's).
         let process = ChildProcess(
-            ServePool(tasks: theirs, initializer: initializer), name: name, isDaemon: true, startMethod: startMethod)
+            ServePool(tasks: theirs, running: running, initializer: initializer), name: name, isDaemon: true,
+            startMethod: startMethod)
         do {
             try await process.start()
         } catch {
             mine.close()
             throw error
         }
-        return PoolWorker(process: process, channel: mine)
+        return PoolWorker(process: process, channel: mine, running: running)
     }
 
     var pid: pid_t { process.pid ?? 0 }
@@ -66,8 +83,11 @@ final class PoolWorker: Sendable {
         if (try? channel.poll()) == true {
             do {
                 let message = try await channel.receive()
-                if case .result(_, let offset, let outcome) = message {
-                    return .reply(offset: offset, outcome: outcome)
+                switch message {
+                case .result(_, let offset, let outcome): return .reply(offset: offset, outcome: outcome)
+                case .results(_, let outcomes): return .replies(outcomes)
+                case .outputs(_, let outputs, let failures): return .outputs(outputs, failures: failures)
+                case .task: break
                 }
             } catch is CancellationError {
                 throw CancellationError()

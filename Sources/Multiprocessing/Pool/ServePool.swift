@@ -2,6 +2,9 @@
 /// for any ``ProcessFunction`` until the pool closes the channel.
 struct ServePool: ProcessTarget {
     let tasks: Connection<PoolMessage>
+    /// The offset, in the current task, of the input being run (shared with the pool, which
+    /// reads it when the worker dies); the input count once the task is done.
+    let running: SharedValue<Int>
     let initializer: EncodedTarget?
 
     func run() async throws {
@@ -23,11 +26,11 @@ struct ServePool: ProcessTarget {
             } catch ConnectionError.endOfStream {
                 return  // the pool is done with this worker
             }
-            guard case .task(let id, let typeName, let function, let inputs) = message else { continue }
+            guard case .task(let id, let typeName, let function, let inputs, let count, let eachInput) = message else {
+                continue
+            }
             if let broken {
-                for offset in inputs.indices {
-                    try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: broken)))
-                }
+                try await refuse(id: id, count: count, eachInput: eachInput, reason: broken)
                 continue
             }
             let type: (any ProcessFunction.Type)?
@@ -39,39 +42,105 @@ struct ServePool: ProcessTarget {
             }
             guard let type else {
                 let reason = "the function type (mangled name \(typeName)) is not a ProcessFunction in this program"
-                for offset in inputs.indices {
-                    try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
-                }
+                try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
                 continue
             }
-            try await serve(type, function: function, inputs: inputs, task: id)
+            try await serve(type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput)
         }
     }
 
-    /// Decodes the function once for the task, then calls it with each input and answers
-    /// each at once.
+    /// Answers every input of a task that cannot run with `reason`.
+    private func refuse(id: UInt64, count: Int, eachInput: Bool, reason: String) async throws {
+        running.store(count)
+        if eachInput {
+            for offset in 0..<count {
+                try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
+            }
+        } else {
+            try await tasks.send(
+                .results(id: id, outcomes: Array(repeating: .couldNotStart(reason: reason), count: count)))
+        }
+    }
+
+    /// Decodes the function and the inputs once for the task, then calls the function with
+    /// each input, recording which one runs, and answers each at once (`eachInput`) or all
+    /// together.
     private func serve<Function: ProcessFunction>(
-        _ type: Function.Type, function payload: [UInt8], inputs: [[UInt8]], task id: UInt64
+        _ type: Function.Type, function payload: [UInt8], inputs encodedInputs: [UInt8], count: Int,
+        task id: UInt64, eachInput: Bool
     ) async throws {
         let function: Function
+        let inputs: [Function.Input]
         do {
             function = try BinaryDecoder().decode(Function.self, from: payload)
         } catch {
             let reason = "\(String(reflecting: Function.self)) could not be decoded: \(error)"
-            for offset in inputs.indices {
-                try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
-            }
+            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
             return
         }
+        do {
+            inputs = try BinaryDecoder().decode([Function.Input].self, from: encodedInputs)
+            guard inputs.count == count else { throw ProcessPoolError(reason: .couldNotRun("\(inputs.count) inputs")) }
+        } catch {
+            let reason = "the inputs of \(String(reflecting: Function.self)) could not be decoded: \(error)"
+            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
+            return
+        }
+        var outputs: [Function.Output] = []
+        var failures: [PoolItemFailure] = []
+        if !eachInput { outputs.reserveCapacity(count) }
         for (offset, input) in inputs.enumerated() {
-            let outcome: ChildOutcome
+            running.store(offset)
+            let output: Function.Output
             do {
-                let argument = try BinaryDecoder().decode(Function.Input.self, from: input)
-                outcome = .succeeded(output: try BinaryEncoder().encode(try await function(argument)))
+                output = try await function(input)
             } catch {
-                outcome = .threw(ErrorReport(error))
+                let outcome = ChildOutcome.threw(ErrorReport(error))
+                if eachInput {
+                    try await tasks.send(.result(id: id, offset: offset, outcome: outcome))
+                } else {
+                    failures.append(PoolItemFailure(offset: offset, outcome: outcome))
+                }
+                continue
             }
-            try await tasks.send(.result(id: id, offset: offset, outcome: outcome))
+            if eachInput {
+                try await tasks.send(.result(id: id, offset: offset, outcome: Self.encode(output)))
+            } else {
+                outputs.append(output)
+            }
+        }
+        // Past the last input: a worker that dies from here on was running none of them.
+        running.store(count)
+        if eachInput { return }
+        let encoded: [UInt8]
+        do {
+            encoded = try BinaryEncoder().encode(outputs)
+        } catch {
+            // Some output cannot be encoded: each is answered on its own, so only those fail.
+            var failed: [Int: ChildOutcome] = [:]
+            for failure in failures { failed[failure.offset] = failure.outcome }
+            var succeeded = outputs.makeIterator()
+            var outcomes: [ChildOutcome] = []
+            outcomes.reserveCapacity(count)
+            for offset in 0..<count {
+                if let outcome = failed[offset] {
+                    outcomes.append(outcome)
+                } else if let output = succeeded.next() {
+                    outcomes.append(Self.encode(output))
+                }
+            }
+            try await tasks.send(.results(id: id, outcomes: outcomes))
+            return
+        }
+        try await tasks.send(.outputs(id: id, outputs: encoded, failures: failures))
+    }
+
+    /// One output, encoded on its own.
+    private static func encode<Output: Encodable>(_ output: Output) -> ChildOutcome {
+        do {
+            return .succeeded(output: try BinaryEncoder().encode(output))
+        } catch {
+            return .threw(ErrorReport(error))
         }
     }
 }
