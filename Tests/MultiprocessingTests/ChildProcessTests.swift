@@ -40,7 +40,7 @@ struct ReplaceForkServer: ProcessTarget {
     }
 }
 
-struct MeetAtBarrier: ProcessTarget {
+struct ThreeAtOnce: ProcessTarget {
     let barrier: ProcessBarrier
     func run() throws { _ = try barrier.wait(timeout: .seconds(30)) }
 }
@@ -260,7 +260,7 @@ struct ChildProcessTests {
         // No timing: the barrier opens only when all three wait at it at once, which cannot
         // happen if they run one after the other (each would time out alone).
         let barrier = try ProcessBarrier(parties: 3)
-        let children = (0..<3).map { _ in ChildProcess(MeetAtBarrier(barrier: barrier)) }
+        let children = (0..<3).map { _ in ChildProcess(ThreeAtOnce(barrier: barrier)) }
         for child in children { try child.start() }
         for child in children { #expect(try child.join(timeout: .seconds(60))) }
     }
