@@ -59,28 +59,13 @@ enum WorkerMain {
     static func start(bootstrap: FileDescriptor) -> Never {
         // Made before the work starts, so the work finds the process's descriptors settled.
         let mainQueue = mp_main_queue_handle()
-        startThread { run(bootstrap: bootstrap) }
-        mp_serve_main_queue(mainQueue)
-    }
-
-    /// Starts a detached thread running `body`, which must not return.
-    private static func startThread(_ body: @escaping @Sendable () -> Never) {
-        final class Body: Sendable {
-            let run: @Sendable () -> Never
-            init(_ run: @escaping @Sendable () -> Never) { self.run = run }
-        }
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(Body(body)).toOpaque()
-        let result = pthread_create(
-            &thread, nil,
-            { context in
-                Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
-            }, context)
-        if result != 0 {
+        let started = startDetachedThread { run(bootstrap: bootstrap) }
+        if started != 0 {
             printToStandardError(
-                "swift-multiprocessing: a worker could not start its thread: \(Errno(rawValue: result))")
+                "swift-multiprocessing: a worker could not start its thread: \(Errno(rawValue: started))")
             _exit(71)
         }
+        mp_serve_main_queue(mainQueue)
     }
 
     /// Receives the work on `bootstrap`, runs it, reports the outcome, and exits.

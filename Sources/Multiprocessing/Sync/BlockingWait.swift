@@ -49,7 +49,7 @@ func waitOnOwnThread<Result: Sendable>(
     let cancellation = WaitCancellation()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
-            startThread {
+            let started = startDetachedThread {
                 // The thread's own reference, dropped before it ends.
                 let unmanaged = Unmanaged.passRetained(cancellation)
                 pthread_setspecific(WaitCancellation.key, unmanaged.toOpaque())
@@ -58,26 +58,9 @@ func waitOnOwnThread<Result: Sendable>(
                 unmanaged.release()
                 continuation.resume(with: result)
             }
+            precondition(started == 0, "swift-multiprocessing could not start a thread to wait on: \(started)")
         }
     } onCancel: {
         cancellation.cancel()
     }
-}
-
-/// Starts a detached thread that runs `body` once.
-private func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Job: Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let context = Unmanaged.passRetained(Job(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(
-        &thread, nil,
-        { context in
-            Unmanaged<Job>.fromOpaque(context!).takeRetainedValue().body()
-            return nil
-        }, context)
-    precondition(result == 0, "swift-multiprocessing could not start a thread to wait on: \(result)")
-    pthread_detach(thread)
 }
