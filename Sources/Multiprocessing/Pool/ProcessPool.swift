@@ -24,6 +24,11 @@ import Synchronization
 /// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:initializer:memoryLimit:forwardsLogs:_:)``
 ///   always does. A pool released without either lets its workers go: their channels
 ///   close, and each exits after its current item.
+/// - Progress: each call takes a `progress:` closure or ``PoolProgressReporter``
+///   (``map(_:_:chunkSize:timeout:progress:)-(_,_,_,_,PoolProgressReporter)``).
+/// - The workers' swift-log records are logged again in this process, tagged with the
+///   worker's name and pid; a `memoryLimit:` fails the item during which a worker passed
+///   it; workers ignore SIGINT (the parent decides) and die with the parent.
 /// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
 ///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
 ///   returns a ``PoolTask`` to await or cancel.
