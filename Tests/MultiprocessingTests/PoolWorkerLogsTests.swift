@@ -37,6 +37,8 @@ enum LogCapture {
 
         func log(event: LogEvent) {
             guard label.hasPrefix("pool-log-test") else { return }
+            // A slow handler, for the test of a full queue.
+            if case .string("slow")? = event.metadata?["tag"] { usleep(2000) }
             var merged = metadata
             if let own = event.metadata { merged.merge(own) { _, new in new } }
             let record = Record(
@@ -60,6 +62,18 @@ struct PoolLogLines: ProcessFunction {
         }
         logger.trace("too fine for the parent")
         logger.debug("debug passes")
+        return getpid()
+    }
+}
+
+/// Logs `count` records of 8 KiB each, as fast as it can, and returns its pid.
+struct PoolLogFlood: ProcessFunction {
+    var count: Int
+    func callAsFunction(_ input: Int) -> Int32 {
+        var logger = Logger(label: "pool-log-test.flood")
+        logger[metadataKey: "tag"] = "slow"
+        let padding = String(repeating: "x", count: 8192)
+        for line in 0..<count { logger.info("line \(line) \(padding)") }
         return getpid()
     }
 }
@@ -110,6 +124,37 @@ struct PoolWorkerLogsTests {
         #expect(info.count == expected)
         #expect(Set(info.map(\.message)).count == expected)
         #expect(Set(info.compactMap { $0.metadata["pid"] }).count >= 2)
+    }
+
+    @Test("a worker whose log queue is full drops records and counts them instead of waiting")
+    func fullQueue() async throws {
+        let sent = 400  // 3.2 MiB of records through a 1 MiB ring to a handler that takes 2 ms each
+        func flood() -> [LogCapture.Record] {
+            LogCapture.records.withLock { $0.filter { $0.label == "pool-log-test.flood" } }
+        }
+        func dropped() -> Int {
+            flood().compactMap { record -> Int? in
+                guard record.level == .warning else { return nil }
+                return Int(record.message.prefix { $0 != " " })
+            }.reduce(0, +)
+        }
+        var extra = 0
+        try await withProcessPool(workers: 1) { (pool: ProcessPool) async throws in
+            // It returns: logging did not wait for the slow handler to make room.
+            _ = try await pool.map(PoolLogFlood(count: sent), [1])
+            // The first record that gets through after the flood carries the count of those
+            // dropped before it (one sent while the queue is still full is dropped too).
+            while dropped() == 0 && extra < 200 {
+                _ = try await pool.map(PoolLogFlood(count: 1), [2])
+                extra += 1
+                _ = eventually(within: .milliseconds(100)) { dropped() > 0 }
+            }
+        }
+        #expect(dropped() > 0)
+        #expect(flood().contains { $0.level == .warning && $0.message.contains("dropped: the log queue was full") })
+        // Everything the queue took arrives, with the count of what it did not.
+        #expect(
+            eventually(within: .seconds(30)) { flood().filter { $0.level == .info }.count + dropped() == sent + extra })
     }
 
     @Test("a pool that does not forward leaves the workers' logging alone")

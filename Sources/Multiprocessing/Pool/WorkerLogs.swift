@@ -52,7 +52,7 @@ struct ForwardingLogHandler: LogHandler {
         // that failed with room left lost the race for the queue's lock to a writer that
         // was descheduled mid-copy (a loaded machine): that wait is short, so it is retried.
         var sent = (try? queue.put(record, timeout: .zero)) == true
-        if !sent && !queue.isFull && !queue.isClosed {
+        if !sent, !queue.isClosed, let bytes = try? queue.encode(record), !queue.ring.isFull(forPayload: bytes.count) {
             sent = (try? queue.put(record, timeout: .milliseconds(500))) == true
         }
         if !sent {
