@@ -88,7 +88,7 @@ struct PoolInterruptTests {
         "a program that handles SIGINT keeps a working pool after Ctrl-C hit its group",
         arguments: StartMethod.allCases)
     func handledInterrupt(method: StartMethod) async throws {
-        let (program, channel, server, workers) = try await start(method, ownGroup: true, handlesInterrupt: true)
+        let (program, channel, _, workers) = try await start(method, ownGroup: true, handlesInterrupt: true)
         defer { channel.close() }
         let pid = try #require(program.pid)
         kill(-pid, SIGINT)
