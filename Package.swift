@@ -11,8 +11,10 @@ let package = Package(
         // Atomic operations on memory shared between processes (`UnsafeAtomic(at:)`): the
         // standard library's `Atomic` cannot be placed at an address.
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
-        // Pool workers' log records are forwarded to the parent's logging system.
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // Pool workers' log records are forwarded to the parent's logging system. 1.16.2: the
+        // handlers implement `log(event:)`; the older entry point is deprecated there, and
+        // implementing it instead would warn.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // What Swift cannot say: the constructor that catches a child before `main`,
