@@ -3,7 +3,9 @@ import Testing
 
 @testable import Multiprocessing
 
-/// Allocates and touches `input` MiB, holds it a moment, and returns a byte of it.
+/// Allocates and touches `input` MiB, holds it a moment, and returns a byte of it. From
+/// 250 MiB on (sizes meant to pass a limit) it holds it 20 s: the watchdog must end it, on
+/// however busy a machine, before it could return.
 struct PoolAllocate: ProcessFunction {
     func callAsFunction(_ megabytes: Int) async throws -> Int {
         let count = megabytes << 20
@@ -12,7 +14,7 @@ struct PoolAllocate: ProcessFunction {
         // Every page touched: resident, not only reserved.
         for page in stride(from: 0, to: count, by: 4096) { memory[page] = UInt8(truncatingIfNeeded: page >> 12) }
         // Held long enough for the watchdog to look (it reads every 5 ms).
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: megabytes >= 250 ? .seconds(20) : .milliseconds(50))
         return Int(memory[count > 4096 ? 4096 : 0])
     }
 }
