@@ -147,6 +147,22 @@ struct PoolProgressTests {
         #expect(failing.all.last?.failed == 1)
     }
 
+    @Test("a cancelled call still sends a final update, and its reporter's updates end")
+    func cancelledCall() async throws {
+        let reporter = PoolProgressReporter()
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            let call = Task { try await pool.map(PoolNap(), Array(repeating: 10_000, count: 4), progress: reporter) }
+            while reporter.latest == nil { try await Task.sleep(for: .milliseconds(5)) }
+            call.cancel()
+            await #expect(throws: CancellationError.self) { try await call.value }
+        }
+        var last: PoolProgress?
+        for await update in reporter.updates { last = update }  // ends: the call is over
+        #expect(last?.isFinished == true)
+        #expect(last?.completed == 0)
+        #expect(last?.total == 4)
+    }
+
     @Test("progress reads as a sentence")
     func description() {
         let progress = PoolProgress(completed: 120, failed: 3, total: 400, elapsed: .seconds(4), isFinished: false)
