@@ -202,9 +202,9 @@ struct QueueRing: Sendable {
     /// `afterWrite` runs holding the producers' lock, the record written and not yet
     /// published (a hook for tests that kill a producer there).
     ///
-    /// - Returns: `false` if the time ran out (nothing was put).
     /// The record must ``fits(payload:)``; larger items go through the side channel.
     ///
+    /// - Returns: `false` if the time ran out (nothing was put).
     /// - Throws: ``QueueError/closed``.
     func put(
         _ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
