@@ -188,6 +188,62 @@ struct SideItemsBalance: ProcessTarget {
     }
 }
 
+/// At its descriptor limit, gets an item holding three connection ends: refused with
+/// `descriptorsLost`, the item left in the queue; with the limit restored, it comes whole.
+struct GetAtDescriptorLimit: ProcessTarget {
+    struct Carrier: Codable, Sendable {
+        var ends: [Connection<Int>]
+        var tag: Int
+    }
+
+    func run() throws {
+        let queue = try Queue<Carrier>()
+        var kept: [Connection<Int>] = []
+        var sent: [Connection<Int>] = []
+        for _ in 0..<3 {
+            let (a, b) = try Connection<Int>.pair()
+            kept.append(b)
+            sent.append(a)
+        }
+        try queue.put(Carrier(ends: sent, tag: 1))
+        try queue.put(Carrier(ends: [], tag: 2))
+        // Only one more descriptor may be opened: fill every free number below the highest
+        // open descriptor, then allow one more.
+        let top = openDescriptors().keys.max()!
+        var fillers: [Int32] = []
+        while true {
+            let descriptor = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0, descriptor < top else {
+                if descriptor >= 0 { close(descriptor) }
+                break
+            }
+            fillers.append(descriptor)
+        }
+        defer { for descriptor in fillers { close(descriptor) } }
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        var saved = limit
+        limit.rlim_cur = rlim_t(top + 2)
+        guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw PlainError() }
+        do {
+            _ = try queue.get(timeout: .zero)
+            throw SyncFailure(description: "the item came at the descriptor limit")
+        } catch ConnectionError.descriptorsLost(let expected, let received) {
+            guard expected == 3, received < 3 else { throw SyncFailure(description: "\(expected), \(received)") }
+        }
+        guard queue.count == 2 else { throw SyncFailure(description: "the refused item left the queue") }
+        guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &saved) == 0 else { throw PlainError() }
+        guard let first = try queue.get(timeout: .zero), first.tag == 1, first.ends.count == 3 else {
+            throw SyncFailure(description: "the refused item did not come after")
+        }
+        for (index, end) in first.ends.enumerated() {
+            try end.send(100 + index)
+            guard try kept[index].receive() == 100 + index else { throw PlainError() }
+        }
+        guard try queue.get(timeout: .zero)?.tag == 2 else { throw SyncFailure(description: "the second item") }
+    }
+}
+
 // MARK: - Tests
 
 @Suite("Queue side channel", .timeLimit(.minutes(2)))
@@ -380,6 +436,37 @@ struct QueueSideChannelTests {
         #expect(try await queue.put(try MixedItem.make(producer: 0, number: 3), timeout: .seconds(10)))
         let second = try #require(try await queue.get(timeout: .seconds(10)))
         #expect(second.number == 3 && second.isIntact)
+    }
+
+    @Test("a socket full of unread side items: put waits, times out with nothing put, goes on after a get")
+    func fullSocket() throws {
+        let queue = try Queue<MixedItem>()
+        func item(_ number: Int) throws -> MixedItem {
+            MixedItem(
+                producer: 0, number: number, bytes: sideBytes(number, size: 30 << 10), value: try SharedValue(number))
+        }
+        var put = 0
+        while put < 1000, try queue.put(try item(put), timeout: .zero) { put += 1 }
+        #expect(put > 0 && put < 1000, "the socket's buffer took \(put) items of 30 KiB")
+        #expect(queue.count == put)
+        #expect(try !queue.put(try item(put), timeout: .milliseconds(-1)))
+        #expect(try !queue.put(try item(put), timeout: .milliseconds(50)))
+        #expect(queue.count == put)
+        onNewThread(after: .milliseconds(50)) { #expect((try? queue.get())?.number == 0) }
+        #expect(try queue.put(try item(put), timeout: .seconds(30)))
+        for number in 1...put {
+            let got = try #require(try queue.get(timeout: .zero))
+            #expect(got.number == number && got.bytes == sideBytes(number, size: 30 << 10))
+            #expect(got.value?.load() == number)
+        }
+        #expect(queue.isEmpty)
+    }
+
+    @Test("at the descriptor limit, a get of an item with handles throws and leaves the item in the queue")
+    func descriptorLimit() throws {
+        let child = ChildProcess(GetAtDescriptorLimit())
+        try child.start()
+        #expect(try child.join(timeout: .seconds(60)))
     }
 
     @Test("an item whose encoding fails, or that cannot be encoded with its handles, jams nothing")

@@ -23,7 +23,8 @@ import SystemPackage
 /// - **Bounded or not.** `Queue(maxSize: n)` makes `put` wait while `n` items are in. An
 ///   unbounded queue's `put` waits only when its ring of bytes is full: ``capacity`` bytes,
 ///   64 MiB by default, of which each item takes its encoding plus 4 bytes, rounded up to 8
-///   (an `Int` takes 16). The ring's pages cost memory only once touched.
+///   (an `Int` takes 16; an item that goes through the socket, below, takes 16 too). The
+///   ring's pages cost memory only once touched.
 /// - **Shared handle.** Encoding a queue (storing it in a target's properties, or sending it
 ///   on a connection) gives the other process the same queue, and this process keeps its
 ///   own: hand it to any number of children.
