@@ -286,7 +286,8 @@ struct QueueSideChannelTests {
         #expect(queue.isEmpty)
         // Sizes around the limits: half the ring, the inline limit, and encoded (not number) items.
         let strings = try Queue<[String]>(capacity: 4096)
-        for size in [2000, 2100, QueueSideChannel.inlineLimit - 100, QueueSideChannel.inlineLimit + 100, 1 << 20] {
+        let limit = strings.side.inlineLimit
+        for size in [2000, 2100, max(limit - 100, 1), limit + 100, 1 << 20] {
             let item = [String(repeating: "é", count: size / 2), "end"]
             try strings.put(item)
             try strings.put(["small"])

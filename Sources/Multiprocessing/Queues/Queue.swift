@@ -193,7 +193,8 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         afterSend: () -> Void
     ) throws -> Bool {
         // Made before any lock is taken: a large item's memory file is written meanwhile.
-        let outgoing = try QueueSideChannel.Outgoing(bytes, descriptors: outbox?.descriptors ?? [])
+        let outgoing = try QueueSideChannel.Outgoing(
+            bytes, descriptors: outbox?.descriptors ?? [], inlineLimit: side.inlineLimit)
         let put = try ring.putPlaceholder(
             deadline: deadline, check: check, afterSend: afterSend,
             send: { try side.trySend(outgoing, sequence: $0) },

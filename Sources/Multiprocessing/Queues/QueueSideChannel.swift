@@ -36,9 +36,11 @@ final class QueueSideChannel: Sendable {
     /// Where consumers receive.
     let receiver: FileDescriptor
 
-    /// Item bytes up to this size go in the datagram; larger ones in a memory file. Far below
-    /// the socket's send buffer (about 208 KiB by default), so a datagram always fits.
-    static let inlineLimit = 32 << 10
+    /// Item bytes up to this size go in the datagram; larger ones in a memory file.
+    let inlineLimit: Int
+    /// The largest ``inlineLimit``: far below the socket's send buffer (about 208 KiB by
+    /// default), so a datagram always fits and several wait at once.
+    static let maximumInline = 32 << 10
     /// The most descriptors one datagram carries (`SCM_MAX_FD`).
     static let maximumDescriptors = 253
 
@@ -54,12 +56,23 @@ final class QueueSideChannel: Sendable {
         }
         sender = FileDescriptor(rawValue: fds[0])
         receiver = FileDescriptor(rawValue: fds[1])
+        inlineLimit = Self.inlineLimit(sendingOn: sender)
     }
 
     /// Adopts ends that came with a queue handle.
     init(sender: FileDescriptor, receiver: FileDescriptor) {
         self.sender = sender
         self.receiver = receiver
+        inlineLimit = Self.inlineLimit(sendingOn: sender)
+    }
+
+    /// ``maximumInline``, or less where the system's socket send buffers are small (a
+    /// datagram larger than the buffer could never be sent): a quarter of the buffer.
+    private static func inlineLimit(sendingOn socket: FileDescriptor) -> Int {
+        var size: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(socket.rawValue, SOL_SOCKET, SO_SNDBUF, &size, &length) == 0 else { return 0 }
+        return max(0, min(maximumInline, Int(size) / 4 - Header.size))
     }
 
     deinit {
@@ -119,17 +132,17 @@ final class QueueSideChannel: Sendable {
         var length: Int
         var itemDescriptors: [Int32]
 
-        /// Prepares `bytes` and the item's `descriptors`.
-        init(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor]) throws {
+        /// Prepares `bytes` and the item's `descriptors`, the bytes inline up to `inlineLimit`.
+        init(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor], inlineLimit: Int) throws {
             length = bytes.count
             itemDescriptors = descriptors.map(\.rawValue)
-            if bytes.count <= QueueSideChannel.inlineLimit {
+            if bytes.count <= inlineLimit {
                 inline = Array(bytes)
                 memoryFile = nil
             } else {
                 guard descriptors.count < QueueSideChannel.maximumDescriptors else {
                     throw WireError.unencodable(
-                        "a queue item larger than \(QueueSideChannel.inlineLimit) bytes can hold at most "
+                        "a queue item larger than \(inlineLimit) bytes can hold at most "
                             + "\(QueueSideChannel.maximumDescriptors - 1) handles",
                         codingPath: "")
                 }
