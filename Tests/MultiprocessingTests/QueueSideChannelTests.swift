@@ -128,6 +128,21 @@ struct DieAfterSendingSideItem: ProcessTarget {
     }
 }
 
+/// Like ``DieAfterSendingSideItem``, with 30 KiB inline: a few such orphans fill the socket.
+struct DieAfterSendingLargeSideItem: ProcessTarget {
+    let queue: Queue<MixedItem>
+    let holding: ProcessEvent
+    func run() throws {
+        let item = MixedItem(producer: 9, number: 1, bytes: sideBytes(1, size: 30 << 10), value: try SharedValue(1))
+        _ = try queue.put(
+            item, deadline: nil, check: {},
+            afterSend: {
+                holding.set()
+                while true { sleep(10) }
+            })
+    }
+}
+
 /// Copies the first item out (a side item: its datagram peeked, descriptors open here)
 /// holding the consumers' lock, says so, and sleeps there until killed.
 struct DieMidSideGet: ProcessTarget {
@@ -509,6 +524,26 @@ struct QueueSideChannelTests {
             let item = try #require(try queue.get(timeout: .seconds(10)))
             #expect(item.producer == 0 && item.number == number && item.isIntact)
         }
+        #expect(try queue.get(timeout: .zero) == nil)
+    }
+
+    @Test("producers killed after sending, more than the socket holds: their orphans never block a put")
+    func orphansFillTheSocket() throws {
+        let queue = try Queue<MixedItem>(capacity: 4096)
+        for round in 0..<10 {
+            let holding = try ProcessEvent()
+            let child = ChildProcess(
+                DieAfterSendingLargeSideItem(queue: queue, holding: holding), isDaemon: true,
+                startMethod: round.isMultiple(of: 2) ? .forkserver : .spawn)
+            try child.start()
+            #expect(holding.wait(timeout: .seconds(30)), "producer \(round) could not send")
+            child.kill()
+            _ = try? child.join(timeout: .seconds(10))
+        }
+        #expect(queue.isEmpty)
+        #expect(try queue.put(try MixedItem.make(producer: 0, number: 0), timeout: .seconds(10)))
+        let item = try #require(try queue.get(timeout: .seconds(10)))
+        #expect(item.number == 0 && item.isIntact)
         #expect(try queue.get(timeout: .zero) == nil)
     }
 

@@ -198,7 +198,7 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         let put = try ring.putPlaceholder(
             deadline: deadline, check: check, afterSend: afterSend,
             send: { try side.trySend(outgoing, sequence: $0) },
-            waitForRoom: { side.waitForRoom(deadline: $0) })
+            waitForRoom: { side.waitForRoom(deadline: $0) }, dropOrphans: side.dropAll)
         if put { outbox?.closeMoved() }
         return put
     }

@@ -521,13 +521,15 @@ extension QueueRing {
     /// ring and the socket keep the same order. Waits (for room in the ring, or in the socket
     /// with `waitForRoom`, the lock released) until `deadline`. `afterSend` runs holding the
     /// lock, the datagram sent and the placeholder not yet published (a hook for tests that
-    /// kill a producer there).
+    /// kill a producer there). `dropOrphans` drops every datagram in the socket and says how
+    /// many there were: called when the socket is full and the ring holds no item, so they
+    /// can only be orphans.
     ///
     /// - Returns: `false` if the time ran out (nothing was put).
     /// - Throws: ``QueueError/closed``; what `send` throws (nothing was put).
     func putPlaceholder(
         deadline: Deadline?, check: () throws -> Void, afterSend: () -> Void = {}, send: (UInt64) throws -> Bool,
-        waitForRoom: (Deadline?) -> Void
+        waitForRoom: (Deadline?) -> Void, dropOrphans: () -> Int
     ) throws -> Bool {
         let size = Self.recordSize(8)
         while true {
@@ -567,7 +569,19 @@ extension QueueRing {
                     post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                     return true
                 }
-                // The socket is full of unread side items: wait for a consumer without the lock
+                // The socket is full. Of orphans only, if the ring holds no item: producers killed
+                // between send and publish could otherwise fill it for good. Holding both locks,
+                // no placeholder can appear or be half taken, so every datagram is an orphan.
+                if self.head.items == tail.items, let acquisition = try? consumers.tryLock() {
+                    if acquisition == .previousOwnerDied { consumers.markConsistent() }
+                    let dropped = self.head.items == tail.items ? dropOrphans() : 0
+                    consumers.unlock()
+                    if dropped > 0 {
+                        producers.unlock()
+                        continue
+                    }
+                }
+                // Otherwise it is full of unread side items: wait for a consumer without the lock
                 // (ring items may still go in meanwhile), a slice at a time to run `check`.
                 producers.unlock()
                 if deadline.hasPassed { return false }

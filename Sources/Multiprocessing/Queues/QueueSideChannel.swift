@@ -314,6 +314,20 @@ final class QueueSideChannel: Sendable {
         return Incoming(storage: nil, memoryFile: file, length: header.length, inbox: inbox)
     }
 
+    /// Drops every datagram in the socket (all orphans: see
+    /// ``QueueRing/putPlaceholder(deadline:check:afterSend:send:waitForRoom:dropOrphans:)``);
+    /// returns how many.
+    func dropAll() -> Int {
+        var dropped = 0
+        var byte: UInt8 = 0
+        while true {
+            let count = recv(receiver.rawValue, &byte, 1, Int32(MSG_DONTWAIT))
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 { return dropped }
+            dropped += 1
+        }
+    }
+
     /// Drops the first datagram, if any, with its descriptors (never opened here: with no
     /// room for them, the kernel releases them).
     func dropFront() {
