@@ -158,6 +158,21 @@ struct DieMidSideGet: ProcessTarget {
     }
 }
 
+/// Takes the first item (a side item: the head stepped over its placeholder, its datagram
+/// not yet dropped), says so, and sleeps there until killed: the datagram is an orphan.
+struct DieAfterSideStep: ProcessTarget {
+    let queue: Queue<MixedItem>
+    let holding: ProcessEvent
+    func run() throws {
+        _ = try queue.get(
+            deadline: nil, check: {},
+            afterStep: {
+                holding.set()
+                while true { sleep(10) }
+            })
+    }
+}
+
 /// Sends side items of every kind through queues, some left in them when dropped, then
 /// checks that the descriptors open and `/dev/shm` are as before.
 struct SideItemsBalance: ProcessTarget {
@@ -563,6 +578,27 @@ struct QueueSideChannelTests {
             #expect(item.number == number && item.isIntact)
         }
         #expect(try queue.get(timeout: .zero) == nil)
+    }
+
+    @Test("a consumer killed after taking a side item, before dropping its datagram: the others go on")
+    func consumerKilledAfterStep() throws {
+        let queue = try Queue<MixedItem>(capacity: 4096)
+        for number in 0..<5 { try queue.put(try MixedItem.make(producer: 0, number: number)) }
+        let holding = try ProcessEvent()
+        let child = ChildProcess(DieAfterSideStep(queue: queue, holding: holding), isDaemon: true)
+        try child.start()
+        #expect(holding.wait(timeout: .seconds(30)))
+        #expect(queue.count == 4, "item 0 was taken")
+        child.kill()
+        _ = try? child.join(timeout: .seconds(10))
+        for number in 1..<5 {
+            let item = try #require(try queue.get(timeout: .seconds(10)))
+            #expect(item.number == number && item.isIntact)
+        }
+        #expect(try queue.get(timeout: .zero) == nil)
+        // The socket holds nothing more: a side item put now comes straight back.
+        try queue.put(try MixedItem.make(producer: 0, number: 9))
+        #expect(try queue.get(timeout: .zero)?.isIntact == true)
     }
 
     @Test("side items, taken or left in dropped queues, leave no descriptor open and nothing in /dev/shm")

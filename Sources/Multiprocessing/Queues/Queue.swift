@@ -270,9 +270,11 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         }
     }
 
-    func get(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}) throws -> Element? {
+    func get(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, afterStep: () -> Void = {}
+    ) throws -> Element? {
         try ring.get(
-            deadline: deadline, check: check, afterCopy: afterCopy, side: side,
+            deadline: deadline, check: check, afterCopy: afterCopy, side: side, afterStep: afterStep,
             decodeSide: { item in
                 try item.withBytes { bytes in
                     if isNumberArray, let array = Element.self as? any QueueNumberArray.Type,

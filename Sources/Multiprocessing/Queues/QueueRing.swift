@@ -253,12 +253,15 @@ struct QueueRing: Sendable {
     /// the record copied and not yet taken (a hook for tests that kill a consumer there).
     ///
     /// A placeholder record stands for an item of the `side` channel: that item is handed to
-    /// `decodeSide` instead (see ``takePlaceholder(at:head:tail:side:afterCopy:)``).
+    /// `decodeSide` instead (see ``takePlaceholder(at:head:tail:side:afterCopy:afterStep:)``).
+    /// `afterStep` runs holding the consumers' lock, a placeholder stepped over and its
+    /// datagram not yet dropped (a hook for tests that kill a consumer there).
     ///
     /// - Returns: what `body` returns; `nil` if the time ran out (nothing was taken).
     /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what `body` throws.
     func get<Result>(
         deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, side: QueueSideChannel? = nil,
+        afterStep: () -> Void = {},
         decodeSide: (QueueSideChannel.Incoming) throws -> Result = { _ in preconditionFailure("no side channel") },
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result? {
@@ -282,7 +285,7 @@ struct QueueRing: Sendable {
                     // Unlocks the consumers' lock.
                     guard
                         let item = try takePlaceholder(
-                            at: offset, head: head, tail: tail, side: side, afterCopy: afterCopy)
+                            at: offset, head: head, tail: tail, side: side, afterCopy: afterCopy, afterStep: afterStep)
                     else { continue }
                     return try decodeSide(item)
                 }
@@ -610,7 +613,8 @@ extension QueueRing {
     /// - Returns: the item; `nil` if its datagram was gone (the placeholder is skipped).
     /// - Throws: what ``QueueSideChannel/peek(sequence:)`` throws; nothing is taken then.
     private func takePlaceholder(
-        at offset: Int, head: Position, tail: Position, side: QueueSideChannel, afterCopy: () -> Void
+        at offset: Int, head: Position, tail: Position, side: QueueSideChannel, afterCopy: () -> Void,
+        afterStep: () -> Void
     ) throws -> QueueSideChannel.Incoming? {
         let size = Self.recordSize(8)
         precondition(size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
@@ -626,6 +630,7 @@ extension QueueRing {
         afterCopy()
         let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
         atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        afterStep()
         if item != nil { side.dropFront() }
         consumers.unlock()
         post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
