@@ -274,6 +274,13 @@ struct GetAtDescriptorLimit: ProcessTarget {
     }
 }
 
+/// Shrinks the send buffer of `queue`'s side channel (shared by every handle of it) to about
+/// 128 KiB, so that a few side items fill it.
+func shrinkSendBuffer<Element>(of queue: Queue<Element>) {
+    var size: Int32 = 64 << 10
+    _ = setsockopt(queue.side.sender.rawValue, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+}
+
 // MARK: - Tests
 
 @Suite("Queue side channel", .timeLimit(.minutes(2)))
@@ -472,6 +479,7 @@ struct QueueSideChannelTests {
     @Test("a socket full of unread side items: put waits, times out with nothing put, goes on after a get")
     func fullSocket() throws {
         let queue = try Queue<MixedItem>()
+        shrinkSendBuffer(of: queue)
         func item(_ number: Int) throws -> MixedItem {
             MixedItem(
                 producer: 0, number: number, bytes: sideBytes(number, size: 30 << 10), value: try SharedValue(number))
@@ -545,6 +553,7 @@ struct QueueSideChannelTests {
     @Test("producers killed after sending, more than the socket holds: their orphans never block a put")
     func orphansFillTheSocket() throws {
         let queue = try Queue<MixedItem>(capacity: 4096)
+        shrinkSendBuffer(of: queue)
         for round in 0..<10 {
             let holding = try ProcessEvent()
             let child = ChildProcess(

@@ -42,6 +42,8 @@ import SystemPackage
 ///   socket. Connection ends in an item *move* into the queue (this process's copy is closed
 ///   once the item is in), as when they are sent on a connection; wrap them in ``Shared`` to
 ///   keep them. Items put and never taken keep their descriptors open until the queue goes.
+///   Side items waiting at once are also bounded by the socket's buffer (thousands of small
+///   ones; a `put` waits beyond it, as when the ring is full).
 public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     let ring: QueueRing
     /// The way for items that cannot be bytes in the ring (``QueueSideChannel``).
