@@ -20,6 +20,7 @@ import Synchronization
 /// | 448 | "space posted" futex word, how many producers sleep on it, whether one wants a wake |
 /// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
 /// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
+/// | 640 | the last side item's sequence number (``QueueSideChannel``) |
 /// | 4096 | the ring (`capacity` bytes, a power of two) |
 ///
 /// **One store publishes a change.** Tail packs the item count with the byte position, so a
@@ -86,6 +87,7 @@ struct QueueRing: Sendable {
         static let tasksPosted = 576
         static let joinSleepers = 580
         static let tasksWanted = 584
+        static let sideSequence = 640
     }
 
     /// The capacity actually used for a requested one: a power of two, within bounds.
@@ -200,13 +202,15 @@ struct QueueRing: Sendable {
     /// `afterWrite` runs holding the producers' lock, the record written and not yet
     /// published (a hook for tests that kill a producer there).
     ///
+    /// The record must ``fits(payload:)``; larger items go through the side channel.
+    ///
     /// - Returns: `false` if the time ran out (nothing was put).
-    /// - Throws: ``QueueError/itemTooLarge(size:capacity:)``, ``QueueError/closed``.
+    /// - Throws: ``QueueError/closed``.
     func put(
         _ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
     ) throws -> Bool {
         let size = Self.recordSize(payload.count)
-        guard size <= capacity / 2 else { throw QueueError.itemTooLarge(size: payload.count, capacity: capacity) }
+        precondition(size <= capacity / 2, "swift-multiprocessing: a queue record larger than half its ring")
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
             if isClosed {
@@ -248,10 +252,17 @@ struct QueueRing: Sendable {
     /// throws ends the wait with nothing taken. `afterCopy` runs holding the consumers' lock,
     /// the record copied and not yet taken (a hook for tests that kill a consumer there).
     ///
+    /// A placeholder record stands for an item of the `side` channel: that item is handed to
+    /// `decodeSide` instead (see ``takePlaceholder(at:head:tail:side:afterCopy:afterStep:)``).
+    /// `afterStep` runs holding the consumers' lock, a placeholder stepped over and its
+    /// datagram not yet dropped (a hook for tests that kill a consumer there).
+    ///
     /// - Returns: what `body` returns; `nil` if the time ran out (nothing was taken).
     /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what `body` throws.
     func get<Result>(
-        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, side: QueueSideChannel? = nil,
+        afterStep: () -> Void = {},
+        decodeSide: (QueueSideChannel.Incoming) throws -> Result = { _ in preconditionFailure("no side channel") },
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result? {
         while true {
@@ -269,6 +280,14 @@ struct QueueRing: Sendable {
                     atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
                     consumers.unlock()
                     continue
+                }
+                if UInt32(length) & Self.placeholderFlag != 0, let side {
+                    // Unlocks the consumers' lock.
+                    guard
+                        let item = try takePlaceholder(
+                            at: offset, head: head, tail: tail, side: side, afterCopy: afterCopy, afterStep: afterStep)
+                    else { continue }
+                    return try decodeSide(item)
                 }
                 let size = Self.recordSize(length)
                 precondition(
@@ -483,4 +502,138 @@ struct QueueRing: Sendable {
 /// under the producers' lock; a race could only populate a chunk twice.
 final class PopulatedPrefix: Sendable {
     let offset = Atomic<Int>(0)
+}
+
+// MARK: Side items
+
+extension QueueRing {
+    /// The flag of a length word that makes the record a placeholder: its payload is the
+    /// sequence number of a datagram of the queue's ``QueueSideChannel``, which holds the item.
+    /// Real lengths are below 2³¹ (the ring holds at most 1 GiB).
+    static let placeholderFlag: UInt32 = 1 << 31
+
+    /// Whether an item of `count` bytes can be a record of the ring: at most half the ring,
+    /// so that a record always fits once the ring drains.
+    func fits(payload count: Int) -> Bool {
+        Self.recordSize(count) <= capacity / 2
+    }
+
+    /// Puts a side item: holding the producers' lock, with room in the ring for its
+    /// placeholder, `send` sends its datagram numbered with the next sequence number (`false`:
+    /// the socket has no room now, nothing sent), then the placeholder is published, so the
+    /// ring and the socket keep the same order. Waits (for room in the ring, or in the socket
+    /// with `waitForRoom`, the lock released) until `deadline`. `afterSend` runs holding the
+    /// lock, the datagram sent and the placeholder not yet published (a hook for tests that
+    /// kill a producer there). `dropOrphans` drops every datagram in the socket and says how
+    /// many there were: called when the socket is full and the ring holds no item, so they
+    /// can only be orphans.
+    ///
+    /// - Returns: `false` if the time ran out (nothing was put).
+    /// - Throws: ``QueueError/closed``; what `send` throws (nothing was put).
+    func putPlaceholder(
+        deadline: Deadline?, check: () throws -> Void, afterSend: () -> Void = {}, send: (UInt64) throws -> Bool,
+        waitForRoom: (Deadline?) -> Void, dropOrphans: () -> Int
+    ) throws -> Bool {
+        let size = Self.recordSize(8)
+        while true {
+            guard try lock(producers, deadline: deadline, check: check) else { return false }
+            if isClosed {
+                producers.unlock()
+                throw QueueError.closed
+            }
+            var tail = tail
+            let head = head
+            if hasRoom(for: size, head: head, tail: tail) {
+                // A number is never used twice, even when the send fails or its producer dies:
+                // consumers only compare them.
+                let counter = atomic64(Offset.sideSequence)
+                let sequence = counter.load(ordering: .sequentiallyConsistent) &+ 1
+                counter.store(sequence, ordering: .sequentiallyConsistent)
+                let sent: Bool
+                do {
+                    sent = try send(sequence)
+                } catch {
+                    producers.unlock()
+                    throw error
+                }
+                if sent {
+                    afterSend()
+                    let offset = Int(tail.bytes) & (capacity - 1)
+                    if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
+                        tail = recycle(tail)
+                    }
+                    prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
+                    withUnsafeBytes(of: sequence) { write($0, at: Int(tail.bytes)) }
+                    ring.storeBytes(
+                        of: Self.placeholderFlag | 8, toByteOffset: Int(tail.bytes) & (capacity - 1), as: UInt32.self)
+                    let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
+                    atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+                    producers.unlock()
+                    post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
+                    return true
+                }
+                // The socket is full. Of orphans only, if the ring holds no item: producers killed
+                // between send and publish could otherwise fill it for good. Holding both locks,
+                // no placeholder can appear or be half taken, so every datagram is an orphan.
+                if self.head.items == tail.items, let acquisition = try? consumers.tryLock() {
+                    if acquisition == .previousOwnerDied { consumers.markConsistent() }
+                    let dropped = self.head.items == tail.items ? dropOrphans() : 0
+                    consumers.unlock()
+                    if dropped > 0 {
+                        producers.unlock()
+                        continue
+                    }
+                }
+                // Otherwise it is full of unread side items: wait for a consumer without the lock
+                // (ring items may still go in meanwhile), a slice at a time to run `check`.
+                producers.unlock()
+                if deadline.hasPassed { return false }
+                let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
+                waitForRoom(deadline.map { min($0, sliceEnd) } ?? sliceEnd)
+                try check()
+                continue
+            }
+            producers.unlock()
+            if deadline.hasPassed { return false }
+            try sleep(
+                on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
+                check: check
+            ) {
+                hasRoom(for: size, head: self.head, tail: self.tail)
+            }
+        }
+    }
+
+    /// Takes the placeholder record at ring offset `offset` (the head), called holding the
+    /// consumers' lock, which it releases: copies its item out of the side channel (leaving
+    /// the datagram queued), steps the head over the record, then drops the datagram.
+    /// A process killed before the step leaves the item in the queue; after it, an orphan
+    /// datagram that the next consumer drops.
+    ///
+    /// - Returns: the item; `nil` if its datagram was gone (the placeholder is skipped).
+    /// - Throws: what ``QueueSideChannel/peek(sequence:)`` throws; nothing is taken then.
+    private func takePlaceholder(
+        at offset: Int, head: Position, tail: Position, side: QueueSideChannel, afterCopy: () -> Void,
+        afterStep: () -> Void
+    ) throws -> QueueSideChannel.Incoming? {
+        let size = Self.recordSize(8)
+        precondition(size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
+        var sequence: UInt64 = 0
+        withUnsafeMutableBytes(of: &sequence) { read(into: $0, at: offset + 4) }
+        let item: QueueSideChannel.Incoming?
+        do {
+            item = try side.peek(sequence: sequence)
+        } catch {
+            consumers.unlock()
+            throw error
+        }
+        afterCopy()
+        let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
+        atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        afterStep()
+        if item != nil { side.dropFront() }
+        consumers.unlock()
+        post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
+        return item
+    }
 }
