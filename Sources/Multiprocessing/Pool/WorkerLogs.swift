@@ -52,7 +52,9 @@ struct ForwardingLogHandler: LogHandler {
         // that failed with room left lost the race for the queue's lock to a writer that
         // was descheduled mid-copy (a loaded machine): that wait is short, so it is retried.
         var sent = (try? queue.put(record, timeout: .zero)) == true
-        if !sent, !queue.isClosed, let bytes = try? queue.encode(record), !queue.ring.isFull(forPayload: bytes.count) {
+        if !sent, !queue.isClosed, let encoded = try? queue.encode(record),
+            !queue.ring.isFull(forPayload: encoded.bytes.count)
+        {
             sent = (try? queue.put(record, timeout: .milliseconds(500))) == true
         }
         if !sent {
