@@ -1,9 +1,9 @@
 // mp-floor: the raw-syscall floor for the swift-multiprocessing benchmarks.
 //
 // Each workload does the least a process-based runtime could possibly do for the
-// same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair, atomic adds on
-// one shared word), so the
-// Swift and Python figures can be read against what the kernel itself costs.
+// same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair, atomic adds
+// on one shared word), so the Swift and Python figures can be read against what the kernel
+// and the hardware themselves cost.
 //
 // Built by the benchmark harness (Benchmarks/Harness/Floor.swift) with the system C compiler,
 // `cc -O2`, into .build/mp-floor-cc, so that it loads nothing but libc; by hand:
