@@ -254,6 +254,51 @@ struct QueueRing: Sendable {
         deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result? {
+        guard let record = try nextRecord(deadline: deadline, check: check) else { return nil }
+        return try withUnsafeTemporaryAllocation(byteCount: max(record.length, 1), alignment: 16) { buffer in
+            let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<record.length])
+            read(into: bytes, at: record.offset + 4)
+            afterCopy()
+            take(record)
+            return try body(UnsafeRawBufferPointer(bytes))
+        }
+    }
+
+    /// Takes the oldest record like ``get(deadline:check:afterCopy:_:)``, but hands `read` its
+    /// payload where it lies in the ring, holding the consumers' lock: in two parts where it
+    /// wraps (the second one empty otherwise). For payloads that `read` copies at once (a
+    /// number, an array of numbers): one copy instead of two, and nothing generic on the way
+    /// (a generic result would cost metadata look-ups several times the copy).
+    ///
+    /// - Returns: `false` if the time ran out (nothing was taken).
+    /// - Throws: ``QueueError/closed`` once the queue is closed and empty.
+    func get(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
+        inPlace read: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void
+    ) throws -> Bool {
+        guard let record = try nextRecord(deadline: deadline, check: check) else { return false }
+        let start = (record.offset + 4) & (capacity - 1)
+        let first = min(record.length, capacity - start)
+        read(
+            UnsafeRawBufferPointer(start: ring + start, count: first),
+            UnsafeRawBufferPointer(start: ring, count: record.length - first))
+        afterCopy()
+        take(record)
+        return true
+    }
+
+    /// A record found at the head, the consumers' lock held.
+    private struct Record {
+        var head: Position
+        /// Where its length word lies in the ring.
+        var offset: Int
+        /// Payload bytes.
+        var length: Int
+    }
+
+    /// Waits until `deadline` for a record at the head and returns it holding the consumers'
+    /// lock; `nil` (the lock not held) if the time ran out.
+    private func nextRecord(deadline: Deadline?, check: () throws -> Void) throws -> Record? {
         while true {
             guard try lock(consumers, deadline: deadline, check: check) else { return nil }
             // Closed is read before tail: every put that finished before the close is then seen.
@@ -270,18 +315,10 @@ struct QueueRing: Sendable {
                     consumers.unlock()
                     continue
                 }
-                let size = Self.recordSize(length)
                 precondition(
-                    size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
-                return try withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 16) { buffer in
-                    read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<length]), at: offset + 4)
-                    afterCopy()
-                    let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
-                    atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
-                    consumers.unlock()
-                    post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
-                    return try body(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
-                }
+                    Self.recordSize(length) <= Int(tail.bytes &- head.bytes),
+                    "swift-multiprocessing: a queue's memory is corrupt")
+                return Record(head: head, offset: offset, length: length)
             }
             consumers.unlock()
             if closed { throw QueueError.closed }
@@ -293,6 +330,16 @@ struct QueueRing: Sendable {
                 self.head != self.tail
             }
         }
+    }
+
+    /// Takes `record` (one store publishes the new head), releases the consumers' lock and
+    /// wakes producers waiting for room.
+    private func take(_ record: Record) {
+        let next = Position(
+            items: record.head.items &+ 1, bytes: record.head.bytes &+ UInt32(Self.recordSize(record.length)))
+        atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        consumers.unlock()
+        post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
     }
 
     /// Closes the ring: later puts throw, gets throw once it is empty, and every sleeper wakes.
