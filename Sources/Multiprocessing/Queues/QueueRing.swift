@@ -20,6 +20,7 @@ import Synchronization
 /// | 448 | "space posted" futex word, how many producers sleep on it, whether one wants a wake |
 /// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
 /// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
+/// | 1024 | laps: how many times the tail crossed a multiple of 2³⁰ bytes (``QueuePositionCache``) |
 /// | 4096 | the ring (`capacity` bytes, a power of two) |
 ///
 /// **One store publishes a change.** Tail packs the item count with the byte position, so a
@@ -35,10 +36,17 @@ import Synchronization
 /// and wakes them all. Either the waiter sees the change, or the changer sees the waiter (the
 /// two orders cannot both miss); and while sleepers are waking up, later changes make no
 /// more system calls (each waiter that sleeps again raises the flag again).
+///
+/// **Each side reads the far end only when it must** (``QueuePositionCache``): a producer
+/// checks for room against its process's last copy of the head, a consumer for an item
+/// against its last copy of the tail, and reads the far end afresh only when the copy says
+/// "full" or "empty".
 struct QueueRing: Sendable {
     let region: SharedRegion
     /// How far this process's mapping of the ring is populated (see ``prepare(upTo:)``).
     private let populated: PopulatedPrefix
+    /// This process's copies of the far ends.
+    private let cache: QueuePositionCache
     /// Bytes in the ring: a power of two.
     let capacity: Int
     /// The most items it may hold; 0: no limit but the ring's bytes.
@@ -86,6 +94,7 @@ struct QueueRing: Sendable {
         static let tasksPosted = 576
         static let joinSleepers = 580
         static let tasksWanted = 584
+        static let laps = 1024
     }
 
     /// The capacity actually used for a requested one: a power of two, within bounds.
@@ -103,6 +112,7 @@ struct QueueRing: Sendable {
         self.capacity = capacity
         self.maxSize = maxSize
         populated = PopulatedPrefix()
+        cache = QueuePositionCache()
         _ = ProcessMutex.initialize(at: region.base + Offset.producers)
         _ = ProcessMutex.initialize(at: region.base + Offset.consumers)
         atomic64(Offset.capacity).store(UInt64(capacity), ordering: .relaxed)
@@ -123,6 +133,7 @@ struct QueueRing: Sendable {
         self.region = region
         self.capacity = capacity
         populated = PopulatedPrefix()
+        cache = QueuePositionCache()
         maxSize = Int(truncatingIfNeeded: load(Offset.maxSize))
     }
 
@@ -214,18 +225,22 @@ struct QueueRing: Sendable {
                 throw QueueError.closed
             }
             var tail = tail
-            let head = head
+            var (head, isFresh) = producersHead()
+            if !isFresh && !hasRoom(for: size, head: head, tail: tail) { head = freshHead() }
             if hasRoom(for: size, head: head, tail: tail) {
                 // The record must fit before the marker even if the head is not stepped over it.
                 let offset = Int(tail.bytes) & (capacity - 1)
-                if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
-                    tail = recycle(tail)
+                if offset >= Self.hotWindow && size <= offset {
+                    // Is the queue empty? Asked of the head itself once per page the tail
+                    // enters (a stale copy would say no; a page more is all that costs).
+                    if tail.bytes != head.bytes && (offset & 4095) < size { head = freshHead() }
+                    if tail.bytes == head.bytes { tail = recycle(tail) }
                 }
                 prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
                 write(payload, at: Int(tail.bytes))
                 afterWrite()
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
-                atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+                publishTail(next, after: tail)
                 producers.unlock()
                 post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                 return true
@@ -301,10 +316,11 @@ struct QueueRing: Sendable {
     private func nextRecord(deadline: Deadline?, check: () throws -> Void) throws -> Record? {
         while true {
             guard try lock(consumers, deadline: deadline, check: check) else { return nil }
-            // Closed is read before tail: every put that finished before the close is then seen.
+            // Closed is read before tail: every put that finished before the close is then seen
+            // (a copy of the tail is used only when it shows an item).
             let closed = isClosed
             let head = head
-            let tail = tail
+            let tail = consumersTail(head: head)
             if head != tail {
                 let offset = Int(head.bytes) & (capacity - 1)
                 let length = Int(ring.load(fromByteOffset: offset, as: UInt32.self))
@@ -342,6 +358,71 @@ struct QueueRing: Sendable {
         post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
     }
 
+    // MARK: Copies of the far ends
+
+    /// The lap count: how many times the tail crossed a multiple of 2³⁰ bytes, modulo 2³².
+    private var laps: UInt32 { atomic32(Offset.laps).load(ordering: .sequentiallyConsistent) }
+
+    /// Publishes the tail `next` (one store), after counting a lap if it crosses a multiple
+    /// of 2³⁰ bytes from `tail` (each step is less than that: at most one). The lap is counted
+    /// first: a producer killed in between leaves one lap too many, which only makes every
+    /// copy read afresh once. Called holding the producers' lock.
+    ///
+    /// The store is sequentially consistent, not just a release: a consumer about to sleep
+    /// counts itself among the sleepers and then looks at the tail, and `post` reads the
+    /// sleeper count after this store; without a full fence between the store and that read
+    /// on this side (the store-load pattern of Dekker's algorithm), both could miss the other.
+    /// On x86-64 the `xchg` this compiles to is that fence, and costs about what the store
+    /// would: the unlock right after is a locked instruction that drains the store buffer
+    /// anyway.
+    private func publishTail(_ next: Position, after tail: Position) {
+        if tail.bytes >> 30 != next.bytes >> 30 {
+            atomic32(Offset.laps).wrappingIncrement(ordering: .sequentiallyConsistent)
+        }
+        atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+    }
+
+    /// The head for a put to check for room against (holding the producers' lock): this
+    /// process's copy if it is usable, else the head itself; and whether it is the head itself.
+    /// A copy is never ahead of the head, so it never shows room that is not there: with the
+    /// lap count unchanged, the tail moved less than 2³¹ bytes since the copy was taken, the
+    /// copy was at most the ring's size behind the tail then, so the true used bytes and the
+    /// ones computed from the copy differ by less than 2³² and modular arithmetic is exact.
+    private func producersHead() -> (Position, isFresh: Bool) {
+        if cache.headLap.load(ordering: .relaxed) == UInt64(laps) {
+            return (Position(cache.head.load(ordering: .relaxed)), false)
+        }
+        return (freshHead(), true)
+    }
+
+    /// Reads the head itself and keeps a copy (holding the producers' lock).
+    private func freshHead() -> Position {
+        let laps = laps
+        let head = head
+        cache.head.store(head.word, ordering: .relaxed)
+        cache.headLap.store(UInt64(laps), ordering: .relaxed)
+        return head
+    }
+
+    /// The tail for a get to look for an item below (holding the consumers' lock), `head`
+    /// being the head: this process's copy if it is usable and shows an item, else the tail
+    /// itself (copied). The copy may be behind the head (other processes' consumers took the
+    /// items up to it, or a producer stepped the head over a skipped end): with the lap count
+    /// unchanged (read before the tail it counts, so it may count one crossing more than the
+    /// copy has seen) the tail moved less than 2³¹ bytes since, so `copy - head` read as a
+    /// signed number says which is ahead.
+    private func consumersTail(head: Position) -> Position {
+        let laps = laps
+        if cache.tailLap.load(ordering: .relaxed) == UInt64(laps) {
+            let copy = Position(cache.tail.load(ordering: .relaxed))
+            if Int32(bitPattern: copy.bytes &- head.bytes) > 0 { return copy }
+        }
+        let tail = tail
+        cache.tail.store(tail.word, ordering: .relaxed)
+        cache.tailLap.store(UInt64(laps), ordering: .relaxed)
+        return tail
+    }
+
     /// Closes the ring: later puts throw, gets throw once it is empty, and every sleeper wakes.
     func close() {
         // Under the producers' lock: a put either finished before (its item is seen by the
@@ -367,13 +448,15 @@ struct QueueRing: Sendable {
         let offset = Int(tail.bytes) & (capacity - 1)
         ring.storeBytes(of: Self.skipMarker, toByteOffset: offset, as: UInt32.self)
         let next = Position(items: tail.items, bytes: tail.bytes &+ UInt32(capacity - offset))
-        atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+        publishTail(next, after: tail)
         // Never waits for the consumers' lock (consumers never take the producers'): a busy
         // consumer steps over the marker itself.
         guard let acquisition = try? consumers.tryLock() else { return next }
         if acquisition == .previousOwnerDied { consumers.markConsistent() }
         let head = head
         if head.bytes == tail.bytes {
+            // The consumers' copies of the tail are now behind the head: they see so (the copy
+            // is used only while ahead of the head) and read the tail afresh.
             atomic64(Offset.head).store(
                 Position(items: head.items, bytes: next.bytes).word, ordering: .sequentiallyConsistent)
         }
