@@ -516,6 +516,14 @@ struct QueueRing: Sendable {
         } catch {
             preconditionFailure("swift-multiprocessing: a queue's lock failed: \(error)")
         }
+        return try lockWaiting(mutex, deadline: deadline, check: check)
+    }
+
+    /// The rest of ``lock(_:deadline:check:)`` once the mutex was found taken: a function of
+    /// its own, so that the path of every item does not set up the deadlines' values (a
+    /// type of another module, copied through its value witnesses).
+    @inline(never)
+    private func lockWaiting(_ mutex: ProcessMutex, deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
         let lockDeadline = deadline.map { max($0, ContinuousClock.now.advanced(by: Self.lockGrace)) }
         while true {
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
