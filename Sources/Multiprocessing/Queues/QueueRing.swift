@@ -231,9 +231,10 @@ struct QueueRing: Sendable {
                 // The record must fit before the marker even if the head is not stepped over it.
                 let offset = Int(tail.bytes) & (capacity - 1)
                 if offset >= Self.hotWindow && size <= offset {
-                    // Is the queue empty? Asked of the head itself once per page the tail
-                    // enters (a stale copy would say no; a page more is all that costs).
-                    if tail.bytes != head.bytes && (offset & 4095) < size { head = freshHead() }
+                    // Is the queue empty? Asked of the head itself at each put out here (a
+                    // stale copy would say no): a consumer keeping pace leaves it empty only
+                    // now and then, and each put that misses it sweeps on into new pages.
+                    if tail.bytes != head.bytes { head = freshHead() }
                     if tail.bytes == head.bytes { tail = recycle(tail) }
                 }
                 prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
