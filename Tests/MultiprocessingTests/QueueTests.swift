@@ -366,6 +366,26 @@ struct QueueTests {
         #expect(queue.isEmpty)
     }
 
+    @Test("a copy of the head 4 GiB stale is not trusted: the lap count tells, and a full ring stays full")
+    func staleCopyAcrossTheCounters() throws {
+        let queue = try Queue<Int>(capacity: 64)
+        // A second handle on the same ring: a process of its own, as far as copies go.
+        let other = Queue<Int>(ring: try #require(QueueRing(region: queue.ring.region)))
+        try other.put(1)  // `other` copies the head: bytes 0, lap 0
+        #expect(try queue.get() == 1)
+        // As if 4 GiB less 64 bytes had gone through (the tail crossed 2^30, 2^31, 3 * 2^30):
+        // four puts fill the 64-byte ring and bring the byte position round to 0, the
+        // position `other` copied.
+        queue.ring.jump(toBytes: 0xFFFF_FFC0, items: 7, laps: 3)
+        for number in 0..<4 { try queue.put(number) }
+        #expect(queue.isFull)
+        #expect(try !other.put(99, timeout: .zero), "a stale copy of the head let a put into a full ring")
+        for number in 0..<4 { #expect(try other.get(timeout: .zero) == number) }
+        #expect(try other.put(5, timeout: .zero))
+        #expect(try queue.get(timeout: .zero) == 5)
+        #expect(queue.isEmpty)
+    }
+
     @Test("numbers and arrays of numbers read in place: records that wrap round the ring's end come back whole")
     func inPlaceAcrossTheEnd() throws {
         let arrays = try Queue<[UInt16]>(capacity: 64)

@@ -465,6 +465,16 @@ struct QueueRing: Sendable {
         return next
     }
 
+    /// Puts both ends of an empty ring at `bytes` and `items` and the lap count at `laps`, as
+    /// if that much had gone through it: for tests of the counters' wrap-around.
+    func jump(toBytes bytes: UInt32, items: UInt32, laps: UInt32) {
+        precondition(count == 0, "only an empty ring can jump")
+        let word = Position(items: items, bytes: bytes).word
+        atomic64(Offset.head).store(word, ordering: .sequentiallyConsistent)
+        atomic64(Offset.tail).store(word, ordering: .sequentiallyConsistent)
+        atomic32(Offset.laps).store(laps, ordering: .sequentiallyConsistent)
+    }
+
     // MARK: Tasks
 
     /// Items put and not yet marked done (``JoinableQueue``).
