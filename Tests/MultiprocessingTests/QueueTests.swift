@@ -366,7 +366,7 @@ struct QueueTests {
         #expect(queue.isEmpty)
     }
 
-    @Test("a copy of the head 4 GiB stale is not trusted: the lap count tells, and a full ring stays full")
+    @Test("copies of the head and tail 4 GiB stale are not trusted (the lap count): full stays full, empty stays empty")
     func staleCopyAcrossTheCounters() throws {
         let queue = try Queue<Int>(capacity: 64)
         // A second handle on the same ring: a process of its own, as far as copies go.
@@ -383,6 +383,16 @@ struct QueueTests {
         for number in 0..<4 { #expect(try other.get(timeout: .zero) == number) }
         #expect(try other.put(5, timeout: .zero))
         #expect(try queue.get(timeout: .zero) == 5)
+        #expect(queue.isEmpty)
+
+        // The consumers' side: `other` copies the tail as it gets an item; 4 GiB later the
+        // empty ring's ends are just behind that copy, modulo 2^32. The copy would show an
+        // item (the old record still lies in the ring) that is not there.
+        try queue.put(6)
+        #expect(try other.get(timeout: .zero) == 6)
+        // The tail is at byte 32: 0 after the jump and four puts, then two 16-byte records.
+        queue.ring.jump(toBytes: 32 &- 16, items: 20, laps: 9)
+        #expect(try other.get(timeout: .zero) == nil, "a stale copy of the tail showed an item in an empty ring")
         #expect(queue.isEmpty)
     }
 
