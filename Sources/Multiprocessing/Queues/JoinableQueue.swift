@@ -39,7 +39,7 @@ public final class JoinableQueue<Element: Codable & Sendable>: Sendable, Codable
 
     /// Attaches to the queue that came with a message.
     public init(from decoder: any Decoder) throws {
-        queue = Queue(ring: try QueueRing(decoding: decoder))
+        queue = try Queue(from: decoder)
     }
 
     /// Sends a copy of the queue to another process; only the library's own encoder can.

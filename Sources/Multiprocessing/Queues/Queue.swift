@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// A first-in, first-out queue that threads of any number of processes put items into and
 /// get items from: Python's `multiprocessing.Queue`.
 ///
@@ -21,7 +23,8 @@
 /// - **Bounded or not.** `Queue(maxSize: n)` makes `put` wait while `n` items are in. An
 ///   unbounded queue's `put` waits only when its ring of bytes is full: ``capacity`` bytes,
 ///   64 MiB by default, of which each item takes its encoding plus 4 bytes, rounded up to 8
-///   (an `Int` takes 16). The ring's pages cost memory only once touched.
+///   (an `Int` takes 16; an item that goes through the socket, below, takes 16 too). The
+///   ring's pages cost memory only once touched.
 /// - **Shared handle.** Encoding a queue (storing it in a target's properties, or sending it
 ///   on a connection) gives the other process the same queue, and this process keeps its
 ///   own: hand it to any number of children.
@@ -30,12 +33,21 @@
 ///   once it has been copied out; the locks are robust mutexes that pass to the next taker.
 /// - **Timeouts** return `false` or `nil`; a timeout of zero or less tries once without
 ///   waiting for room or an item (Python's `put_nowait`, `get_nowait`). Only failures throw.
-/// - **Limits of this version**: an item must take at most half the ring
-///   (``QueueError/itemTooLarge(size:capacity:)``) and may not hold handles that travel as
-///   descriptors, such as connection ends or shared memory
-///   (``QueueError/handlesNotSupported``).
+/// - **Any item.** An item that holds handles travelling as descriptors (connection ends,
+///   shared values, arrays and memory, locks, other queues), or whose encoding takes more than
+///   half the ring, goes through a socket the queue owns instead (its bytes inline, or in a
+///   memory file when larger than 32 KiB), with a small placeholder in the ring that keeps its
+///   place: order, ``count``, ``maxSize``, ``close()`` and ``JoinableQueue`` treat it as any
+///   other item. Such a `put` and `get` cost a few system calls; ordinary items never touch the
+///   socket. Connection ends in an item *move* into the queue (this process's copy is closed
+///   once the item is in), as when they are sent on a connection; wrap them in ``Shared`` to
+///   keep them. Items put and never taken keep their descriptors open until the queue goes.
+///   Side items waiting at once are also bounded by the socket's buffer (thousands of small
+///   ones; a `put` waits beyond it, as when the ring is full).
 public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     let ring: QueueRing
+    /// The way for items that cannot be bytes in the ring (``QueueSideChannel``).
+    let side: QueueSideChannel
     /// Whether `Element` is a fixed-width number, whose codec encoding is its memory (the
     /// platforms supported are little-endian): copied as is, with no encoder. All of them
     /// take 1 to 8 bytes, and travel through the ring as the low bytes of a `UInt64`.
@@ -63,26 +75,29 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     public init(maxSize: Int? = nil, capacity: Int = Queue.defaultCapacity) throws {
         if let maxSize { precondition(maxSize >= 1, "a bounded queue holds at least one item") }
         ring = try QueueRing(capacity: capacity, maxSize: maxSize ?? 0)
+        side = try QueueSideChannel()
         isTrivial = Self.fitsInWord
         numberArray = Element.self as? any QueueNumberArray.Type
     }
 
-    init(ring: QueueRing) {
+    init(ring: QueueRing, side: QueueSideChannel) {
         self.ring = ring
+        self.side = side
         isTrivial = Self.fitsInWord
         numberArray = Element.self as? any QueueNumberArray.Type
     }
 
     /// Attaches to the queue that came with a message.
     ///
-    /// - Throws: `DecodingError` if the memory that came is not a queue's.
+    /// - Throws: `DecodingError` if what came is not a queue.
     public convenience init(from decoder: any Decoder) throws {
-        self.init(ring: try QueueRing(decoding: decoder))
+        let (ring, side) = try QueueRing.decodeHandle(from: decoder)
+        self.init(ring: ring, side: side)
     }
 
     /// Sends a copy of the queue to another process; only the library's own encoder can.
     public func encode(to encoder: any Encoder) throws {
-        try ring.region.encode(to: encoder)
+        try ring.encodeHandle(side: side, to: encoder)
     }
 
     // MARK: Facts
@@ -112,9 +127,9 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
 
     /// Puts `item` at the end, waiting as long as the queue is full.
     ///
-    /// - Throws: ``QueueError/closed``, ``QueueError/itemTooLarge(size:capacity:)``,
-    ///   ``QueueError/handlesNotSupported``, or the error `item`'s encoding threw. Nothing is
-    ///   put then, and the queue is unaffected.
+    /// - Throws: ``QueueError/closed``, or the error `item`'s encoding threw, or, for an item
+    ///   that goes through the queue's socket, a ``ConnectionError`` if the system refuses its
+    ///   descriptors (too many in flight). Nothing is put then, and the queue is unaffected.
     public func put(_ item: Element) throws {
         _ = try put(item, deadline: nil, check: {})
     }
@@ -154,7 +169,8 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     }
 
     func put(
-        _ item: Element, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
+        _ item: Element, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {},
+        afterSend: () -> Void = {}
     ) throws -> Bool {
         if isTrivial {
             // Its bytes in a word rather than `withUnsafeBytes(of: item)`, whose generic
@@ -167,11 +183,37 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         }
         if let numberArray {
             return try numberArray.withElementBytes(of: item) {
-                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+                guard ring.fits(payload: $0.count) else {
+                    return try putSide($0, outbox: nil, deadline: deadline, check: check, afterSend: afterSend)
+                }
+                return try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
             }
         }
-        let bytes = try encode(item)
+        let (bytes, outbox) = try encode(item)
+        if outbox != nil || !ring.fits(payload: bytes.count) {
+            return try bytes.withUnsafeBytes {
+                try putSide($0, outbox: outbox, deadline: deadline, check: check, afterSend: afterSend)
+            }
+        }
         return try bytes.withUnsafeBytes { try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite) }
+    }
+
+    /// Puts an item that holds descriptors (in `outbox`) or does not fit the ring through
+    /// the side channel, a placeholder in the ring. Once it is in, the connection ends that
+    /// moved into it are closed here.
+    private func putSide(
+        _ bytes: UnsafeRawBufferPointer, outbox: DescriptorOutbox?, deadline: Deadline?, check: () throws -> Void,
+        afterSend: () -> Void
+    ) throws -> Bool {
+        // Made before any lock is taken: a large item's memory file is written meanwhile.
+        let outgoing = try QueueSideChannel.Outgoing(
+            bytes, descriptors: outbox?.descriptors ?? [], inlineLimit: side.inlineLimit)
+        let put = try ring.putPlaceholder(
+            deadline: deadline, check: check, afterSend: afterSend,
+            send: { try side.trySend(outgoing, sequence: $0) },
+            waitForRoom: { side.waitForRoom(deadline: $0) }, dropOrphans: side.dropAll)
+        if put { outbox?.closeMoved() }
+        return put
     }
 
     /// Encodes an item before any lock is taken, so an item that cannot be encoded fails
@@ -179,15 +221,15 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     ///
     /// The encoder gets no descriptor outbox (a dictionary and an object less per item): a
     /// handle then refuses to encode with an `EncodingError`. Only after such an error is the
-    /// item encoded again with an outbox, to tell a handle from any other refusal.
-    func encode(_ item: Element) throws -> [UInt8] {
+    /// item encoded again with an outbox: if that works, the item goes with its descriptors
+    /// (in the outbox returned) through the side channel.
+    func encode(_ item: Element) throws -> (bytes: [UInt8], outbox: DescriptorOutbox?) {
         do {
-            return try BinaryEncoder().encode(item)
-        } catch let error as EncodingError {
+            return (try BinaryEncoder().encode(item), nil)
+        } catch is EncodingError {
             let outbox = DescriptorOutbox()
-            _ = try? BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(item)
-            if !outbox.descriptors.isEmpty { throw QueueError.handlesNotSupported }
-            throw error
+            let bytes = try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(item)
+            return (bytes, outbox)
         }
     }
 
@@ -239,29 +281,43 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         }
     }
 
-    func get(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}) throws -> Element? {
+    func get(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, afterStep: () -> Void = {}
+    ) throws -> Element? {
         do {
-            return try take(deadline: deadline, check: check, afterCopy: afterCopy)
+            return try take(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
         } catch is TimedOut {
             return nil
         }
     }
 
-    /// What ``take(deadline:check:afterCopy:)`` throws when the time runs out.
+    /// What ``take(deadline:check:afterCopy:afterStep:)`` throws when the time runs out.
     private struct TimedOut: Error {}
 
     /// Takes the first item, throwing ``TimedOut`` if the deadline passes first.
-    private func take(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void) throws -> Element {
+    private func take(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void = {}
+    ) throws -> Element {
         if isTrivial || numberArray != nil {
-            return try takeInPlace(deadline: deadline, check: check, afterCopy: afterCopy)
+            return try takeInPlace(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
         }
-        return try takeDecoded(deadline: deadline, check: check, afterCopy: afterCopy)
+        return try takeDecoded(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
     }
 
-    /// The get of any other item: its bytes are copied out, then decoded outside the locks.
-    /// (A function of its own: the `Element?` below costs a metadata look-up on entry.)
-    private func takeDecoded(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void) throws -> Element {
-        let item = try ring.get(deadline: deadline, check: check, afterCopy: afterCopy) { bytes in
+    /// The get of any other item: its bytes are copied out, then decoded outside the locks;
+    /// a side item with the descriptors that came with it. (A function of its own: the
+    /// `Element?` below costs a metadata look-up on entry.)
+    private func takeDecoded(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void
+    ) throws -> Element {
+        let item = try ring.get(
+            deadline: deadline, check: check, afterCopy: afterCopy, side: side, afterStep: afterStep,
+            decodeSide: { item in
+                try item.withBytes {
+                    try BinaryDecoder(userInfo: [.descriptorInbox: item.inbox]).decode(Element.self, from: $0)
+                }
+            }
+        ) { bytes in
             try BinaryDecoder().decode(Element.self, from: bytes)
         }
         guard let item else { throw TimedOut() }
@@ -271,8 +327,10 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// The get of a number or an array of numbers: the item is built straight from the ring's
     /// memory under the consumers' lock (one copy), a number in a word, an array in memory of
     /// its own (a generic result through closures would cost metadata look-ups, several times
-    /// the copy).
-    private func takeInPlace(deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void) throws -> Element {
+    /// the copy). An array too large for the ring comes from the side channel the same way.
+    private func takeInPlace(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void
+    ) throws -> Element {
         var word: UInt64 = 0
         // Raw memory (a generic pointer, or an optional one, would cost a metadata look-up).
         var array: UnsafeMutableRawPointer?
@@ -285,7 +343,9 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         // the decoder, which says what is wrong with them.
         var other: [UInt8] = []
         let numberArray = numberArray
-        let taken = try ring.get(deadline: deadline, check: check, afterCopy: afterCopy) { first, second in
+        let taken = try ring.get(
+            deadline: deadline, check: check, afterCopy: afterCopy, side: side, afterStep: afterStep
+        ) { first, second in
             if let numberArray, let array {
                 built = numberArray.initialize(array, from: first, second)
             } else if first.count + second.count == MemoryLayout<Element>.size {
@@ -338,13 +398,49 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
 }
 
 extension QueueRing {
-    /// The ring of a queue handle being decoded.
-    init(decoding decoder: any Decoder) throws {
-        let region = try SharedRegion(from: decoder)
+    /// Encodes a queue handle: the descriptors of the ring's memory and of both ends of the
+    /// side channel, copies for the other process (this one keeps its own).
+    func encodeHandle(side: QueueSideChannel, to encoder: any Encoder) throws {
+        guard let outbox = encoder.userInfo[.descriptorOutbox] as? DescriptorOutbox else {
+            throw EncodingError.invalidValue(
+                capacity,
+                .init(
+                    codingPath: encoder.codingPath,
+                    debugDescription: "a queue can only be encoded by swift-multiprocessing, for another process"))
+        }
+        var container = encoder.unkeyedContainer()
+        try container.encode(try outbox.add(region.descriptor))
+        try container.encode(try outbox.add(side.sender))
+        try container.encode(try outbox.add(side.receiver))
+    }
+
+    /// The ring and side channel of a queue handle being decoded; each owns the descriptors
+    /// it took.
+    static func decodeHandle(from decoder: any Decoder) throws -> (QueueRing, QueueSideChannel) {
+        guard let inbox = decoder.userInfo[.descriptorInbox] as? DescriptorInbox else {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "a queue can only be decoded by swift-multiprocessing"))
+        }
+        var container = try decoder.unkeyedContainer()
+        let indices = [try container.decode(Int.self), try container.decode(Int.self), try container.decode(Int.self)]
+        // Each descriptor taken has an owner at once (the region, the side channel), or is
+        // closed here when the next step fails; those not taken the inbox closes.
+        let region = try SharedRegion(adopting: try inbox.take(indices[0]))
+        let sender = try inbox.take(indices[1])
+        let receiver: FileDescriptor
+        do {
+            receiver = try inbox.take(indices[2])
+        } catch {
+            sender.closeIgnoringErrors()
+            throw error
+        }
+        let side = QueueSideChannel(sender: sender, receiver: receiver)
         guard let ring = QueueRing(region: region) else {
             throw DecodingError.dataCorrupted(
                 .init(codingPath: decoder.codingPath, debugDescription: "the shared memory received is not a queue's"))
         }
-        self = ring
+        return (ring, side)
     }
 }

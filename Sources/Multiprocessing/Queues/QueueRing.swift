@@ -20,6 +20,7 @@ import Synchronization
 /// | 448 | "space posted" futex word, how many producers sleep on it, whether one wants a wake |
 /// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
 /// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
+/// | 640 | the last side item's sequence number (``QueueSideChannel``) |
 /// | 1024 | laps: how many times the tail crossed a multiple of 2³⁰ bytes (``QueuePositionCache``) |
 /// | 4096 | the ring (`capacity` bytes, a power of two) |
 ///
@@ -94,6 +95,7 @@ struct QueueRing: Sendable {
         static let tasksPosted = 576
         static let joinSleepers = 580
         static let tasksWanted = 584
+        static let sideSequence = 640
         static let laps = 1024
     }
 
@@ -211,13 +213,15 @@ struct QueueRing: Sendable {
     /// `afterWrite` runs holding the producers' lock, the record written and not yet
     /// published (a hook for tests that kill a producer there).
     ///
+    /// The record must ``fits(payload:)``; larger items go through the side channel.
+    ///
     /// - Returns: `false` if the time ran out (nothing was put).
-    /// - Throws: ``QueueError/itemTooLarge(size:capacity:)``, ``QueueError/closed``.
+    /// - Throws: ``QueueError/closed``.
     func put(
         _ payload: UnsafeRawBufferPointer, deadline: Deadline?, check: () throws -> Void, afterWrite: () -> Void = {}
     ) throws -> Bool {
         let size = Self.recordSize(payload.count)
-        guard size <= capacity / 2 else { throw QueueError.itemTooLarge(size: payload.count, capacity: capacity) }
+        precondition(size <= capacity / 2, "swift-multiprocessing: a queue record larger than half its ring")
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
             if isClosed {
@@ -264,35 +268,69 @@ struct QueueRing: Sendable {
     /// throws ends the wait with nothing taken. `afterCopy` runs holding the consumers' lock,
     /// the record copied and not yet taken (a hook for tests that kill a consumer there).
     ///
+    /// A placeholder record stands for an item of the `side` channel: that item is handed to
+    /// `decodeSide` instead (see ``takePlaceholder(_:side:afterCopy:afterStep:)``).
+    /// `afterStep` runs holding the consumers' lock, a placeholder stepped over and its
+    /// datagram not yet dropped (a hook for tests that kill a consumer there).
+    ///
     /// - Returns: what `body` returns; `nil` if the time ran out (nothing was taken).
     /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what `body` throws.
     func get<Result>(
-        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, side: QueueSideChannel? = nil,
+        afterStep: () -> Void = {},
+        decodeSide: (QueueSideChannel.Incoming) throws -> Result = { _ in preconditionFailure("no side channel") },
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result? {
-        guard let record = try nextRecord(deadline: deadline, check: check) else { return nil }
-        return try withUnsafeTemporaryAllocation(byteCount: max(record.length, 1), alignment: 16) { buffer in
-            let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<record.length])
-            read(into: bytes, at: record.offset + 4)
-            afterCopy()
-            take(record)
-            return try body(UnsafeRawBufferPointer(bytes))
+        while true {
+            guard let record = try nextRecord(deadline: deadline, check: check) else { return nil }
+            if record.isPlaceholder {
+                // Unlocks the consumers' lock.
+                guard
+                    let item = try takePlaceholder(
+                        record, side: side, afterCopy: afterCopy, afterStep: afterStep)
+                else { continue }
+                return try decodeSide(item)
+            }
+            return try withUnsafeTemporaryAllocation(byteCount: max(record.length, 1), alignment: 16) { buffer in
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<record.length])
+                read(into: bytes, at: record.offset + 4)
+                afterCopy()
+                take(record)
+                return try body(UnsafeRawBufferPointer(bytes))
+            }
         }
     }
 
-    /// Takes the oldest record like ``get(deadline:check:afterCopy:_:)``, but hands `read` its
+    /// Takes the oldest record like
+    /// ``get(deadline:check:afterCopy:side:afterStep:decodeSide:_:)``, but hands `read` its
     /// payload where it lies in the ring, holding the consumers' lock: in two parts where it
     /// wraps (the second one empty otherwise). For payloads that `read` copies at once (a
     /// number, an array of numbers): one copy instead of two, and nothing generic on the way
-    /// (a generic result would cost metadata look-ups several times the copy).
+    /// (a generic result would cost metadata look-ups several times the copy). An item of the
+    /// side channel (an array too large for the ring) is handed to `read` in one part, once
+    /// the lock is released.
     ///
     /// - Returns: `false` if the time ran out (nothing was taken).
-    /// - Throws: ``QueueError/closed`` once the queue is closed and empty.
+    /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what reading a side
+    ///   item's datagram throws (nothing is taken then).
     func get(
-        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {},
-        inPlace read: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, side: QueueSideChannel? = nil,
+        afterStep: () -> Void = {}, inPlace read: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void
     ) throws -> Bool {
-        guard let record = try nextRecord(deadline: deadline, check: check) else { return false }
+        var found: Record?
+        while found == nil {
+            guard let record = try nextRecord(deadline: deadline, check: check) else { return false }
+            if !record.isPlaceholder {
+                found = record
+                continue
+            }
+            // Unlocks the consumers' lock.
+            if let item = try takePlaceholder(record, side: side, afterCopy: afterCopy, afterStep: afterStep) {
+                item.withBytes { read($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+                return true
+            }
+        }
+        guard let record = found else { return false }
         let start = (record.offset + 4) & (capacity - 1)
         let first = min(record.length, capacity - start)
         read(
@@ -306,10 +344,14 @@ struct QueueRing: Sendable {
     /// A record found at the head, the consumers' lock held.
     private struct Record {
         var head: Position
+        /// The tail it was found below (the consumers' copy, or the tail itself).
+        var tail: Position
         /// Where its length word lies in the ring.
         var offset: Int
         /// Payload bytes.
         var length: Int
+        /// Whether it stands for an item of the side channel (``placeholderFlag``).
+        var isPlaceholder: Bool
     }
 
     /// Waits until `deadline` for a record at the head and returns it holding the consumers'
@@ -332,10 +374,12 @@ struct QueueRing: Sendable {
                     consumers.unlock()
                     continue
                 }
+                let isPlaceholder = UInt32(length) & Self.placeholderFlag != 0
+                let payload = Int(UInt32(length) & ~Self.placeholderFlag)
                 precondition(
-                    Self.recordSize(length) <= Int(tail.bytes &- head.bytes),
+                    Self.recordSize(payload) <= Int(tail.bytes &- head.bytes),
                     "swift-multiprocessing: a queue's memory is corrupt")
-                return Record(head: head, offset: offset, length: length)
+                return Record(head: head, tail: tail, offset: offset, length: payload, isPlaceholder: isPlaceholder)
             }
             consumers.unlock()
             if closed { throw QueueError.closed }
@@ -632,4 +676,140 @@ struct QueueRing: Sendable {
 /// under the producers' lock; a race could only populate a chunk twice.
 final class PopulatedPrefix: Sendable {
     let offset = Atomic<Int>(0)
+}
+
+// MARK: Side items
+
+extension QueueRing {
+    /// The flag of a length word that makes the record a placeholder: its payload is the
+    /// sequence number of a datagram of the queue's ``QueueSideChannel``, which holds the item.
+    /// Real lengths are below 2³¹ (the ring holds at most 1 GiB).
+    static let placeholderFlag: UInt32 = 1 << 31
+
+    /// Whether an item of `count` bytes can be a record of the ring: at most half the ring,
+    /// so that a record always fits once the ring drains.
+    func fits(payload count: Int) -> Bool {
+        Self.recordSize(count) <= capacity / 2
+    }
+
+    /// Puts a side item: holding the producers' lock, with room in the ring for its
+    /// placeholder, `send` sends its datagram numbered with the next sequence number (`false`:
+    /// the socket has no room now, nothing sent), then the placeholder is published, so the
+    /// ring and the socket keep the same order. Waits (for room in the ring, or in the socket
+    /// with `waitForRoom`, the lock released) until `deadline`. `afterSend` runs holding the
+    /// lock, the datagram sent and the placeholder not yet published (a hook for tests that
+    /// kill a producer there). `dropOrphans` drops every datagram in the socket and says how
+    /// many there were: called when the socket is full and the ring holds no item, so they
+    /// can only be orphans.
+    ///
+    /// - Returns: `false` if the time ran out (nothing was put).
+    /// - Throws: ``QueueError/closed``; what `send` throws (nothing was put).
+    func putPlaceholder(
+        deadline: Deadline?, check: () throws -> Void, afterSend: () -> Void = {}, send: (UInt64) throws -> Bool,
+        waitForRoom: (Deadline?) -> Void, dropOrphans: () -> Int
+    ) throws -> Bool {
+        let size = Self.recordSize(8)
+        while true {
+            guard try lock(producers, deadline: deadline, check: check) else { return false }
+            if isClosed {
+                producers.unlock()
+                throw QueueError.closed
+            }
+            var tail = tail
+            let head = head
+            if hasRoom(for: size, head: head, tail: tail) {
+                // A number is never used twice, even when the send fails or its producer dies:
+                // consumers only compare them.
+                let counter = atomic64(Offset.sideSequence)
+                let sequence = counter.load(ordering: .sequentiallyConsistent) &+ 1
+                counter.store(sequence, ordering: .sequentiallyConsistent)
+                let sent: Bool
+                do {
+                    sent = try send(sequence)
+                } catch {
+                    producers.unlock()
+                    throw error
+                }
+                if sent {
+                    afterSend()
+                    let offset = Int(tail.bytes) & (capacity - 1)
+                    if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
+                        tail = recycle(tail)
+                    }
+                    prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
+                    withUnsafeBytes(of: sequence) { write($0, at: Int(tail.bytes)) }
+                    ring.storeBytes(
+                        of: Self.placeholderFlag | 8, toByteOffset: Int(tail.bytes) & (capacity - 1), as: UInt32.self)
+                    let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
+                    publishTail(next, after: tail)
+                    producers.unlock()
+                    post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
+                    return true
+                }
+                // The socket is full. Of orphans only, if the ring holds no item: producers killed
+                // between send and publish could otherwise fill it for good. Holding both locks,
+                // no placeholder can appear or be half taken, so every datagram is an orphan.
+                if self.head.items == tail.items, let acquisition = try? consumers.tryLock() {
+                    if acquisition == .previousOwnerDied { consumers.markConsistent() }
+                    let dropped = self.head.items == tail.items ? dropOrphans() : 0
+                    consumers.unlock()
+                    if dropped > 0 {
+                        producers.unlock()
+                        continue
+                    }
+                }
+                // Otherwise it is full of unread side items: wait for a consumer without the lock
+                // (ring items may still go in meanwhile), a slice at a time to run `check`.
+                producers.unlock()
+                if deadline.hasPassed { return false }
+                let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
+                waitForRoom(deadline.map { min($0, sliceEnd) } ?? sliceEnd)
+                try check()
+                continue
+            }
+            producers.unlock()
+            if deadline.hasPassed { return false }
+            try sleep(
+                on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
+                check: check
+            ) {
+                hasRoom(for: size, head: self.head, tail: self.tail)
+            }
+        }
+    }
+
+    /// Takes the placeholder record at ring offset `offset` (the head), called holding the
+    /// consumers' lock, which it releases: copies its item out of the side channel (leaving
+    /// the datagram queued), steps the head over the record, then drops the datagram.
+    /// A process killed before the step leaves the item in the queue; after it, an orphan
+    /// datagram that the next consumer drops.
+    ///
+    /// - Returns: the item; `nil` if its datagram was gone (the placeholder is skipped).
+    /// - Throws: what ``QueueSideChannel/peek(sequence:)`` throws; nothing is taken then.
+    private func takePlaceholder(
+        _ record: Record, side: QueueSideChannel?, afterCopy: () -> Void, afterStep: () -> Void
+    ) throws -> QueueSideChannel.Incoming? {
+        let (offset, head, tail) = (record.offset, record.head, record.tail)
+        let size = Self.recordSize(8)
+        guard let side, record.length == 8, size <= Int(tail.bytes &- head.bytes) else {
+            preconditionFailure("swift-multiprocessing: a queue's memory is corrupt")
+        }
+        var sequence: UInt64 = 0
+        withUnsafeMutableBytes(of: &sequence) { read(into: $0, at: offset + 4) }
+        let item: QueueSideChannel.Incoming?
+        do {
+            item = try side.peek(sequence: sequence)
+        } catch {
+            consumers.unlock()
+            throw error
+        }
+        afterCopy()
+        let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
+        atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        afterStep()
+        if item != nil { side.dropFront() }
+        consumers.unlock()
+        post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
+        return item
+    }
 }
