@@ -2,8 +2,9 @@
 /// for any ``ProcessFunction`` until the pool closes the channel.
 struct ServePool: ProcessTarget {
     let tasks: Connection<PoolMessage>
-    /// The offset, in the current task, of the input being run (shared with the pool, which
-    /// reads it when the worker dies); the input count once the task is done.
+    /// The task and the offset in it of the input being run (shared with the pool, which
+    /// reads it when the worker dies; see ``PoolWorker/Running``); the offset is the
+    /// input count once the task is done.
     let running: SharedValue<Int>
     let initializer: EncodedTarget?
 
@@ -51,7 +52,7 @@ struct ServePool: ProcessTarget {
 
     /// Answers every input of a task that cannot run with `reason`.
     private func refuse(id: UInt64, count: Int, eachInput: Bool, reason: String) async throws {
-        running.store(count)
+        running.store(PoolWorker.Running(task: id, offset: count).word)
         if eachInput {
             for offset in 0..<count {
                 try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
@@ -89,8 +90,10 @@ struct ServePool: ProcessTarget {
         var outputs: [Function.Output] = []
         var failures: [PoolItemFailure] = []
         if !eachInput { outputs.reserveCapacity(count) }
-        for (offset, input) in inputs.enumerated() {
-            running.store(offset)
+        let task = PoolWorker.Running(task: id, offset: 0).word
+        for offset in inputs.indices {
+            let input = inputs[offset]
+            running.store(task | offset)
             let output: Function.Output
             do {
                 output = try await function(input)
@@ -110,7 +113,7 @@ struct ServePool: ProcessTarget {
             }
         }
         // Past the last input: a worker that dies from here on was running none of them.
-        running.store(count)
+        running.store(task | count)
         if eachInput { return }
         let encoded: [UInt8]
         do {
