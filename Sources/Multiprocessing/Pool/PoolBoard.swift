@@ -46,7 +46,7 @@ struct PoolChunkOutcome<Output: Sendable>: Sendable {
 /// Where the task that runs a call meets the drivers that run its chunks on workers: the
 /// call posts chunks, the drivers take them and deliver outcomes, the call collects them.
 ///
-/// One driver per worker it holds, each with at most two chunks sent to it: the board is
+/// One driver per worker it holds, each with a few chunks sent to it: the board is
 /// what lets the call cut chunks (it owns the inputs' iterator, which need not be
 /// `Sendable`) while the drivers stay busy.
 final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {

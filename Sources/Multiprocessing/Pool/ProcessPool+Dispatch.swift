@@ -16,22 +16,25 @@ extension ProcessPool {
         }
     }
 
-    /// A second chunk is sent to a worker before the first is answered only when the first
-    /// came back within this time: for quick chunks the round trip is what leaves a worker
-    /// idle, for slow ones it is negligible, and holding the chunk back lets whichever
-    /// worker is free first take it (CPU-bound chunks of uneven cost stay balanced).
+    /// More chunks are sent to a worker before the first is answered only when its last
+    /// chunk came back within this time: for quick chunks the round trip is what leaves a
+    /// worker idle, for slow ones it is negligible, and holding the chunk back lets
+    /// whichever worker is free first take it (CPU-bound chunks of uneven cost stay
+    /// balanced).
     static let quickChunk = Duration.milliseconds(2)
-    /// ... and only when its encoded inputs are at most this large, so that it fits in the
-    /// socket's buffer at once: a send that waited for the worker to read could deadlock
-    /// with the worker waiting for its answer to the first chunk to be read.
+    /// ... and only while the encoded inputs sent and unanswered stay under this size, so
+    /// that they fit in the socket's buffer at once: a send that waited for the worker to
+    /// read could deadlock with the worker waiting for its answer to an earlier chunk to be
+    /// read.
     static let pipelinedBytes = 32 * 1024
 
     /// Runs `function` on every input and calls `body` (in the calling task) with the
     /// outcomes of chunks (or parts of chunks) as they complete.
     ///
-    /// `nextInputs(n)` gives the next up to `n` inputs, or `nil` at the end. At most two
-    /// chunks per worker are outstanding, so at most `2 × workers × chunkSize` inputs
-    /// have been pulled and not yet answered. With a `window`, no input is cut while it
+    /// `nextInputs(n)` gives the next up to `n` inputs, or `nil` at the end. At most five
+    /// chunks per worker are outstanding (four sent, one cut and waiting; two with a
+    /// timeout), so at most `5 × workers × chunkSize` inputs have been pulled and not yet
+    /// answered. With a `window`, no input is cut while it
     /// is `window` or more past the oldest unanswered one: a caller that reorders results
     /// (an ordered stream) then holds at most about `window` of them, however long one
     /// slow item keeps the others waiting. Cancelling the calling task kills the workers
@@ -56,7 +59,7 @@ extension ProcessPool {
             var drivers = 0
             while true {
                 try Task.checkCancellation()
-                while !exhausted && unanswered.count < workerCount * depth {
+                while !exhausted && unanswered.count < workerCount * (depth + 1) {
                     if let window, let oldest = unanswered.keys.min(), index - oldest >= window { break }
                     guard let inputs = try await nextInputs(chunkSize), !inputs.isEmpty else {
                         exhausted = true
@@ -116,12 +119,13 @@ extension ProcessPool {
         return try result.get()
     }
 
-    /// Chunks per worker: 2 where a chunk's answer comes in one message and the worker's
-    /// task budget does not count chunks (a worker retired mid-pipeline would take the
-    /// second chunk with it); 1 with a timeout (each input's clock starts at the previous
-    /// answer, which a queued chunk would skew).
+    /// Chunks sent to a worker at most: 4 where a chunk's answer comes in one message and
+    /// the worker's task budget does not count chunks (a worker retired mid-pipeline would
+    /// take the chunks behind with it); 1 with a timeout (each input's clock starts at the
+    /// previous answer, which a queued chunk would skew). The call keeps one more chunk per
+    /// worker cut and waiting on the board, so a driver never waits for the call to cut one.
     private func pipelineDepth(timeout: Duration?) -> Int {
-        timeout == nil && maxTasksPerWorker == nil ? 2 : 1
+        timeout == nil && maxTasksPerWorker == nil ? 4 : 1
     }
 
     // MARK: The driver
@@ -149,7 +153,9 @@ extension ProcessPool {
         var quick = false
         do {
             loop: while true {
-                if sent.isEmpty || (sent.count < depth && quick) {
+                if sent.isEmpty
+                    || (quick && sent.count < depth && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
+                {
                     var next: PoolChunk<Input>?
                     if !redo.isEmpty {
                         next = redo.removeFirst()
@@ -260,7 +266,7 @@ extension ProcessPool {
     /// After `worker` died with `sent` unanswered: the input it was running fails (or runs
     /// again, by the pool's `retries`); the other inputs are returned, to run again.
     ///
-    /// The shared `running` word names the task and the offset, so with two chunks sent
+    /// The shared `running` word names the task and the offset, so with several chunks sent
     /// the one at fault is known exactly. A chunk none of whose inputs was at fault (the
     /// worker died between inputs, or before taking it) runs again; after three such deaths
     /// its first input fails, so that a worker that dies on anything cannot loop forever.

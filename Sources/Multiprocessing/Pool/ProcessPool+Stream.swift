@@ -4,10 +4,10 @@ extension ProcessPool {
     ///
     /// Inputs are pulled only as fast as workers take them and the stream is read, so an
     /// endless or huge sequence is fine: the inputs pulled stay within
-    /// `6 × workers × chunkSize` of the outputs read (at most two chunks per worker in
-    /// flight, none more than `2 × workers × chunkSize` past the oldest unanswered input,
-    /// and `workers × chunkSize` outputs waiting in the stream). The stream throws at the
-    /// first failed item, after the outputs before it.
+    /// `4 × workers × chunkSize` of the outputs read (no input is cut more than
+    /// `2 × workers × chunkSize` past the oldest unanswered one, and at most
+    /// `workers × chunkSize` outputs wait in the stream). The stream throws at the first
+    /// failed item, after the outputs before it.
     ///
     /// ```swift
     /// for try await square in pool.mapStream(Square(), 1...1_000_000) { total += square }
@@ -59,8 +59,9 @@ extension ProcessPool {
     /// Calls `function` on every input and streams the outputs as they are done, in any
     /// order (Python's `Pool.imap_unordered`).
     ///
-    /// Inputs are pulled only as fast as workers take them and the stream is read (at most
-    /// two chunks per worker in flight, `workers × chunkSize` outputs waiting in the
+    /// Inputs are pulled only as fast as workers take them and the stream is read: the
+    /// inputs pulled stay within `6 × workers × chunkSize + 1` of the outputs read (at most
+    /// five chunks per worker unanswered, `workers × chunkSize` outputs waiting in the
     /// stream). The stream throws at the first failure to arrive (a ``ProcessPoolError``
     /// naming its index), after the outputs that arrived before it.
     /// - Parameters:
