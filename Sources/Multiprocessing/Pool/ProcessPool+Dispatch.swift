@@ -38,7 +38,8 @@ extension ProcessPool {
     /// is `window` or more past the oldest unanswered one: a caller that reorders results
     /// (an ordered stream) then holds at most about `window` of them, however long one
     /// slow item keeps the others waiting. Cancelling the calling task kills the workers
-    /// running its items and throws `CancellationError`.
+    /// running its items and throws `CancellationError`. An error `nextInputs` throws is
+    /// thrown once the chunks already cut are done.
     func dispatch<Function: ProcessFunction>(
         _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil,
         nextInputs: (Int) async throws -> [Function.Input]?,
@@ -57,11 +58,21 @@ extension ProcessPool {
             var index = 0
             var exhausted = false
             var drivers = 0
+            var inputError: (any Error)?
             while true {
                 try Task.checkCancellation()
                 while !exhausted && unanswered.count < workerCount * (depth + 1) {
                     if let window, let oldest = unanswered.keys.min(), index - oldest >= window { break }
-                    guard let inputs = try await nextInputs(chunkSize), !inputs.isEmpty else {
+                    let inputs: [Function.Input]?
+                    do {
+                        inputs = try await nextInputs(chunkSize)
+                    } catch {
+                        // The inputs' own failure: the chunks sent still finish (their
+                        // workers are not killed for it), then the call throws it.
+                        inputError = error
+                        inputs = nil
+                    }
+                    guard let inputs, !inputs.isEmpty else {
                         exhausted = true
                         board.finish()
                         break
@@ -84,6 +95,7 @@ extension ProcessPool {
                 }
                 try await body(outcomes)
             }
+            if let inputError { throw inputError }
         }
     }
 
