@@ -20,6 +20,67 @@ enum PoolMessage: Codable, Sendable {
     case outputs(id: UInt64, outputs: [UInt8], failures: [PoolItemFailure])
 }
 
+extension PoolMessage {
+    // Coded by hand, as a tag then the fields in one unkeyed container: the synthesized
+    // coding of an enum with payloads goes through nested keyed containers, whose generic
+    // metadata lookups cost more than a small task itself (one per item with chunk size 1).
+    private enum Tag: UInt8 {
+        case task, result, results, outputs
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        switch self {
+        case .task(let id, let typeName, let function, let inputs, let count, let eachInput):
+            try container.encode(Tag.task.rawValue)
+            try container.encode(id)
+            try container.encode(typeName)
+            try container.encode(function)
+            try container.encode(inputs)
+            try container.encode(count)
+            try container.encode(eachInput)
+        case .result(let id, let offset, let outcome):
+            try container.encode(Tag.result.rawValue)
+            try container.encode(id)
+            try container.encode(offset)
+            try container.encode(outcome)
+        case .results(let id, let outcomes):
+            try container.encode(Tag.results.rawValue)
+            try container.encode(id)
+            try container.encode(outcomes)
+        case .outputs(let id, let outputs, let failures):
+            try container.encode(Tag.outputs.rawValue)
+            try container.encode(id)
+            try container.encode(outputs)
+            try container.encode(failures)
+        }
+    }
+
+    init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        guard let tag = Tag(rawValue: try container.decode(UInt8.self)) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a pool message")
+        }
+        switch tag {
+        case .task:
+            self = .task(
+                id: try container.decode(UInt64.self), typeName: try container.decode(String.self),
+                function: try container.decode([UInt8].self), inputs: try container.decode([UInt8].self),
+                count: try container.decode(Int.self), eachInput: try container.decode(Bool.self))
+        case .result:
+            self = .result(
+                id: try container.decode(UInt64.self), offset: try container.decode(Int.self),
+                outcome: try container.decode(ChildOutcome.self))
+        case .results:
+            self = .results(id: try container.decode(UInt64.self), outcomes: try container.decode([ChildOutcome].self))
+        case .outputs:
+            self = .outputs(
+                id: try container.decode(UInt64.self), outputs: try container.decode([UInt8].self),
+                failures: try container.decode([PoolItemFailure].self))
+        }
+    }
+}
+
 /// An input of a task that failed: its offset in the task, and how.
 struct PoolItemFailure: Codable, Sendable {
     var offset: Int

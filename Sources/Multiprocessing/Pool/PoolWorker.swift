@@ -14,6 +14,8 @@ final class PoolWorker: Sendable {
     let running: SharedValue<Int>
     /// Tasks (chunks) served, for `maxTasksPerWorker`.
     let tasksServed = Atomic<Int>(0)
+    /// When to look for a reply a while before sleeping on it (see ``SpinPolicy``).
+    private let spin = Mutex(SpinPolicy())
 
     /// The value of ``running``: a task's id (its low 31 bits) and the offset of the input
     /// in it, in one word so that one store changes both. With two tasks sent to a worker,
@@ -98,9 +100,10 @@ final class PoolWorker: Sendable {
     /// Waits for the next reply, the worker's end, or `timeout`, whichever comes first.
     /// - Throws: `CancellationError` when the waiting task is cancelled.
     func next(timeout: Duration?) async throws -> Event {
-        // Replies to a chunk come in bursts: one already here is taken without arming a
-        // wait (the costly part of a small item's round trip).
-        if (try? channel.poll()) != true {
+        // A reply already here, or coming within microseconds (a quick item's round trip),
+        // is taken without arming a wait: the wait and the wake-up cost more than the item.
+        let here = timeout == nil ? spin.withLock { channel.lookForMessage(&$0) } : (try? channel.poll()) == true
+        if !here {
             let ready = try await waitForAny([channel as any Waitable, process], timeout: timeout)
             if ready.isEmpty { return .timedOut }
         }
@@ -136,4 +139,24 @@ final class PoolWorker: Sendable {
 
     /// Lets the worker finish: it exits when its channel closes.
     func close() { channel.close() }
+}
+
+extension Connection {
+    /// Whether a message is here, looking for one for up to ``SpinPolicy/window`` (yielding
+    /// the CPU between looks) when `policy` says so: a pool's replies and tasks often come
+    /// within microseconds, and sleeping on the socket costs a wake-up of tens of them.
+    func lookForMessage(_ policy: inout SpinPolicy) -> Bool {
+        if (try? poll()) != false { return true }
+        guard policy.shouldSpin() else { return false }
+        let start = ContinuousClock.now
+        repeat {
+            sched_yield()
+            if (try? poll()) != false {
+                policy.found()
+                return true
+            }
+        } while ContinuousClock.now - start < SpinPolicy.window
+        policy.missed()
+        return false
+    }
 }

@@ -20,8 +20,12 @@ struct ServePool: ProcessTarget {
         }
         // Each type name is resolved once: `_typeByName` walks the metadata sections.
         var functions: [String: any ProcessFunction.Type] = [:]
+        // The next task often comes within microseconds (the pool sends ahead, or answers
+        // its caller and sends the next): looked for a while before sleeping.
+        var spin = SpinPolicy()
         while true {
             let message: PoolMessage
+            _ = tasks.lookForMessage(&spin)
             do {
                 message = try await tasks.receive()
             } catch ConnectionError.endOfStream {
