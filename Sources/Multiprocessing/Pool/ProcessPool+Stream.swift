@@ -34,7 +34,7 @@ extension ProcessPool {
     /// input order (Python's `Pool.imap` over a generator that waits).
     ///
     /// Elements are pulled only as fast as workers take them and the stream is read, within
-    /// the same bound as ``mapStream(_:_:chunkSize:timeout:)``'s: an endless sequence is
+    /// the same bound as ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``'s: an endless sequence is
     /// fine. A chunk is sent once it is full or the sequence ends, so with a `chunkSize`
     /// above 1 a slow sequence's elements wait for the rest of their chunk. An error the
     /// sequence throws ends the stream with that error, after the outputs before it.
@@ -43,9 +43,9 @@ extension ProcessPool {
     ///   - inputs: the inputs: any `AsyncSequence`, read lazily.
     ///   - chunkSize: inputs sent to a worker at once (default 1).
     ///   - timeout: the longest one item may run (its worker is then killed and replaced).
-    public func mapStream<Function: ProcessFunction, Inputs: AsyncSequence & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> PoolStream<Function.Output> where Inputs.Element == Function.Input {
+    public func mapStream<Function: ProcessFunction, AsyncInputs: AsyncSequence & Sendable>(
+        _ function: Function, _ inputs: AsyncInputs, chunkSize: Int = 1, timeout: Duration? = nil
+    ) -> PoolStream<Function.Output> where AsyncInputs.Element == Function.Input {
         PoolStream(capacity: workerCount * chunkSize) { buffer in
             var iterator = inputs.makeAsyncIterator()
             try await self.streamInOrder(function, chunkSize: chunkSize, timeout: timeout, into: buffer) { size in
@@ -85,7 +85,7 @@ extension ProcessPool {
     /// Calls `function` on every element of an `AsyncSequence` and streams the outputs as
     /// they are done, in any order (Python's `Pool.imap_unordered` over a generator).
     ///
-    /// Pulled as ``mapUnordered(_:_:chunkSize:timeout:)`` pulls a `Sequence`; a chunk is
+    /// Pulled as ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` pulls a `Sequence`; a chunk is
     /// sent once it is full or the sequence ends. An error the sequence throws ends the
     /// stream with that error.
     /// - Parameters:
@@ -93,9 +93,9 @@ extension ProcessPool {
     ///   - inputs: the inputs: any `AsyncSequence`, read lazily.
     ///   - chunkSize: inputs sent to a worker at once (default 1).
     ///   - timeout: the longest one item may run (its worker is then killed and replaced).
-    public func mapUnordered<Function: ProcessFunction, Inputs: AsyncSequence & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> PoolStream<Function.Output> where Inputs.Element == Function.Input {
+    public func mapUnordered<Function: ProcessFunction, AsyncInputs: AsyncSequence & Sendable>(
+        _ function: Function, _ inputs: AsyncInputs, chunkSize: Int = 1, timeout: Duration? = nil
+    ) -> PoolStream<Function.Output> where AsyncInputs.Element == Function.Input {
         PoolStream(capacity: workerCount * chunkSize) { buffer in
             var iterator = inputs.makeAsyncIterator()
             try await self.streamAsDone(function, chunkSize: chunkSize, timeout: timeout, into: buffer) { size in

@@ -17,15 +17,22 @@ import Synchronization
 /// - Each worker takes many tasks, for any function type, over its channel.
 /// - A worker that crashes, is killed or calls `exit` fails only the item it was running
 ///   (a ``ProcessPoolError`` names the item and how the worker ended); the pool starts a
-///   new worker and finishes the other items. A per-item `timeout:` kills and replaces the
+///   new worker and finishes the other items; with `retries:` the item runs again on a new
+///   worker, up to that many more times. A per-item `timeout:` kills and replaces the
 ///   worker running an item that overruns. Cancelling the task that awaits a call kills the
 ///   workers running its items (they are replaced) and throws `CancellationError`.
-/// - Any number of tasks may use one pool at once; workers go to whoever waits first.
+/// - Chunks of quick items are sent a few ahead to each worker, so a worker does not idle
+///   a round trip between them; which item a worker that dies was running is still known
+///   exactly.
+/// - Any number of tasks may use one pool at once; workers go to whoever waits first (a
+///   call keeps a worker while it has chunks ready for it, as Python's queue of tasks
+///   serves a map before the calls made after it).
 /// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:retries:initializer:_:)``
 ///   always does. A pool released without either lets its workers go: their channels
 ///   close, and each exits after its current item.
-/// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
-///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
+/// - Streams: ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` (in order) and
+///   ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` pull their inputs lazily, from a
+///   `Sequence` or an `AsyncSequence`; ``submit(_:_:timeout:)``
 ///   returns a ``PoolTask`` to await or cancel.
 public final class ProcessPool: Sendable {
     /// The number of workers the pool keeps.
