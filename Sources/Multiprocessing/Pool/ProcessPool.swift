@@ -105,18 +105,36 @@ public final class ProcessPool: Sendable {
         }
     }
 
-    /// Starts `count` workers with `start`; if one fails, kills and reaps those already
-    /// started, then throws its error: a pool that cannot start leaves no process behind.
+    /// Starts `count` workers with `start`, all at once (each start mostly waits for its
+    /// process to come up); if one fails, kills and reaps every one that started, then
+    /// throws its error: a pool that cannot start leaves no process behind.
     static func startAll(
-        _ count: Int, _ start: () async throws -> PoolWorker
+        _ count: Int, _ start: @escaping @Sendable () async throws -> PoolWorker
     ) async throws -> [PoolWorker] {
-        var started: [PoolWorker] = []
-        do {
-            for _ in 0..<count { started.append(try await start()) }
-        } catch {
+        let (started, failure) = await withTaskGroup(of: Result<PoolWorker, any Error>.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    do {
+                        return .success(try await start())
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var started: [PoolWorker] = []
+            var failure: (any Error)?
+            for await result in group {
+                switch result {
+                case .success(let worker): started.append(worker)
+                case .failure(let error): failure = failure ?? error
+                }
+            }
+            return (started, failure)
+        }
+        if let failure {
             for worker in started { worker.kill() }
             for worker in started { _ = await worker.termination() }
-            throw error
+            throw failure
         }
         return started
     }
