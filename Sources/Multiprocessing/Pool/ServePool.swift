@@ -23,6 +23,9 @@ struct ServePool: ProcessTarget {
         // The next task often comes within microseconds (the pool sends ahead, or answers
         // its caller and sends the next): looked for a while before sleeping.
         var spin = SpinPolicy()
+        // The last function decoded, by its bytes: a call sends the same function with
+        // every chunk, and decoding it again cost as much as a small chunk's work.
+        var lastFunction: (payload: [UInt8], value: any ProcessFunction)?
         while true {
             let message: PoolMessage
             _ = tasks.lookForMessage(&spin)
@@ -50,7 +53,9 @@ struct ServePool: ProcessTarget {
                 try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
                 continue
             }
-            try await serve(type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput)
+            try await serve(
+                type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput,
+                last: &lastFunction)
         }
     }
 
@@ -72,12 +77,18 @@ struct ServePool: ProcessTarget {
     /// together.
     private func serve<Function: ProcessFunction>(
         _ type: Function.Type, function payload: [UInt8], inputs encodedInputs: [UInt8], count: Int,
-        task id: UInt64, eachInput: Bool
+        task id: UInt64, eachInput: Bool, last: inout (payload: [UInt8], value: any ProcessFunction)?
     ) async throws {
         let function: Function
         let inputs: [Function.Input]
         do {
-            function = try BinaryDecoder().decode(Function.self, from: payload)
+            // The same bytes and the same type: the same value (decoding is deterministic).
+            if let last, last.payload == payload, let same = last.value as? Function {
+                function = same
+            } else {
+                function = try BinaryDecoder().decode(Function.self, from: payload)
+                last = (payload, function)
+            }
         } catch {
             let reason = "\(String(reflecting: Function.self)) could not be decoded: \(error)"
             try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
