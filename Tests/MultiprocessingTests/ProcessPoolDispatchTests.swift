@@ -152,6 +152,33 @@ struct ProcessPoolDispatchTests {
         }
     }
 
+    @Test("an item that overruns its timeout is not retried")
+    func timeoutNotRetried() async throws {
+        try await withProcessPool(workers: 2, retries: 2) { (pool: ProcessPool) async throws in
+            let results = await pool.results(PoolNap(), [5, 60_000], chunkSize: 1, timeout: .seconds(1))
+            guard case .failure(let error) = results[1], case .timedOut = error.reason else {
+                Issue.record("item 1 did not time out: \(results[1])")
+                return
+            }
+            #expect(error.attempts == 1)
+            #expect(try results[0].get() == 5)
+        }
+    }
+
+    @Test("no inputs: every form returns at once with nothing")
+    func noInputs() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            #expect(try await pool.map(PoolSquare(), []).isEmpty)
+            #expect(await pool.results(PoolSquare(), []).isEmpty)
+            var streamed = 0
+            for try await _ in pool.mapStream(PoolSquare(), [Int]()) { streamed += 1 }
+            for try await _ in pool.mapUnordered(PoolSquare(), CountingAsyncInputs(pulled: .init()).prefix(0)) {
+                streamed += 1
+            }
+            #expect(streamed == 0)
+        }
+    }
+
     @Test("a crash in a pipelined chunk names the right item", arguments: [0, 1, 151, 399])
     func pipelinedCrash(bad: Int) async throws {
         try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
