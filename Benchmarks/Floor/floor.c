@@ -1,8 +1,9 @@
 // mp-floor: the raw-syscall floor for the swift-multiprocessing benchmarks.
 //
 // Each workload does the least a process-based runtime could possibly do for the
-// same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair), so the
-// Swift and Python figures can be read against what the kernel itself costs.
+// same job (posix_spawn/fork + waitpid, read/write on an AF_UNIX socketpair, atomic adds
+// on one shared word), so the Swift and Python figures can be read against what the kernel
+// and the hardware themselves cost.
 //
 // Built by the benchmark harness (Benchmarks/Harness/Floor.swift) with the system C compiler,
 // `cc -O2`, into .build/mp-floor-cc, so that it loads nothing but libc; by hand:
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -329,6 +331,51 @@ static void bench_bytes(enum size size) {
 }
 
 // ---------------------------------------------------------------------------------
+// counter-atomic: 2 forked processes x N `__atomic_fetch_add` (one `lock xadd` each) on one
+// 8-byte word of a MAP_SHARED|MAP_ANONYMOUS page, timed from the first fork to the last
+// waitpid: the same work and span as the Swift workload (`SharedValue<Int>.add` in two
+// children, start to join), less everything but the processes and the cache line that the
+// two CPUs pass back and forth.
+
+static long counter_times(enum size size) { return size == SIZE_FULL ? 200000 : 2000; }
+
+static void bench_counter_atomic(enum size size) {
+    const long times = counter_times(size);
+    enum { PROCESSES = 2, RUNS = 3 };
+    double rates[RUNS];
+    long *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (word == MAP_FAILED) fail("mmap");
+    fflush(NULL);
+
+    for (int r = 0; r < RUNS; r++) {
+        __atomic_store_n(word, 0, __ATOMIC_SEQ_CST);
+        pid_t pids[PROCESSES];
+        uint64_t t0 = now_ns();
+        for (int p = 0; p < PROCESSES; p++) {
+            pids[p] = fork();
+            if (pids[p] < 0) fail("fork");
+            if (pids[p] == 0) {
+                for (long i = 0; i < times; i++) __atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
+                _exit(0);
+            }
+            live_child = pids[p];
+        }
+        for (int p = 0; p < PROCESSES; p++) wait_ok(pids[p]);
+        uint64_t t1 = now_ns();
+        long total = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+        if (total != PROCESSES * times) {
+            errno = 0;
+            fail("counter-atomic counted %ld, not %ld", total, PROCESSES * times);
+        }
+        rates[r] = (double)(PROCESSES * times) / ((double)(t1 - t0) / 1e9) / 1e6;
+    }
+    munmap(word, 4096);
+
+    print_result("counter-atomic", "M/s", median_double(rates, RUNS), RUNS,
+                 "2 forked processes x N __atomic_fetch_add on one shared word, first fork to last waitpid; median of 3 runs.");
+}
+
+// ---------------------------------------------------------------------------------
 
 static void bench_double_array(enum size size) {
     (void)size;
@@ -339,7 +386,8 @@ static void bench_double_array(enum size size) {
 
 static void usage(void) {
     fputs("usage: mp-floor WORKLOAD [--size tiny|full]\n"
-          "workloads: spawn-start-join fork-start-join pingpong bytes-throughput double-array\n",
+          "workloads: spawn-start-join fork-start-join pingpong bytes-throughput double-array\n"
+          "           counter-atomic\n",
           stderr);
 }
 
@@ -394,6 +442,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(workload, "bytes-throughput") == 0) {
         signal(SIGPIPE, SIG_IGN);
         bench_bytes(size);
+    } else if (strcmp(workload, "counter-atomic") == 0) {
+        bench_counter_atomic(size);
     } else if (strcmp(workload, "double-array") == 0) {
         bench_double_array(size);
     } else {

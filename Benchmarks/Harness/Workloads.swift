@@ -60,8 +60,10 @@ func workloads(size: Size) -> [Workload] {
             target: ">= 1000 MB/s", measure: { try doubleArray(size: size) }),
         // Python: 2 processes, each `for _ in range(n): with v.get_lock(): v.value += 1` on a
         // `Value("q", 0)`. Swift: 2 fork-server processes, each `counter.add(1)` n times.
+        // floor: 2 forked processes, each n `__atomic_fetch_add` on one MAP_SHARED word.
         Workload(
-            name: "counter-atomic", unit: "M/s", higherIsBetter: true, python: "counter-locked", floor: nil,
+            name: "counter-atomic", unit: "M/s", higherIsBetter: true, python: "counter-locked",
+            floor: "counter-atomic",
             target: ">= 100x Python's Value", measure: { try counter(locked: false, size: size) }),
         // The same, Swift under the value's lock: `counter.withLock { $0 += 1 }`.
         Workload(
@@ -85,12 +87,7 @@ func workloads(size: Size) -> [Workload] {
         Workload(
             name: "queue-1kib", unit: "MB/s", higherIsBetter: true, python: "queue-1kib", floor: nil,
             target: ">= 10x Python's Queue", measure: { try queueKiB(size: size) }),
-        // Python: `Pool(2).map(square, range(100_000))` on a started (and warmed) pool,
-        // automatic chunks. Swift: `pool.map(Square(), inputs)` on a `ProcessPool(workers: 2)`.
-        Workload(
-            name: "pool-map-small", unit: "items/s", higherIsBetter: true, python: "pool-map-small", floor: nil,
-            target: ">= Python's Pool", measure: { try poolMapSmall(size: size) }),
-    ]
+    ] + poolWorkloads(size: size)
 }
 
 // MARK: - Children used by the workloads
@@ -137,9 +134,9 @@ struct DoubleSink: ProcessTarget {
 
 // MARK: - One round of each workload
 
-private let clock = ContinuousClock()
+let clock = ContinuousClock()
 
-private func seconds(_ duration: Duration) -> Double {
+func seconds(_ duration: Duration) -> Double {
     let (whole, attoseconds) = duration.components
     return Double(whole) + Double(attoseconds) / 1e18
 }
@@ -364,58 +361,4 @@ func queueKiB(size: Size) throws -> Double {
     let queue = try Queue<[UInt8]>()
     let elapsed = try drain(queue, count: count, producer: PutKiBs(queue: queue, count: count)) { $1.count == 1024 }
     return Double(count * 1024) / elapsed / 1e6
-}
-
-// MARK: - Process pool
-
-/// Python: `def square(x): return x * x`.
-struct SquareItem: ProcessFunction {
-    func callAsFunction(_ number: Int) -> Int { number &* number }
-}
-
-/// A box to carry an async round's outcome back to the synchronous harness.
-private final class Outcome: Sendable {
-    let value = Mutex<Result<Double, any Error>?>(nil)
-}
-
-/// Runs `body` on a task and waits for it (the harness is synchronous).
-private func blocking(_ body: @escaping @Sendable () async throws -> Double) throws -> Double {
-    let outcome = Outcome()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        let result: Result<Double, any Error>
-        do {
-            result = .success(try await body())
-        } catch {
-            result = .failure(error)
-        }
-        outcome.value.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try outcome.value.withLock { $0! }.get()
-}
-
-/// `map` of 100,000 `Int`s through a trivial function on a 2-worker pool, automatic chunks;
-/// the median over the maps (after one to warm up), in items per second.
-func poolMapSmall(size: Size) throws -> Double {
-    let count = size.pick(100_000, tiny: 1_000)
-    let maps = size.pick(5, tiny: 1)
-    return try blocking {
-        try await withProcessPool(workers: 2) { pool in
-            let inputs = Array(0..<count)
-            _ = try await pool.map(SquareItem(), inputs)
-            var samples: [Double] = []
-            for _ in 0..<maps {
-                let start = clock.now
-                let outputs = try await pool.map(SquareItem(), inputs)
-                let elapsed = seconds(clock.now - start)
-                guard outputs.count == count, outputs[count - 1] == (count - 1) * (count - 1) else {
-                    fatalError("the pool's outputs are wrong")
-                }
-                samples.append(Double(count) / elapsed)
-            }
-            return median(samples)!
-        }
-    }
 }

@@ -17,6 +17,12 @@ func exitWithUsage() -> Never {
     exit(2)
 }
 
+// Hidden: one fresh process's first pool start, for pool-start-first (see PoolWorkloads.swift).
+if CommandLine.arguments.dropFirst().first == "--pool-start-first-once" {
+    try printFirstPoolStart()
+    exit(0)
+}
+
 var size = Size.full
 var rounds: Int?
 var jsonPath: String?

@@ -14,6 +14,8 @@ import argparse
 import array as stdarray
 import json
 import multiprocessing
+import os
+import signal
 import statistics
 import sys
 import time
@@ -292,27 +294,177 @@ def square(x):
     return x * x
 
 
-def bench_pool_map_small(size):
-    """Pool(2).map of 100,000 ints through a trivial function, automatic chunks, on a
-    started pool (one map first to warm it); the median over the maps."""
-    count = 100_000 if size == "full" else 1_000
-    maps = 5 if size == "full" else 1
+def pool_start(ctx):
+    """Milliseconds from Pool(2) until map(square, [0, 1], chunksize=1) has both answers."""
+    start = time.perf_counter()
+    pool = ctx.Pool(2)
+    outputs = pool.map(square, [0, 1], chunksize=1)
+    elapsed = (time.perf_counter() - start) * 1000
+    pool.close()
+    pool.join()
+    assert outputs == [0, 1]
+    return elapsed
+
+
+def bench_pool_start_first(size):
+    """This interpreter's first Pool (multiprocessing already imported); one sample."""
+    ms = pool_start(multiprocessing.get_context("fork"))
+    return result("pool-start-first", "ms", ms, 1,
+                  "The process's first Pool(2) (fork), until map of 2 items, chunksize 1, has returned")
+
+
+def bench_pool_start_later(size):
+    ctx = multiprocessing.get_context("fork")
+    pool_start(ctx)
+    samples = [pool_start(ctx) for _ in range(10 if size == "full" else 2)]
+    return result("pool-start-later", "ms", statistics.median(samples), len(samples),
+                  "A later Pool(2) (fork), until map of 2 items, chunksize 1, has returned; median")
+
+
+def pool_map(name, count, chunksize, size):
+    maps = 3 if size == "full" else 1
     inputs = range(count)
     samples = []
     with multiprocessing.Pool(2) as pool:
-        pool.map(square, inputs)
+        pool.map(square, inputs, chunksize=chunksize)
         for _ in range(maps):
             start = time.perf_counter()
-            outputs = pool.map(square, inputs)
+            outputs = pool.map(square, inputs, chunksize=chunksize)
             elapsed = time.perf_counter() - start
             assert len(outputs) == count and outputs[-1] == (count - 1) ** 2
             samples.append(count / elapsed)
-    return result("pool-map-small", "items/s", statistics.median(samples), maps,
-                  "Pool(2).map(square, range(n)), automatic chunks, pool already started")
+    return result(name, "items/s", statistics.median(samples), maps,
+                  f"Pool(2).map(square, range({count}), chunksize={chunksize}) on a started pool")
+
+
+def bench_map_auto_1m(size):
+    return pool_map("map-auto-1m", 1_000_000 if size == "full" else 10_000, None, size)
+
+
+def bench_map_chunk1(size):
+    return pool_map("map-chunk1", 20_000 if size == "full" else 500, 1, size)
+
+
+def bench_apply_latency(size):
+    warmup, runs = (100, 2_000) if size == "full" else (10, 100)
+    times = []
+    with multiprocessing.Pool(1) as pool:
+        for i in range(warmup):
+            pool.apply(square, (i,))
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            assert pool.apply(square, (i,)) == i * i
+            times.append(time.perf_counter_ns() - t0)
+    return result("apply-latency", "us", statistics.median(times) / 1e3, runs,
+                  "Pool(1).apply(square, (i,)) on an idle pool, median")
+
+
+def count_primes(bounds):
+    lo, hi = bounds
+    count = 0
+    for candidate in range(max(lo, 2), hi):
+        divisor = 2
+        prime = True
+        while divisor * divisor <= candidate:
+            if candidate % divisor == 0:
+                prime = False
+                break
+            divisor += 1
+        if prime:
+            count += 1
+    return count
+
+
+def bench_cpu_speedup(size):
+    limit = 300_000 if size == "full" else 20_000
+    parts = [(limit * k // 16, limit * (k + 1) // 16) for k in range(16)]
+    start = time.perf_counter()
+    serial = sum(count_primes(part) for part in parts)
+    serial_time = time.perf_counter() - start
+    with multiprocessing.Pool(2) as pool:
+        pool.map(square, [0, 1], chunksize=1)
+        start = time.perf_counter()
+        pooled = sum(pool.map(count_primes, parts, chunksize=1))
+        pool_time = time.perf_counter() - start
+    assert pooled == serial
+    print(f"bench.py cpu-speedup: serial {serial_time * 1000:.1f} ms, Pool(2) {pool_time * 1000:.1f} ms",
+          file=sys.stderr)
+    return result("cpu-speedup", "x", serial_time / pool_time, 1,
+                  f"count_primes over 16 ranges below {limit}: serial time / Pool(2).map time")
+
+
+def kill_on(x):
+    if x == 500:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 2
+
+
+def bench_crash_mid_map(size):
+    limit = 10.0 if size == "full" else 3.0
+    pool = multiprocessing.Pool(2)
+    start = time.perf_counter()
+    pending = pool.map_async(kill_on, range(1000))
+    try:
+        pending.get(timeout=limit)
+        outcome = f"returned after {time.perf_counter() - start:.3f} s"
+        value = time.perf_counter() - start
+    except multiprocessing.TimeoutError:
+        outcome = f"hung: no result after {limit} s (the item's task died with its worker)"
+        value = limit
+    finally:
+        pool.terminate()
+        pool.join()
+    print(f"bench.py crash-mid-map: {outcome}", file=sys.stderr)
+    return result("crash-mid-map", "s", value, 1, "Pool(2).map_async over 1000 items, item 500 SIGKILLs its worker: " + outcome)
+
+
+def sleep_forever(_):
+    time.sleep(3600)
+
+
+def bench_task_timeout(size):
+    pool = multiprocessing.Pool(1)
+    worker = pool._pool[0]
+    start = time.perf_counter()
+    try:
+        pool.apply_async(sleep_forever, (0,)).get(timeout=0.5)
+    except multiprocessing.TimeoutError:
+        pass
+    elapsed = time.perf_counter() - start
+    time.sleep(0.1)
+    running = worker.is_alive()
+    pool.terminate()
+    pool.join()
+    detail = "AsyncResult.get(timeout=0.5) raised; the worker " + ("keeps running the task" if running else "is gone")
+    print(f"bench.py task-timeout: {detail}", file=sys.stderr)
+    return result("task-timeout", "s", elapsed, 1, detail)
+
+
+def bench_task_cancel(size):
+    pool = multiprocessing.Pool(1)
+    worker = pool._pool[0]
+    pool.apply_async(sleep_forever, (0,))
+    time.sleep(0.1)
+    start = time.perf_counter()
+    pool.terminate()  # AsyncResult has no cancel: stopping the task stops the whole pool
+    while worker.is_alive():
+        time.sleep(0.0001)
+    elapsed = (time.perf_counter() - start) * 1000
+    pool.join()
+    return result("task-cancel", "ms", elapsed, 1,
+                  "No way to cancel one running task: Pool.terminate() until its worker is dead")
 
 
 WORKLOADS = {
-    "pool-map-small": bench_pool_map_small,
+    "pool-start-first": bench_pool_start_first,
+    "pool-start-later": bench_pool_start_later,
+    "map-auto-1m": bench_map_auto_1m,
+    "map-chunk1": bench_map_chunk1,
+    "apply-latency": bench_apply_latency,
+    "cpu-speedup": bench_cpu_speedup,
+    "crash-mid-map": bench_crash_mid_map,
+    "task-timeout": bench_task_timeout,
+    "task-cancel": bench_task_cancel,
     "queue-small": bench_queue_small,
     "queue-1kib": bench_queue_1kib,
     "counter-locked": bench_counter_locked,

@@ -375,16 +375,21 @@ struct ProcessPoolTests {
     @Test("a pool whose third worker cannot start throws and leaves no worker behind")
     func startFailure() async throws {
         struct CannotStart: Error {}
-        let started = Mutex<[PoolWorker]>([])
+        final class Starts: Sendable {
+            let started = Mutex<[PoolWorker]>([])
+            let calls = Atomic<Int>(0)
+        }
+        let starts = Starts()
         await #expect(throws: CannotStart.self) {
             _ = try await ProcessPool.startAll(3) {
-                if started.withLock({ $0.count }) == 2 { throw CannotStart() }
+                // The starts run at once: the third call fails, the other two start.
+                if starts.calls.add(1, ordering: .relaxed).newValue == 3 { throw CannotStart() }
                 let worker = try await PoolWorker.start(name: "doomed", startMethod: .spawn, initializer: nil)
-                started.withLock { $0.append(worker) }
+                starts.started.withLock { $0.append(worker) }
                 return worker
             }
         }
-        let pids = started.withLock { $0.map(\.pid) }
+        let pids = starts.started.withLock { $0.map(\.pid) }
         #expect(pids.count == 2 && pids.allSatisfy(processIsGone))
     }
 

@@ -56,6 +56,38 @@ struct TaggedConsumer: ProcessTarget {
     }
 }
 
+/// Puts `producer * 1_000_000 + number` for each number of `0..<count` (an `Int`: the
+/// queue's in-place fast path).
+struct PutNumbered: ProcessTarget {
+    let queue: Queue<Int>
+    var producer: Int
+    var count: Int
+    func run() throws {
+        for number in 0..<count { try queue.put(producer * 1_000_000 + number) }
+    }
+}
+
+/// Gets numbers until a negative one, then puts all it got into `results`.
+struct CollectNumbers: ProcessTarget {
+    let queue: Queue<Int>
+    let results: Queue<[Int]>
+    func run() throws {
+        try results.put(try collectNumbers(from: queue))
+    }
+}
+
+/// The numbers got from `queue` until a negative one.
+func collectNumbers(from queue: Queue<Int>) throws -> [Int] {
+    var got: [Int] = []
+    while true {
+        guard let number = try queue.get(timeout: .seconds(60)) else {
+            throw SyncFailure(description: "no item for 60 s")
+        }
+        if number < 0 { return got }
+        got.append(number)
+    }
+}
+
 /// Says it is about to get, then blocks in `get` until killed.
 struct BlockInGet: ProcessTarget {
     let queue: Queue<Int>
@@ -289,6 +321,97 @@ struct QueueTests {
         try optionals.put(3)
         #expect(try optionals.get() == nil)
         #expect(try optionals.get() == 3)
+    }
+
+    @Test(
+        "a 256-byte ring shared by 3 producer processes, 2 consumer processes and 2 consumer threads: every item once, in order",
+        .timeLimit(.minutes(1)))
+    func smallRingManyEnds() throws {
+        // Each side checks against its process's copy of the far end (QueuePositionCache); with
+        // 16 items in the ring at most, the positions go round it thousands of times, the
+        // copies are stale most of the time, and consumers of one process share theirs.
+        let queue = try Queue<Int>(capacity: 256)
+        let results = try Queue<[Int]>()
+        let perProducer = 20_000
+        let consumers = try startChildren(2, CollectNumbers(queue: queue, results: results))
+        let producers = try (0..<3).map { producer in
+            let child = ChildProcess(
+                PutNumbered(queue: queue, producer: producer, count: perProducer), isDaemon: true,
+                startMethod: producer.isMultiple(of: 2) ? .forkserver : .spawn)
+            try child.start()
+            return child
+        }
+        let local = Mutex<[[Int]]>([])
+        let threads = (0..<2).map { _ in
+            TestThread {
+                let got = (try? collectNumbers(from: queue)) ?? []
+                local.withLock { $0.append(got) }
+            }
+        }
+        expectAllSucceed(producers)
+        for _ in 0..<4 { try queue.put(-1) }
+        for thread in threads { thread.join() }
+        var lists = local.withLock { $0 }
+        for _ in 0..<2 { lists.append(try #require(try results.get(timeout: .seconds(60)))) }
+        expectAllSucceed(consumers)
+        for list in lists {
+            for producer in 0..<3 {
+                let numbers = list.filter { $0 / 1_000_000 == producer }
+                #expect(numbers == numbers.sorted(), "producer \(producer)'s items out of order")
+            }
+        }
+        let all = lists.flatMap { $0 }
+        #expect(all.count == 3 * perProducer)
+        #expect(Set(all) == Set((0..<3).flatMap { producer in (0..<perProducer).map { producer * 1_000_000 + $0 } }))
+        #expect(queue.isEmpty)
+    }
+
+    @Test("copies of the head and tail 4 GiB stale are not trusted (the lap count): full stays full, empty stays empty")
+    func staleCopyAcrossTheCounters() throws {
+        let queue = try Queue<Int>(capacity: 64)
+        // A second handle on the same ring: a process of its own, as far as copies go.
+        let other = Queue<Int>(ring: try #require(QueueRing(region: queue.ring.region)), side: queue.side)
+        try other.put(1)  // `other` copies the head: bytes 0, lap 0
+        #expect(try queue.get() == 1)
+        // As if 4 GiB less 64 bytes had gone through (the tail crossed 2^30, 2^31, 3 * 2^30):
+        // four puts fill the 64-byte ring and bring the byte position round to 0, the
+        // position `other` copied.
+        queue.ring.jump(toBytes: 0xFFFF_FFC0, items: 7, laps: 3)
+        for number in 0..<4 { try queue.put(number) }
+        #expect(queue.isFull)
+        #expect(try !other.put(99, timeout: .zero), "a stale copy of the head let a put into a full ring")
+        for number in 0..<4 { #expect(try other.get(timeout: .zero) == number) }
+        #expect(try other.put(5, timeout: .zero))
+        #expect(try queue.get(timeout: .zero) == 5)
+        #expect(queue.isEmpty)
+
+        // The consumers' side: `other` copies the tail as it gets an item; 4 GiB later the
+        // empty ring's ends are just behind that copy, modulo 2^32. The copy would show an
+        // item (the old record still lies in the ring) that is not there.
+        try queue.put(6)
+        #expect(try other.get(timeout: .zero) == 6)
+        // The tail is at byte 32: 0 after the jump and four puts, then two 16-byte records.
+        queue.ring.jump(toBytes: 32 &- 16, items: 20, laps: 9)
+        #expect(try other.get(timeout: .zero) == nil, "a stale copy of the tail showed an item in an empty ring")
+        #expect(queue.isEmpty)
+    }
+
+    @Test("numbers and arrays of numbers read in place: records that wrap round the ring's end come back whole")
+    func inPlaceAcrossTheEnd() throws {
+        let arrays = try Queue<[UInt16]>(capacity: 64)
+        let numbers = try Queue<Int8>(capacity: 64)
+        // Lengths 0 to 12 bytes... 26 bytes: records of 8 to 32 bytes land at every offset of a
+        // 64-byte ring, so some straddle its end.
+        for round in 0..<500 {
+            let item = (0..<(round % 14)).map { UInt16(truncatingIfNeeded: round &* 31 &+ $0) }
+            try arrays.put(item)
+            try arrays.put([UInt16(round)])
+            #expect(try arrays.get(timeout: .zero) == item)
+            #expect(try arrays.get(timeout: .zero) == [UInt16(round)])
+            try numbers.put(Int8(truncatingIfNeeded: round))
+            #expect(try numbers.get(timeout: .zero) == Int8(truncatingIfNeeded: round))
+        }
+        #expect(try arrays.get(timeout: .zero) == nil)
     }
 
     @Test("a drained queue goes back to the start of its ring, and all of the ring stays usable")

@@ -20,6 +20,67 @@ enum PoolMessage: Codable, Sendable {
     case outputs(id: UInt64, outputs: [UInt8], failures: [PoolItemFailure])
 }
 
+extension PoolMessage {
+    // Coded by hand, as a tag then the fields in one unkeyed container: the synthesized
+    // coding of an enum with payloads goes through nested keyed containers, whose generic
+    // metadata lookups cost more than a small task itself (one per item with chunk size 1).
+    fileprivate enum Tag: UInt8 {
+        case task, result, results, outputs
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        switch self {
+        case .task(let id, let typeName, let function, let inputs, let count, let eachInput):
+            try container.encode(Tag.task.rawValue)
+            try container.encode(id)
+            try container.encode(typeName)
+            try container.encode(function)
+            try container.encode(inputs)
+            try container.encode(count)
+            try container.encode(eachInput)
+        case .result(let id, let offset, let outcome):
+            try container.encode(Tag.result.rawValue)
+            try container.encode(id)
+            try container.encode(offset)
+            try container.encode(outcome)
+        case .results(let id, let outcomes):
+            try container.encode(Tag.results.rawValue)
+            try container.encode(id)
+            try container.encode(outcomes)
+        case .outputs(let id, let outputs, let failures):
+            try container.encode(Tag.outputs.rawValue)
+            try container.encode(id)
+            try container.encode(outputs)
+            try container.encode(failures)
+        }
+    }
+
+    init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        guard let tag = Tag(rawValue: try container.decode(UInt8.self)) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a pool message")
+        }
+        switch tag {
+        case .task:
+            self = .task(
+                id: try container.decode(UInt64.self), typeName: try container.decode(String.self),
+                function: try container.decode([UInt8].self), inputs: try container.decode([UInt8].self),
+                count: try container.decode(Int.self), eachInput: try container.decode(Bool.self))
+        case .result:
+            self = .result(
+                id: try container.decode(UInt64.self), offset: try container.decode(Int.self),
+                outcome: try container.decode(ChildOutcome.self))
+        case .results:
+            self = .results(id: try container.decode(UInt64.self), outcomes: try container.decode([ChildOutcome].self))
+        case .outputs:
+            self = .outputs(
+                id: try container.decode(UInt64.self), outputs: try container.decode([UInt8].self),
+                failures: try container.decode([PoolItemFailure].self))
+        }
+    }
+}
+
 /// An input of a task that failed: its offset in the task, and how.
 struct PoolItemFailure: Codable, Sendable {
     var offset: Int
@@ -52,5 +113,76 @@ struct EncodedTarget: Codable, Sendable {
 
     private static func run<Target: ProcessTarget>(_ type: Target.Type, _ payload: [UInt8]) async throws {
         try await BinaryDecoder().decode(Target.self, from: payload).run()
+    }
+}
+
+// On the wire (the library's binary codec, which every connection uses) a pool message
+// skips `Codable` altogether: the codec hands it to the methods below, which write the tag
+// and the fields with the codec's own primitives. A message per small task went through
+// the generic coding of each field (a metadata lookup per `[UInt8]`, per container), which
+// cost more than the task. The `Codable` conformance above stays for other encoders.
+extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
+    func _encodeBinary(into encoder: _BinaryEncoderImpl) throws {
+        switch self {
+        case .task(let id, let typeName, let function, let inputs, let count, let eachInput):
+            encoder.writeByte(Tag.task.rawValue)
+            encoder.writeFixed(id)
+            encoder.writeString(typeName)
+            try function._encodeBinary(into: encoder)
+            try inputs._encodeBinary(into: encoder)
+            encoder.writeFixed(Int64(count))
+            encoder.writeByte(eachInput ? 1 : 0)
+        case .result(let id, let offset, let outcome):
+            encoder.writeByte(Tag.result.rawValue)
+            encoder.writeFixed(id)
+            encoder.writeFixed(Int64(offset))
+            try encoder.encodeValue(outcome, at: encoder.currentSpot, appending: nil)
+        case .results(let id, let outcomes):
+            encoder.writeByte(Tag.results.rawValue)
+            encoder.writeFixed(id)
+            try encoder.encodeValue(outcomes, at: encoder.currentSpot, appending: nil)
+        case .outputs(let id, let outputs, let failures):
+            encoder.writeByte(Tag.outputs.rawValue)
+            encoder.writeFixed(id)
+            try outputs._encodeBinary(into: encoder)
+            // Nearly always none: a count, and the failures only when there are some.
+            encoder.writeFixed(UInt32(failures.count))
+            if !failures.isEmpty { try encoder.encodeValue(failures, at: encoder.currentSpot, appending: nil) }
+        }
+    }
+
+    static func _decodeBinary(from decoder: _BinaryDecoderImpl) throws -> PoolMessage {
+        let path = "PoolMessage"
+        let tag = try decoder.readFixed(UInt8.self, path)
+        switch Tag(rawValue: tag) {
+        case .task:
+            let id = try decoder.readFixed(UInt64.self, path)
+            let typeName = try decoder.readString(path)
+            let function = try [UInt8]._decodeBinary(from: decoder)
+            let inputs = try [UInt8]._decodeBinary(from: decoder)
+            let count = Int(try decoder.readFixed(Int64.self, path))
+            let eachInput = try decoder.readBool(path)
+            return .task(
+                id: id, typeName: typeName, function: function, inputs: inputs, count: count, eachInput: eachInput)
+        case .result:
+            let id = try decoder.readFixed(UInt64.self, path)
+            let offset = Int(try decoder.readFixed(Int64.self, path))
+            let outcome = try decoder.decodeValue(ChildOutcome.self, at: decoder.currentSpot, appending: nil)
+            return .result(id: id, offset: offset, outcome: outcome)
+        case .results:
+            let id = try decoder.readFixed(UInt64.self, path)
+            let outcomes = try decoder.decodeValue([ChildOutcome].self, at: decoder.currentSpot, appending: nil)
+            return .results(id: id, outcomes: outcomes)
+        case .outputs:
+            let id = try decoder.readFixed(UInt64.self, path)
+            let outputs = try [UInt8]._decodeBinary(from: decoder)
+            let failureCount = try decoder.readFixed(UInt32.self, path)
+            let failures =
+                failureCount == 0
+                ? [] : try decoder.decodeValue([PoolItemFailure].self, at: decoder.currentSpot, appending: nil)
+            return .outputs(id: id, outputs: outputs, failures: failures)
+        case nil:
+            throw WireError.invalidData("not a pool message (tag \(tag))", codingPath: path)
+        }
     }
 }

@@ -1,7 +1,7 @@
 import Synchronization
 
-/// The results of a streaming ``ProcessPool`` call (``ProcessPool/mapStream(_:_:chunkSize:timeout:)``,
-/// ``ProcessPool/mapUnordered(_:_:chunkSize:timeout:)``), as they come.
+/// The results of a streaming ``ProcessPool`` call (``ProcessPool/mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``,
+/// ``ProcessPool/mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``), as they come.
 ///
 /// The stream holds back the pool: while results wait here unread, no more inputs are
 /// taken, so a slow reader keeps memory bounded. Iterate it once. Cancelling the task that

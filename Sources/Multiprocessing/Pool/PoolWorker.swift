@@ -9,20 +9,46 @@ import Synchronization
 final class PoolWorker: Sendable {
     let process: ChildProcess
     private let channel: Connection<PoolMessage>
-    /// The offset of the input the worker is running in its current task (written by the
-    /// worker; see ``ServePool``), read when it dies to name the input at fault.
+    /// Which task and input the worker is running (written by the worker; see
+    /// ``ServePool``), read when it dies to name the input at fault: see ``Running``.
     let running: SharedValue<Int>
     /// Tasks (chunks) served, for `maxTasksPerWorker`.
     let tasksServed = Atomic<Int>(0)
+    /// When to look for a reply a while before sleeping on it (see ``SpinPolicy``).
+    private let spin = Mutex(SpinPolicy())
+
+    /// The value of ``running``: a task's id (its low 31 bits) and the offset of the input
+    /// in it, in one word so that one store changes both. With two tasks sent to a worker,
+    /// the offset alone would not say which of them it was running.
+    struct Running: Equatable {
+        var task: UInt64
+        var offset: Int
+
+        init(task: UInt64, offset: Int) {
+            self.task = task & 0x7fff_ffff
+            self.offset = offset
+        }
+
+        /// The value read back; `nil` for -1 (no task yet).
+        init?(_ word: Int) {
+            guard word >= 0 else { return nil }
+            self.init(task: UInt64(word >> 32), offset: word & 0xffff_ffff)
+        }
+
+        var word: Int { Int(task) << 32 | (offset & 0xffff_ffff) }
+
+        /// Whether this is task `id`.
+        func isTask(_ id: UInt64) -> Bool { task == id & 0x7fff_ffff }
+    }
 
     /// What one wait on a worker brought.
     enum Event {
-        /// The reply for the input at `offset` of the current task.
-        case reply(offset: Int, outcome: ChildOutcome)
-        /// The outcomes of every input of the current task, in order.
-        case replies([ChildOutcome])
-        /// The outputs of the current task's inputs that did not fail, and the failures.
-        case outputs([UInt8], failures: [PoolItemFailure])
+        /// The reply of task `id` for its input at `offset`.
+        case reply(id: UInt64, offset: Int, outcome: ChildOutcome)
+        /// The outcomes of every input of task `id`, in order.
+        case replies(id: UInt64, [ChildOutcome])
+        /// The outputs of task `id`'s inputs that did not fail, and the failures.
+        case outputs(id: UInt64, [UInt8], failures: [PoolItemFailure])
         /// The worker ended (crashed, was killed, or exited) before replying.
         case ended(Termination)
         /// The deadline passed first.
@@ -64,7 +90,7 @@ final class PoolWorker: Sendable {
 
     var pid: pid_t { process.pid ?? 0 }
 
-    /// Sends a task; `false` if the worker is gone.
+    /// Sends a task; `false` if the worker is gone. One sender at a time (its driver).
     func send(_ message: PoolMessage) async -> Bool {
         do {
             try await channel.send(message)
@@ -77,9 +103,10 @@ final class PoolWorker: Sendable {
     /// Waits for the next reply, the worker's end, or `timeout`, whichever comes first.
     /// - Throws: `CancellationError` when the waiting task is cancelled.
     func next(timeout: Duration?) async throws -> Event {
-        // Replies to a chunk come in bursts: one already here is taken without arming a
-        // wait (the costly part of a small item's round trip).
-        if (try? channel.poll()) != true {
+        // A reply already here, or coming within microseconds (a quick item's round trip),
+        // is taken without arming a wait: the wait and the wake-up cost more than the item.
+        let here = timeout == nil ? spin.withLock { channel.lookForMessage(&$0) } : (try? channel.poll()) == true
+        if !here {
             let ready = try await waitForAny([channel as any Waitable, process], timeout: timeout)
             if ready.isEmpty { return .timedOut }
         }
@@ -87,9 +114,9 @@ final class PoolWorker: Sendable {
             do {
                 let message = try await channel.receive()
                 switch message {
-                case .result(_, let offset, let outcome): return .reply(offset: offset, outcome: outcome)
-                case .results(_, let outcomes): return .replies(outcomes)
-                case .outputs(_, let outputs, let failures): return .outputs(outputs, failures: failures)
+                case .result(let id, let offset, let outcome): return .reply(id: id, offset: offset, outcome: outcome)
+                case .results(let id, let outcomes): return .replies(id: id, outcomes)
+                case .outputs(let id, let outputs, let failures): return .outputs(id: id, outputs, failures: failures)
                 case .task: break
                 }
             } catch is CancellationError {
@@ -115,4 +142,24 @@ final class PoolWorker: Sendable {
 
     /// Lets the worker finish: it exits when its channel closes.
     func close() { channel.close() }
+}
+
+extension Connection {
+    /// Whether a message is here, looking for one for up to ``SpinPolicy/window`` (yielding
+    /// the CPU between looks) when `policy` says so: a pool's replies and tasks often come
+    /// within microseconds, and sleeping on the socket costs a wake-up of tens of them.
+    func lookForMessage(_ policy: inout SpinPolicy) -> Bool {
+        if (try? poll()) != false { return true }
+        guard policy.shouldSpin() else { return false }
+        let start = ContinuousClock.now
+        repeat {
+            sched_yield()
+            if (try? poll()) != false {
+                policy.found()
+                return true
+            }
+        } while ContinuousClock.now - start < SpinPolicy.window
+        policy.missed()
+        return false
+    }
 }

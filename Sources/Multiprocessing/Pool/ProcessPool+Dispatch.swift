@@ -1,222 +1,446 @@
-/// How a call's inputs reach the workers: cut into chunks, each encoded as one array, at most one chunk
-/// per worker in flight, the input pulled only as fast as chunks are taken.
+/// How a call's inputs reach the workers: the calling task cuts them into chunks and posts
+/// them on a ``PoolBoard``; one driver per worker takes them, sends them (up to two at a
+/// time to a worker that answers quickly), and delivers each chunk's outcome back.
 extension ProcessPool {
-    /// One item's outcome.
-    typealias ItemResult<Output> = (index: Int, result: Result<Output, ProcessPoolError>)
+    /// A function encoded once for a call.
+    struct EncodedFunction: Sendable {
+        var typeName: String
+        var bytes: [UInt8]
 
-    /// Runs `function` on every input and calls `body` (in the calling task) with each
-    /// chunk's results as the chunk completes.
+        init<Function: ProcessFunction>(_ function: Function) throws {
+            guard let name = _mangledTypeName(Function.self) else {
+                throw ProcessPoolError(reason: .couldNotRun("\(String(reflecting: Function.self)) has no mangled name"))
+            }
+            typeName = name
+            bytes = try BinaryEncoder().encode(function)
+        }
+    }
+
+    /// More chunks are sent to a worker before the first is answered only when its last
+    /// chunk came back within this time: for quick chunks the round trip is what leaves a
+    /// worker idle, for slow ones it is negligible, and holding the chunk back lets
+    /// whichever worker is free first take it (CPU-bound chunks of uneven cost stay
+    /// balanced).
+    static let quickChunk = Duration.milliseconds(2)
+    /// ... and only while the encoded inputs sent and unanswered stay under this size, so
+    /// that they fit in the socket's buffer at once: a send that waited for the worker to
+    /// read could deadlock with the worker waiting for its answer to an earlier chunk to be
+    /// read.
+    static let pipelinedBytes = 32 * 1024
+
+    /// Runs `function` on every input and calls `body` (in the calling task) with the
+    /// outcomes of chunks (or parts of chunks) as they complete.
     ///
-    /// At most `workerCount` chunks are in flight, so at most `workerCount × chunkSize`
-    /// inputs have been pulled and not yet answered. With a `window`, no input is sent
-    /// while it is `window` or more past the oldest unanswered one: a caller that
-    /// reorders results (an ordered stream) then holds at most `window` of them, however
-    /// long one slow item keeps the others waiting. Cancelling the calling task kills the
-    /// workers running its items and throws `CancellationError`.
-    func dispatch<Function: ProcessFunction, Inputs: Sequence<Function.Input>>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int, timeout: Duration?, window: Int? = nil,
-        _ body: ([ItemResult<Function.Output>]) async throws -> Void
+    /// `nextInputs(n)` gives the next up to `n` inputs, or `nil` at the end. At most five
+    /// chunks per worker are outstanding (four sent, one cut and waiting; two with a
+    /// timeout), so at most `5 × workers × chunkSize` inputs have been pulled and not yet
+    /// answered. With a `window`, no input is cut while it
+    /// is `window` or more past the oldest unanswered one: a caller that reorders results
+    /// (an ordered stream) then holds at most about `window` of them, however long one
+    /// slow item keeps the others waiting. Cancelling the calling task kills the workers
+    /// running its items and throws `CancellationError`. An error `nextInputs` throws is
+    /// thrown once the chunks already cut are done.
+    func dispatch<Function: ProcessFunction>(
+        _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil,
+        nextInputs: (Int) async throws -> [Function.Input]?,
+        _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         precondition(chunkSize > 0, "chunkSize must be positive")
         try beginCall()
         defer { endCall() }
-        guard let typeName = _mangledTypeName(Function.self) else {
-            throw ProcessPoolError(reason: .couldNotRun("\(String(reflecting: Function.self)) has no mangled name"))
-        }
-        let encodedFunction = try BinaryEncoder().encode(function)
-        try await withThrowingTaskGroup(of: (start: Int, results: [ItemResult<Function.Output>]).self) { group in
-            var iterator = inputs.makeIterator()
+        let encoded = try EncodedFunction(function)
+        let board = PoolBoard<Function.Input, Function.Output>()
+        let depth = pipelineDepth(timeout: timeout)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            defer { board.finish() }
+            // Inputs not yet answered, by the index of their chunk's first input.
+            var unanswered: [Int: Int] = [:]
             var index = 0
-            // The first index of each chunk in flight.
-            var outstanding: Set<Int> = []
+            var exhausted = false
+            var drivers = 0
+            var inputError: (any Error)?
             while true {
                 try Task.checkCancellation()
-                var chunk: [(index: Int, input: Function.Input)] = []
-                while chunk.count < chunkSize, let input = iterator.next() {
-                    chunk.append((index, input))
-                    index += 1
+                while !exhausted && unanswered.count < workerCount * (depth + 1) {
+                    if let window, let oldest = unanswered.keys.min(), index - oldest >= window { break }
+                    let inputs: [Function.Input]?
+                    do {
+                        inputs = try await nextInputs(chunkSize)
+                    } catch {
+                        // The inputs' own failure: the chunks sent still finish (their
+                        // workers are not killed for it), then the call throws it.
+                        inputError = error
+                        inputs = nil
+                    }
+                    guard let inputs, !inputs.isEmpty else {
+                        exhausted = true
+                        board.finish()
+                        break
+                    }
+                    unanswered[index] = inputs.count
+                    board.post(PoolChunk(origin: index, start: index, inputs: inputs))
+                    index += inputs.count
+                    if drivers < workerCount {
+                        drivers += 1
+                        group.addTask {
+                            await self.drive(board, encoded, timeout: timeout, depth: depth)
+                        }
+                    }
                 }
-                guard let start = chunk.first?.index else { break }
-                func mustWait() -> Bool {
-                    if outstanding.count >= workerCount { return true }
-                    guard let window, let oldest = outstanding.min() else { return false }
-                    return index - oldest > window
+                if unanswered.isEmpty { break }
+                let outcomes = try await board.collect()
+                for outcome in outcomes {
+                    let left = (unanswered[outcome.origin] ?? 0) - outcome.count
+                    unanswered[outcome.origin] = left > 0 ? left : nil
                 }
-                while mustWait(), let done = try await group.next() {
-                    outstanding.remove(done.start)
-                    try await body(done.results)
-                }
-                let items = chunk
-                group.addTask {
-                    let results = try await self.run(
-                        Function.Output.self, typeName: typeName, function: encodedFunction, items: items,
-                        timeout: timeout)
-                    return (start, results)
-                }
-                outstanding.insert(start)
+                try await body(outcomes)
             }
-            while let done = try await group.next() { try await body(done.results) }
+            if let inputError { throw inputError }
         }
     }
 
-    /// Runs one chunk to the end: every item gets a result, whatever happens to the workers.
-    ///
-    /// Without a timeout the worker answers the whole chunk in one message. If it dies
-    /// first, the shared slot it writes says which item it was running: that item fails, and
-    /// the others (those done before it died with it) go to another worker. With a timeout
-    /// the worker answers item by item, so each item's clock starts at the previous answer.
-    private func run<Input: Encodable, Output: Decodable>(
-        _: Output.Type, typeName: String, function: [UInt8], items: [(index: Int, input: Input)],
-        timeout: Duration?
-    ) async throws -> [ItemResult<Output>] {
-        var results: [ItemResult<Output>] = []
-        results.reserveCapacity(items.count)
-        var pending = items
-        let eachInput = timeout != nil
-        // Workers that die before answering anything (not the item's fault, most likely)
-        // are replaced and the chunk retried, a few times.
-        var silentDeaths = 0
-        while let first = pending.first {
-            let inputs = try BinaryEncoder().encode(pending.map(\.input))
-            let worker = try await acquire()
-            if Task.isCancelled {
-                offer(worker)  // untouched: it goes back as it came
-                throw CancellationError()
-            }
-            worker.running.store(-1)  // idle: the worker writes it only while serving a task
-            let sent = await worker.send(
-                .task(
-                    id: makeTaskID(), typeName: typeName, function: function, inputs: inputs, count: pending.count,
-                    eachInput: eachInput))
-            if !sent {
-                retire(worker, kill: true)
-                silentDeaths += 1
-                if silentDeaths < 3 { continue }
-                let termination = await worker.termination()
-                results.append(
-                    (
-                        first.index,
-                        .failure(
-                            ProcessPoolError(index: first.index, worker: worker, reason: .workerEnded(termination)))
-                    ))
-                pending.removeFirst()
-                continue
-            }
-            if !eachInput {
-                let event: PoolWorker.Event
-                do {
-                    event = try await worker.next(timeout: nil)
-                } catch {
-                    retire(worker, kill: true)  // cancelled: the items must really stop
-                    throw error
+    /// `dispatch` over an array: chunks are slices, copied at once.
+    func dispatch<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int, timeout: Duration?,
+        _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
+    ) async throws {
+        var next = 0
+        try await dispatch(function, chunkSize: chunkSize, timeout: timeout) { size in
+            guard next < inputs.count else { return nil }
+            let end = min(inputs.count, next + size)
+            defer { next = end }
+            return Array(inputs[next..<end])
+        } _: { outcomes in
+            try await body(outcomes)
+        }
+    }
+
+    /// Runs one input in the calling task (``apply(_:_:timeout:)``), without a task group.
+    func runOne<Function: ProcessFunction>(
+        _ function: Function, _ input: Function.Input, timeout: Duration?
+    ) async throws -> Function.Output {
+        try beginCall()
+        defer { endCall() }
+        let board = PoolBoard<Function.Input, Function.Output>()
+        board.post(PoolChunk(origin: 0, start: 0, inputs: [input]))
+        board.finish()
+        await drive(board, try EncodedFunction(function), timeout: timeout, depth: 1)
+        guard let outcome = try await board.collect().first, let result = outcome.result(at: 0) else {
+            throw ProcessPoolError(index: 0, reason: .couldNotRun("the worker gave no answer"))
+        }
+        return try result.get()
+    }
+
+    /// Chunks sent to a worker at most: 4 where a chunk's answer comes in one message and
+    /// the worker's task budget does not count chunks (a worker retired mid-pipeline would
+    /// take the chunks behind with it); 1 with a timeout (each input's clock starts at the
+    /// previous answer, which a queued chunk would skew). The call keeps one more chunk per
+    /// worker cut and waiting on the board, so a driver never waits for the call to cut one.
+    private func pipelineDepth(timeout: Duration?) -> Int {
+        timeout == nil && maxTasksPerWorker == nil ? 4 : 1
+    }
+
+    // MARK: The driver
+
+    /// A chunk sent to the driver's worker and not yet answered.
+    private struct Sent<Input: Sendable> {
+        var id: UInt64
+        var chunk: PoolChunk<Input>
+        var at: ContinuousClock.Instant
+        var bytes: Int
+    }
+
+    /// Takes chunks from `board` and runs them on a worker it acquires (and releases while
+    /// the board has none ready), until the board is finished and every chunk it took has
+    /// an outcome. Every input of a chunk taken gets an outcome, whatever happens to the
+    /// workers; a failure of the call itself (no worker, pool closed, cancelled) goes to
+    /// the board.
+    private func drive<Input: Sendable & Encodable, Output: Sendable & Decodable>(
+        _ board: PoolBoard<Input, Output>, _ function: EncodedFunction, timeout: Duration?, depth: Int
+    ) async {
+        var worker: PoolWorker?
+        var sent: [Sent<Input>] = []
+        // Runs to do again (their worker died), before new chunks.
+        var redo: [PoolChunk<Input>] = []
+        var quick = false
+        do {
+            loop: while true {
+                if sent.isEmpty
+                    || (quick && sent.count < depth && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
+                {
+                    var next: PoolChunk<Input>?
+                    if !redo.isEmpty {
+                        next = redo.removeFirst()
+                    } else {
+                        switch board.tryTake() {
+                        case .chunk(let chunk): next = chunk
+                        case .finished: break
+                        case .empty:
+                            if sent.isEmpty {
+                                // Nothing to do for now: the worker goes back to the pool.
+                                if let idle = worker { release(idle) }
+                                worker = nil
+                                next = await board.take()
+                            }
+                        }
+                        if next == nil && sent.isEmpty { break loop }
+                    }
+                    if let chunk = next {
+                        let current: PoolWorker
+                        if let worker {
+                            current = worker
+                        } else {
+                            current = try await acquire()
+                            if Task.isCancelled {
+                                offer(current)  // untouched: it goes back as it came
+                                throw CancellationError()
+                            }
+                            current.running.store(-1)
+                            worker = current
+                        }
+                        let id = makeTaskID()
+                        let inputs = try BinaryEncoder().encode(chunk.inputs)
+                        let delivered = await current.send(
+                            .task(
+                                id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
+                                count: chunk.inputs.count, eachInput: timeout != nil))
+                        sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                        if !delivered {
+                            let termination = await retired(current, kill: true)
+                            redo += attribute(sent, to: current, termination, board: board)
+                            (worker, sent, quick) = (nil, [], false)
+                        }
+                        continue
+                    }
                 }
-                if let answered = Self.collect(event, Output.self, pending: pending, worker: worker) {
-                    results.append(contentsOf: answered)
-                    pending.removeAll()
-                    release(worker)
+                guard let current = worker, let head = sent.first else { continue }
+                if timeout != nil {
+                    let healthy = try await readEachInput(
+                        head, from: current, timeout: timeout, board: board, redo: &redo)
+                    sent.removeAll()
+                    if healthy {
+                        finishedTask(on: current, worker: &worker)
+                    } else {
+                        worker = nil
+                    }
+                    continue
+                }
+                // Cancelled: throws, and the worker is killed below (the items must really stop).
+                let event = try await current.next(timeout: nil)
+                if let outcome = Self.outcome(of: event, for: head, Output.self, worker: current) {
+                    sent.removeFirst()
+                    quick = ContinuousClock.now - head.at < Self.quickChunk && head.bytes <= Self.pipelinedBytes
+                    board.deliver(outcome)
+                    finishedTask(on: current, worker: &worker)
+                    if worker == nil {
+                        // Retired for its task budget (depth 1: nothing else was sent to it).
+                        quick = false
+                    }
                     continue
                 }
                 let termination: Termination
                 if case .ended(let ended) = event {
-                    retire(worker, kill: false)
-                    termination = ended
+                    termination = await retired(current, kill: false, ended: ended)
                 } else {
                     // Answered out of turn, which only a broken worker does.
-                    retire(worker, kill: true)
-                    termination = await worker.termination()
+                    termination = await retired(current, kill: true)
                 }
-                let offset = max(worker.running.load(), 0)
-                guard offset < pending.count else {
-                    // Past its last item: none of them is at fault; all are sent again.
-                    silentDeaths += 1
-                    if silentDeaths < 3 { continue }
-                    results.append(
-                        (
-                            first.index,
-                            .failure(
-                                ProcessPoolError(index: first.index, worker: worker, reason: .workerEnded(termination)))
-                        ))
-                    pending.removeFirst()
-                    continue
-                }
-                let item = pending.remove(at: offset)
-                let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
-                results.append((item.index, .failure(error)))
-                continue
+                redo += attribute(sent, to: current, termination, board: board)
+                (worker, sent, quick) = (nil, [], false)
             }
-            var healthy = true
-            while healthy, let item = pending.first {
-                let event: PoolWorker.Event
-                do {
-                    event = try await worker.next(timeout: timeout)
-                } catch {
-                    // Cancelled: the item must really stop, so its worker goes.
-                    retire(worker, kill: true)
-                    throw error
-                }
-                switch event {
-                case .reply(_, let outcome):
-                    results.append((item.index, Self.decode(outcome, Output.self, index: item.index, worker: worker)))
-                case .ended(let termination):
-                    healthy = false
-                    retire(worker, kill: false)
-                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
-                    results.append((item.index, .failure(error)))
-                case .timedOut:
-                    healthy = false
-                    retire(worker, kill: true)
-                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .timedOut(timeout ?? .zero))
-                    results.append((item.index, .failure(error)))
-                case .replies, .outputs:
-                    healthy = false  // answered out of turn: a broken worker
-                    retire(worker, kill: true)
-                    let termination = await worker.termination()
-                    let error = ProcessPoolError(index: item.index, worker: worker, reason: .workerEnded(termination))
-                    results.append((item.index, .failure(error)))
-                }
-                pending.removeFirst()
+            if let worker { release(worker) }
+        } catch {
+            // A worker with a chunk sent cannot serve anyone else: its answer would come
+            // to them. (Cancelled, or an input that cannot be encoded.)
+            if let worker {
+                if sent.isEmpty { release(worker) } else { retire(worker, kill: true) }
             }
-            if healthy { release(worker) }
+            board.fail(error)
         }
-        return results
     }
 
-    /// The results of a whole chunk answered in one message; `nil` if `event` is not such an
-    /// answer for `pending`.
-    private static func collect<Input, Output: Decodable>(
-        _ event: PoolWorker.Event, _: Output.Type, pending: [(index: Int, input: Input)], worker: PoolWorker
-    ) -> [ItemResult<Output>]? {
+    /// Counts a task done on `current`; it goes back (`worker` nil) when its budget is spent.
+    private func finishedTask(on current: PoolWorker, worker: inout PoolWorker?) {
+        let served = current.tasksServed.add(1, ordering: .relaxed).newValue
+        if let limit = maxTasksPerWorker, served >= limit {
+            retire(current, kill: false)
+            worker = nil
+        }
+    }
+
+    /// Retires a worker that died or must die, and returns how it ended.
+    private func retired(_ worker: PoolWorker, kill: Bool, ended: Termination? = nil) async -> Termination {
+        retire(worker, kill: kill)
+        if let ended { return ended }
+        return await worker.termination()
+    }
+
+    /// After `worker` died with `sent` unanswered: the input it was running fails (or runs
+    /// again, by the pool's `retries`); the other inputs are returned, to run again.
+    ///
+    /// The shared `running` word names the task and the offset, so with several chunks sent
+    /// the one at fault is known exactly. A chunk none of whose inputs was at fault (the
+    /// worker died between inputs, or before taking it) runs again; after three such deaths
+    /// its first input fails, so that a worker that dies on anything cannot loop forever.
+    private func attribute<Input: Sendable, Output: Sendable>(
+        _ sent: [Sent<Input>], to worker: PoolWorker, _ termination: Termination, board: PoolBoard<Input, Output>
+    ) -> [PoolChunk<Input>] {
+        let running = PoolWorker.Running(worker.running.load())
+        var again: [PoolChunk<Input>] = []
+        let blamed = sent.contains { entry in
+            guard let running, running.isTask(entry.id) else { return false }
+            return running.offset < entry.chunk.inputs.count
+        }
+        for entry in sent {
+            var chunk = entry.chunk
+            var offset: Int?
+            if let running, running.isTask(entry.id), running.offset < chunk.inputs.count {
+                offset = running.offset
+            } else if !blamed {
+                chunk.silentDeaths += 1
+                if chunk.silentDeaths >= 3 { offset = 0 }
+            }
+            guard let offset else {
+                again.append(chunk)
+                continue
+            }
+            // Before and after the input at fault: not theirs, run again as they were.
+            if offset > 0 {
+                again.append(
+                    PoolChunk(origin: chunk.origin, start: chunk.start, inputs: Array(chunk.inputs[..<offset])))
+            }
+            if offset + 1 < chunk.inputs.count {
+                again.append(
+                    PoolChunk(
+                        origin: chunk.origin, start: chunk.start + offset + 1,
+                        inputs: Array(chunk.inputs[(offset + 1)...])))
+            }
+            let index = chunk.start + offset
+            if chunk.attempt <= retries && chunk.silentDeaths < 3 {
+                again.append(
+                    PoolChunk(
+                        origin: chunk.origin, start: index, inputs: [chunk.inputs[offset]], attempt: chunk.attempt + 1))
+            } else {
+                let error = ProcessPoolError(
+                    index: index, worker: worker, reason: .workerEnded(termination), attempts: chunk.attempt)
+                board.deliver(
+                    PoolChunkOutcome(origin: chunk.origin, start: index, count: 1, outputs: [], failures: [(0, error)]))
+            }
+        }
+        return again
+    }
+
+    /// Reads a chunk sent with a timeout, answered input by input (each input's clock
+    /// starts at the previous answer). Delivers what was answered; returns whether the
+    /// worker is still usable.
+    private func readEachInput<Input: Sendable, Output: Sendable & Decodable>(
+        _ head: Sent<Input>, from worker: PoolWorker, timeout: Duration?, board: PoolBoard<Input, Output>,
+        redo: inout [PoolChunk<Input>]
+    ) async throws -> Bool {
+        let chunk = head.chunk
+        var outcome = PoolChunkOutcome<Output>(origin: chunk.origin, start: chunk.start, count: 0, outputs: [])
+        defer { if outcome.count > 0 { board.deliver(outcome) } }
+        while outcome.count < chunk.inputs.count {
+            let offset = outcome.count
+            let index = chunk.start + offset
+            // Cancelled: throws, and the driver kills the worker (the item must really stop).
+            let event = try await worker.next(timeout: timeout)
+            let failure: ProcessPoolError
+            switch event {
+            case .reply(let id, let replied, let reply) where id == head.id && replied == offset:
+                outcome.count += 1
+                switch Self.decode(reply, Output.self, index: index, worker: worker) {
+                case .success(let output): outcome.outputs.append(output)
+                case .failure(let error): outcome.failures.append((offset, error))
+                }
+                continue
+            case .timedOut:
+                retire(worker, kill: true)
+                failure = ProcessPoolError(index: index, worker: worker, reason: .timedOut(timeout ?? .zero))
+            case .ended(let termination):
+                retire(worker, kill: false)
+                if chunk.attempt <= retries {
+                    // Runs again on its own, on another worker; the outcome so far is delivered.
+                    redo.append(
+                        PoolChunk(
+                            origin: chunk.origin, start: index, inputs: [chunk.inputs[offset]],
+                            attempt: chunk.attempt + 1))
+                    redoRest(of: chunk, after: offset, into: &redo)
+                    return false
+                }
+                failure = ProcessPoolError(
+                    index: index, worker: worker, reason: .workerEnded(termination), attempts: chunk.attempt)
+            default:
+                // Answered out of turn: a broken worker.
+                retire(worker, kill: true)
+                failure = ProcessPoolError(
+                    index: index, worker: worker, reason: .workerEnded(await worker.termination()))
+            }
+            outcome.count += 1
+            outcome.failures.append((offset, failure))
+            redoRest(of: chunk, after: offset, into: &redo)
+            return false
+        }
+        return true
+    }
+
+    /// The inputs of `chunk` after `offset`, to run again on another worker.
+    private func redoRest<Input>(of chunk: PoolChunk<Input>, after offset: Int, into redo: inout [PoolChunk<Input>]) {
+        guard offset + 1 < chunk.inputs.count else { return }
+        redo.append(
+            PoolChunk(
+                origin: chunk.origin, start: chunk.start + offset + 1, inputs: Array(chunk.inputs[(offset + 1)...])))
+    }
+
+    /// The outcome of a whole chunk answered in one message; `nil` if `event` is not such an
+    /// answer to `head`.
+    private static func outcome<Input, Output: Decodable>(
+        of event: PoolWorker.Event, for head: Sent<Input>, _: Output.Type, worker: PoolWorker
+    ) -> PoolChunkOutcome<Output>? {
+        let chunk = head.chunk
+        let count = chunk.inputs.count
+        var outcome = PoolChunkOutcome<Output>(origin: chunk.origin, start: chunk.start, count: count, outputs: [])
         switch event {
-        case .replies(let outcomes) where outcomes.count == pending.count:
-            return zip(pending, outcomes).map { item, outcome in
-                (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
+        case .replies(let id, let replies) where id == head.id && replies.count == count:
+            for (offset, reply) in replies.enumerated() {
+                switch decode(reply, Output.self, index: chunk.start + offset, worker: worker) {
+                case .success(let output): outcome.outputs.append(output)
+                case .failure(let error): outcome.failures.append((offset, error))
+                }
             }
-        case .outputs(let bytes, let failures):
-            var failed: [Int: ChildOutcome] = [:]
-            for failure in failures where pending.indices.contains(failure.offset) {
-                failed[failure.offset] = failure.outcome
+            return outcome
+        case .outputs(let id, let bytes, let failures) where id == head.id:
+            var failed: [(offset: Int, error: ProcessPoolError)] = []
+            for failure in failures {
+                let previous = failed.last?.offset ?? -1
+                guard failure.offset > previous && failure.offset < count else {
+                    return nil
+                }
+                let index = chunk.start + failure.offset
+                guard case .failure(let error) = decode(failure.outcome, Output.self, index: index, worker: worker)
+                else { return nil }
+                failed.append((failure.offset, error))
             }
-            guard failed.count == failures.count else { return nil }
-            let outputs: [Output]
             do {
-                outputs = try BinaryDecoder().decode([Output].self, from: bytes)
+                outcome.outputs = try BinaryDecoder().decode([Output].self, from: bytes)
             } catch {
-                return pending.enumerated().map { offset, item in
-                    if let outcome = failed[offset] {
-                        return (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
+                let reason = ProcessPoolError.Reason.couldNotRun("its output could not be decoded: \(error)")
+                var failedAt = failed.makeIterator()
+                var nextFailed = failedAt.next()
+                for offset in 0..<count {
+                    if let failure = nextFailed, failure.offset == offset {
+                        outcome.failures.append(failure)
+                        nextFailed = failedAt.next()
+                    } else {
+                        let itemError = ProcessPoolError(index: chunk.start + offset, worker: worker, reason: reason)
+                        outcome.failures.append((offset, itemError))
                     }
-                    let reason = ProcessPoolError.Reason.couldNotRun("its output could not be decoded: \(error)")
-                    return (item.index, .failure(ProcessPoolError(index: item.index, worker: worker, reason: reason)))
                 }
+                return outcome
             }
-            guard outputs.count + failed.count == pending.count else { return nil }
-            var succeeded = outputs.makeIterator()
-            return pending.enumerated().map { offset, item in
-                if let outcome = failed[offset] {
-                    return (item.index, decode(outcome, Output.self, index: item.index, worker: worker))
-                }
-                return (item.index, .success(succeeded.next()!))
-            }
+            guard outcome.outputs.count + failed.count == count else { return nil }
+            outcome.failures = failed
+            return outcome
         default:
             return nil
         }
@@ -246,5 +470,16 @@ extension ProcessPool {
     func automaticChunkSize(for count: Int) -> Int {
         let (quotient, remainder) = count.quotientAndRemainder(dividingBy: 4 * workerCount)
         return max(1, quotient + (remainder > 0 ? 1 : 0))
+    }
+}
+
+extension PoolChunkOutcome {
+    /// The result of the input at `offset`, if the outcome covers it.
+    func result(at offset: Int) -> Result<Output, ProcessPoolError>? {
+        var found: Result<Output, ProcessPoolError>?
+        forEach { index, result in
+            if index == start + offset { found = result }
+        }
+        return found
     }
 }

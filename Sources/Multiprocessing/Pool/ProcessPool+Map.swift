@@ -19,9 +19,17 @@ extension ProcessPool {
     public func map<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
     ) async throws -> [Function.Output] {
-        try await results(function, inputs, chunkSize: chunkSize, timeout: timeout, throwingCancellation: ()).map {
-            try $0.get()
-        }
+        var outcomes: [PoolChunkOutcome<Function.Output>] = []
+        let size = chunkSize ?? automaticChunkSize(for: inputs.count)
+        try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { outcomes += $0 }
+        // Each outcome covers a run of inputs of its own: in order of their starts, the
+        // outputs are the call's, and the first failure is the lowest index's.
+        outcomes.sort { $0.start < $1.start }
+        if let failure = outcomes.lazy.compactMap(\.failures.first).first { throw failure.error }
+        var outputs: [Function.Output] = []
+        outputs.reserveCapacity(inputs.count)
+        for outcome in outcomes { outputs.append(contentsOf: outcome.outputs) }
+        return outputs
     }
 
     /// Calls `function` on every input and returns one `Result` per input, in input order:
@@ -75,9 +83,11 @@ extension ProcessPool {
         defer { progress?.end() }
         var slots = [Result<Function.Output, ProcessPoolError>?](repeating: nil, count: inputs.count)
         let size = chunkSize ?? automaticChunkSize(for: inputs.count)
-        try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { chunk in
-            for item in chunk { slots[item.index] = item.result }
-            progress?.record(chunk)
+        try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { outcomes in
+            for outcome in outcomes {
+                outcome.forEach { index, result in slots[index] = result }
+                progress?.record(succeeded: outcome.count - outcome.failures.count, failed: outcome.failures.count)
+            }
         }
         return slots.map { $0! }
     }
@@ -93,6 +103,6 @@ extension ProcessPool {
     public func apply<Function: ProcessFunction>(
         _ function: Function, _ input: Function.Input, timeout: Duration? = nil
     ) async throws -> Function.Output {
-        try await map(function, [input], chunkSize: 1, timeout: timeout)[0]
+        try await runOne(function, input, timeout: timeout)
     }
 }

@@ -76,7 +76,7 @@ extension ProcessPool {
             progress: Optional(PoolProgressReporter(handler: progress)))
     }
 
-    /// ``mapStream(_:_:chunkSize:timeout:)``, reporting its progress to `progress`.
+    /// ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``, reporting its progress to `progress`.
     ///
     /// The counts are those of the outputs handed to the stream (and the failure that ends
     /// it); the total is the inputs' count when they are a `Collection`, else unknown.
@@ -95,7 +95,7 @@ extension ProcessPool {
             to: progress)
     }
 
-    /// ``mapStream(_:_:chunkSize:timeout:)``, calling `progress` with its updates.
+    /// ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``, calling `progress` with its updates.
     /// - Parameters:
     ///   - function: the function, a Codable value sent to the workers with each chunk.
     ///   - inputs: the inputs: any `Sequence`, read lazily.
@@ -110,7 +110,7 @@ extension ProcessPool {
             function, inputs, chunkSize: chunkSize, timeout: timeout, progress: PoolProgressReporter(handler: progress))
     }
 
-    /// ``mapUnordered(_:_:chunkSize:timeout:)``, reporting its progress to `progress`.
+    /// ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``, reporting its progress to `progress`.
     ///
     /// The counts are those of the outputs handed to the stream (and the failure that ends
     /// it); the total is the inputs' count when they are a `Collection`, else unknown.
@@ -129,7 +129,7 @@ extension ProcessPool {
             to: progress)
     }
 
-    /// ``mapUnordered(_:_:chunkSize:timeout:)``, calling `progress` with its updates.
+    /// ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``, calling `progress` with its updates.
     /// - Parameters:
     ///   - function: the function, a Codable value sent to the workers with each chunk.
     ///   - inputs: the inputs: any `Sequence`, read lazily.

@@ -17,11 +17,17 @@ import Synchronization
 /// - Each worker takes many tasks, for any function type, over its channel.
 /// - A worker that crashes, is killed or calls `exit` fails only the item it was running
 ///   (a ``ProcessPoolError`` names the item and how the worker ended); the pool starts a
-///   new worker and finishes the other items. A per-item `timeout:` kills and replaces the
+///   new worker and finishes the other items; with `retries:` the item runs again on a new
+///   worker, up to that many more times. A per-item `timeout:` kills and replaces the
 ///   worker running an item that overruns. Cancelling the task that awaits a call kills the
 ///   workers running its items (they are replaced) and throws `CancellationError`.
-/// - Any number of tasks may use one pool at once; workers go to whoever waits first.
-/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:initializer:memoryLimit:forwardsLogs:_:)``
+/// - Chunks of quick items are sent a few ahead to each worker, so a worker does not idle
+///   a round trip between them; which item a worker that dies was running is still known
+///   exactly.
+/// - Any number of tasks may use one pool at once; workers go to whoever waits first (a
+///   call keeps a worker while it has chunks ready for it, as Python's queue of tasks
+///   serves a map before the calls made after it).
+/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:_:)``
 ///   always does. A pool released without either lets its workers go: their channels
 ///   close, and each exits after its current item.
 /// - Progress: each call takes a `progress:` closure or ``PoolProgressReporter``
@@ -29,8 +35,9 @@ import Synchronization
 /// - The workers' swift-log records are logged again in this process, tagged with the
 ///   worker's name and pid; a `memoryLimit:` fails the item during which a worker passed
 ///   it; workers ignore SIGINT (the parent decides) and die with the parent.
-/// - Streams: ``mapStream(_:_:chunkSize:timeout:)`` (in order) and
-///   ``mapUnordered(_:_:chunkSize:timeout:)`` pull their inputs lazily; ``submit(_:_:timeout:)``
+/// - Streams: ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` (in order) and
+///   ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` pull their inputs lazily, from a
+///   `Sequence` or an `AsyncSequence`; ``submit(_:_:timeout:)``
 ///   returns a ``PoolTask`` to await or cancel.
 public final class ProcessPool: Sendable {
     /// The number of workers the pool keeps.
@@ -39,6 +46,9 @@ public final class ProcessPool: Sendable {
     public let startMethod: StartMethod
     /// After this many tasks (chunks) a worker is replaced by a new one; `nil`: never.
     public let maxTasksPerWorker: Int?
+    /// How many more times an item is run when its worker dies while running it (a crash,
+    /// a signal, `exit`); 0 (the default) fails it at once. See ``init(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
+    public let retries: Int
     /// The most resident memory a worker may use, in bytes; `nil`: no limit.
     public let memoryLimit: Int?
     private let initializer: EncodedTarget?
@@ -77,6 +87,12 @@ public final class ProcessPool: Sendable {
     ///   - startMethod: ``StartMethod/spawn`` (default) or ``StartMethod/forkserver``.
     ///   - maxTasksPerWorker: replace a worker after this many tasks (Python's
     ///     `maxtasksperchild`); `nil` (default) keeps workers for the pool's life.
+    ///   - retries: how many more times to run an item whose worker died while running it
+    ///     (crashed, was killed by a signal, called `exit`), each time on a new worker; 0
+    ///     (default) fails it at once, as Python's pool would have lost it. Only deaths are
+    ///     retried: an item whose function threw, or that overran its `timeout`, or whose
+    ///     call was cancelled, fails at once. An item whose every attempt died fails with
+    ///     ``ProcessPoolError/attempts`` saying how many were made: a call always ends.
     ///   - initializer: a target run once in each worker before it serves (Python's
     ///     `initializer`). It is encoded on its own: handles stored in it do not travel.
     ///   - memoryLimit: the most resident memory (bytes) a worker may use. A worker that
@@ -92,14 +108,16 @@ public final class ProcessPool: Sendable {
     ///   are killed first, so none is left behind.
     public init(
         workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
-        initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true
+        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true
     ) async throws {
         precondition(workers > 0, "a process pool needs at least one worker")
         precondition(maxTasksPerWorker.map { $0 > 0 } ?? true, "maxTasksPerWorker must be positive")
+        precondition(retries >= 0, "retries must not be negative")
         if let memoryLimit, memoryLimit <= 0 {
             throw ProcessPoolError(reason: .couldNotRun("memoryLimit must be positive, not \(memoryLimit)"))
         }
         workerCount = workers
+        self.retries = retries
         self.startMethod = startMethod
         self.maxTasksPerWorker = maxTasksPerWorker
         self.memoryLimit = memoryLimit
@@ -124,18 +142,36 @@ public final class ProcessPool: Sendable {
         }
     }
 
-    /// Starts `count` workers with `start`; if one fails, kills and reaps those already
-    /// started, then throws its error: a pool that cannot start leaves no process behind.
+    /// Starts `count` workers with `start`, all at once (each start mostly waits for its
+    /// process to come up); if one fails, kills and reaps every one that started, then
+    /// throws its error: a pool that cannot start leaves no process behind.
     static func startAll(
-        _ count: Int, _ start: () async throws -> PoolWorker
+        _ count: Int, _ start: @escaping @Sendable () async throws -> PoolWorker
     ) async throws -> [PoolWorker] {
-        var started: [PoolWorker] = []
-        do {
-            for _ in 0..<count { started.append(try await start()) }
-        } catch {
+        let (started, failure) = await withTaskGroup(of: Result<PoolWorker, any Error>.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    do {
+                        return .success(try await start())
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var started: [PoolWorker] = []
+            var failure: (any Error)?
+            for await result in group {
+                switch result {
+                case .success(let worker): started.append(worker)
+                case .failure(let error): failure = failure ?? error
+                }
+            }
+            return (started, failure)
+        }
+        if let failure {
             for worker in started { worker.kill() }
             for worker in started { _ = await worker.termination() }
-            throw error
+            throw failure
         }
         return started
     }
@@ -392,15 +428,15 @@ public final class ProcessPool: Sendable {
 /// }
 /// ```
 ///
-/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:initializer:memoryLimit:forwardsLogs:)``.
+/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
 public func withProcessPool<Value>(
     workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
-    initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true,
+    retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true,
     _ body: (ProcessPool) async throws -> Value
 ) async throws -> Value {
     let pool = try await ProcessPool(
-        workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, initializer: initializer,
-        memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
+        workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
+        initializer: initializer, memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
     do {
         let result = try await body(pool)
         await pool.join()

@@ -39,13 +39,17 @@ public struct ProcessPoolError: Error, Sendable, CustomStringConvertible {
     public let workerPID: pid_t?
     /// What happened.
     public let reason: Reason
+    /// How many times the item ran: more than 1 when its workers died and the pool's
+    /// ``ProcessPool/retries`` ran it again (the error is the last attempt's).
+    public let attempts: Int
 
-    init(index: Int? = nil, worker: PoolWorker? = nil, reason: Reason) {
+    init(index: Int? = nil, worker: PoolWorker? = nil, reason: Reason, attempts: Int = 1) {
         self.index = index
         self.workerName = worker?.process.name
         self.workerPID = worker?.process.pid
         // A worker killed by SIGKILL may have killed itself for passing its memory limit.
         self.reason = MemoryCeiling.explain(reason, pid: worker?.process.pid)
+        self.attempts = attempts
     }
 
     /// The error the function threw, if that is why the item failed.
@@ -60,7 +64,9 @@ public struct ProcessPoolError: Error, Sendable, CustomStringConvertible {
         let worker = workerName.map { "worker \"\($0)\" (pid \(workerPID ?? 0))" } ?? "its worker"
         switch reason {
         case .threw(let error): return "\(item)the function threw \(error)"
-        case .workerEnded(let termination): return "\(item)\(worker) \(termination) while running it"
+        case .workerEnded(let termination):
+            let tries = attempts > 1 ? " (attempt \(attempts) of \(attempts); each one's worker died)" : ""
+            return "\(item)\(worker) \(termination) while running it\(tries)"
         case .timedOut(let limit): return "\(item)it ran longer than \(limit); \(worker) was killed"
         case .couldNotRun(let why): return "\(item)\(worker) could not run it: \(why)"
         case .closed: return "\(item)the process pool is closed"

@@ -2,8 +2,9 @@
 /// for any ``ProcessFunction`` until the pool closes the channel.
 struct ServePool: ProcessTarget {
     let tasks: Connection<PoolMessage>
-    /// The offset, in the current task, of the input being run (shared with the pool, which
-    /// reads it when the worker dies); the input count once the task is done.
+    /// The task and the offset in it of the input being run (shared with the pool, which
+    /// reads it when the worker dies; see ``PoolWorker/Running``); the offset is the
+    /// input count once the task is done.
     let running: SharedValue<Int>
     let initializer: EncodedTarget?
     /// pool-extras hook: SIGINT ignored, logs forwarded, memory watched.
@@ -22,8 +23,15 @@ struct ServePool: ProcessTarget {
         }
         // Each type name is resolved once: `_typeByName` walks the metadata sections.
         var functions: [String: any ProcessFunction.Type] = [:]
+        // The next task often comes within microseconds (the pool sends ahead, or answers
+        // its caller and sends the next): looked for a while before sleeping.
+        var spin = SpinPolicy()
+        // The last function decoded, by its bytes: a call sends the same function with
+        // every chunk, and decoding it again cost as much as a small chunk's work.
+        var lastFunction: (payload: [UInt8], value: any ProcessFunction)?
         while true {
             let message: PoolMessage
+            _ = tasks.lookForMessage(&spin)
             do {
                 message = try await tasks.receive()
             } catch ConnectionError.endOfStream {
@@ -48,13 +56,15 @@ struct ServePool: ProcessTarget {
                 try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
                 continue
             }
-            try await serve(type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput)
+            try await serve(
+                type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput,
+                last: &lastFunction)
         }
     }
 
     /// Answers every input of a task that cannot run with `reason`.
     private func refuse(id: UInt64, count: Int, eachInput: Bool, reason: String) async throws {
-        running.store(count)
+        running.store(PoolWorker.Running(task: id, offset: count).word)
         if eachInput {
             for offset in 0..<count {
                 try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
@@ -70,12 +80,18 @@ struct ServePool: ProcessTarget {
     /// together.
     private func serve<Function: ProcessFunction>(
         _ type: Function.Type, function payload: [UInt8], inputs encodedInputs: [UInt8], count: Int,
-        task id: UInt64, eachInput: Bool
+        task id: UInt64, eachInput: Bool, last: inout (payload: [UInt8], value: any ProcessFunction)?
     ) async throws {
         let function: Function
         let inputs: [Function.Input]
         do {
-            function = try BinaryDecoder().decode(Function.self, from: payload)
+            // The same bytes and the same type: the same value (decoding is deterministic).
+            if let last, last.payload == payload, let same = last.value as? Function {
+                function = same
+            } else {
+                function = try BinaryDecoder().decode(Function.self, from: payload)
+                last = (payload, function)
+            }
         } catch {
             let reason = "\(String(reflecting: Function.self)) could not be decoded: \(error)"
             try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
@@ -92,8 +108,10 @@ struct ServePool: ProcessTarget {
         var outputs: [Function.Output] = []
         var failures: [PoolItemFailure] = []
         if !eachInput { outputs.reserveCapacity(count) }
-        for (offset, input) in inputs.enumerated() {
-            running.store(offset)
+        let task = PoolWorker.Running(task: id, offset: 0).word
+        for offset in inputs.indices {
+            let input = inputs[offset]
+            running.store(task | offset)
             let output: Function.Output
             do {
                 output = try await function(input)
@@ -113,7 +131,7 @@ struct ServePool: ProcessTarget {
             }
         }
         // Past the last input: a worker that dies from here on was running none of them.
-        running.store(count)
+        running.store(task | count)
         if eachInput { return }
         let encoded: [UInt8]
         do {

@@ -49,11 +49,18 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// The way for items that cannot be bytes in the ring (``QueueSideChannel``).
     let side: QueueSideChannel
     /// Whether `Element` is a fixed-width number, whose codec encoding is its memory (the
-    /// platforms supported are little-endian): copied as is, with no encoder.
+    /// platforms supported are little-endian): copied as is, with no encoder. All of them
+    /// take 1 to 8 bytes, and travel through the ring as the low bytes of a `UInt64`.
     private let isTrivial: Bool
-    /// Whether `Element` is an array of fixed-width numbers (``QueueNumberArray``), whose
-    /// elements' bytes are copied as they are.
-    private let isNumberArray: Bool
+    /// Whether `Element` is a fixed-width number of 1, 2, 4 or 8 bytes (all of them are).
+    private static var fitsInWord: Bool {
+        Element.self is any _BinaryTrivialElement.Type && [1, 2, 4, 8].contains(MemoryLayout<Element>.size)
+    }
+
+    /// `Element` if it is an array of fixed-width numbers (``QueueNumberArray``), whose
+    /// elements' bytes are copied as they are. Found once: a cast per item is a conformance
+    /// look-up.
+    private let numberArray: (any QueueNumberArray.Type)?
 
     /// The default size of the ring of bytes: 64 MiB.
     public static var defaultCapacity: Int { QueueRing.defaultCapacity }
@@ -69,15 +76,15 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         if let maxSize { precondition(maxSize >= 1, "a bounded queue holds at least one item") }
         ring = try QueueRing(capacity: capacity, maxSize: maxSize ?? 0)
         side = try QueueSideChannel()
-        isTrivial = Element.self is any _BinaryTrivialElement.Type
-        isNumberArray = Element.self is any QueueNumberArray.Type
+        isTrivial = Self.fitsInWord
+        numberArray = Element.self as? any QueueNumberArray.Type
     }
 
     init(ring: QueueRing, side: QueueSideChannel) {
         self.ring = ring
         self.side = side
-        isTrivial = Element.self is any _BinaryTrivialElement.Type
-        isNumberArray = Element.self is any QueueNumberArray.Type
+        isTrivial = Self.fitsInWord
+        numberArray = Element.self as? any QueueNumberArray.Type
     }
 
     /// Attaches to the queue that came with a message.
@@ -166,12 +173,16 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
         afterSend: () -> Void = {}
     ) throws -> Bool {
         if isTrivial {
-            return try withUnsafeBytes(of: item) {
-                try ring.put($0, deadline: deadline, check: check, afterWrite: afterWrite)
+            // Its bytes in a word rather than `withUnsafeBytes(of: item)`, whose generic
+            // argument costs metadata look-ups in this unspecialised code, several times the put.
+            var word = Self.word(of: item)
+            return try withUnsafeBytes(of: &word) {
+                let bytes = UnsafeRawBufferPointer(rebasing: $0[..<MemoryLayout<Element>.size])
+                return try ring.put(bytes, deadline: deadline, check: check, afterWrite: afterWrite)
             }
         }
-        if isNumberArray, let array = Element.self as? any QueueNumberArray.Type {
-            return try array.withElementBytes(of: item) {
+        if let numberArray {
+            return try numberArray.withElementBytes(of: item) {
                 guard ring.fits(payload: $0.count) else {
                     return try putSide($0, outbox: nil, deadline: deadline, check: check, afterSend: afterSend)
                 }
@@ -229,10 +240,8 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     /// - Throws: ``QueueError/closed`` once the queue is closed and empty; a ``WireError`` if
     ///   the item's bytes do not decode as an `Element` (the item is taken).
     public func get() throws -> Element {
-        guard let item = try get(deadline: nil, check: {}) else {
-            preconditionFailure("a get without a deadline cannot time out")
-        }
-        return item
+        // Not through the optional form: binding an `Element?` costs a metadata look-up here.
+        try take(deadline: nil, check: {}, afterCopy: {})
     }
 
     /// Takes the first item, waiting at most `timeout` while the queue is empty (zero or
@@ -275,27 +284,103 @@ public final class Queue<Element: Codable & Sendable>: Sendable, Codable {
     func get(
         deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, afterStep: () -> Void = {}
     ) throws -> Element? {
-        try ring.get(
+        do {
+            return try take(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
+        } catch is TimedOut {
+            return nil
+        }
+    }
+
+    /// What ``take(deadline:check:afterCopy:afterStep:)`` throws when the time runs out.
+    private struct TimedOut: Error {}
+
+    /// Takes the first item, throwing ``TimedOut`` if the deadline passes first.
+    private func take(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void = {}
+    ) throws -> Element {
+        if isTrivial || numberArray != nil {
+            return try takeInPlace(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
+        }
+        return try takeDecoded(deadline: deadline, check: check, afterCopy: afterCopy, afterStep: afterStep)
+    }
+
+    /// The get of any other item: its bytes are copied out, then decoded outside the locks;
+    /// a side item with the descriptors that came with it. (A function of its own: the
+    /// `Element?` below costs a metadata look-up on entry.)
+    private func takeDecoded(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void
+    ) throws -> Element {
+        let item = try ring.get(
             deadline: deadline, check: check, afterCopy: afterCopy, side: side, afterStep: afterStep,
             decodeSide: { item in
-                try item.withBytes { bytes in
-                    if isNumberArray, let array = Element.self as? any QueueNumberArray.Type,
-                        let value = array.make(from: bytes, as: Element.self)
-                    {
-                        return value
-                    }
-                    return try BinaryDecoder(userInfo: [.descriptorInbox: item.inbox]).decode(Element.self, from: bytes)
+                try item.withBytes {
+                    try BinaryDecoder(userInfo: [.descriptorInbox: item.inbox]).decode(Element.self, from: $0)
                 }
             }
         ) { bytes in
-            // The ring hands over 16-byte aligned bytes.
-            if isTrivial && bytes.count == MemoryLayout<Element>.size { return bytes.load(as: Element.self) }
-            if isNumberArray, let array = Element.self as? any QueueNumberArray.Type,
-                let item = array.make(from: bytes, as: Element.self)
-            {
-                return item
+            try BinaryDecoder().decode(Element.self, from: bytes)
+        }
+        guard let item else { throw TimedOut() }
+        return item
+    }
+
+    /// The get of a number or an array of numbers: the item is built straight from the ring's
+    /// memory under the consumers' lock (one copy), a number in a word, an array in memory of
+    /// its own (a generic result through closures would cost metadata look-ups, several times
+    /// the copy). An array too large for the ring comes from the side channel the same way.
+    private func takeInPlace(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void, afterStep: () -> Void
+    ) throws -> Element {
+        var word: UInt64 = 0
+        // Raw memory (a generic pointer, or an optional one, would cost a metadata look-up).
+        var array: UnsafeMutableRawPointer?
+        if numberArray != nil {
+            array = .allocate(byteCount: MemoryLayout<Element>.size, alignment: MemoryLayout<Element>.alignment)
+        }
+        defer { array?.deallocate() }
+        var built = false
+        // A record of another length (no put of this element type wrote it): its bytes go to
+        // the decoder, which says what is wrong with them.
+        var other: [UInt8] = []
+        let numberArray = numberArray
+        let taken = try ring.get(
+            deadline: deadline, check: check, afterCopy: afterCopy, side: side, afterStep: afterStep
+        ) { first, second in
+            if let numberArray, let array {
+                built = numberArray.initialize(array, from: first, second)
+            } else if first.count + second.count == MemoryLayout<Element>.size {
+                withUnsafeMutableBytes(of: &word) { bytes in
+                    bytes.copyMemory(from: first)
+                    UnsafeMutableRawBufferPointer(rebasing: bytes[first.count...]).copyMemory(from: second)
+                }
+                built = true
             }
-            return try BinaryDecoder().decode(Element.self, from: bytes)
+            if !built { other = Array(first) + Array(second) }
+        }
+        guard taken else { throw TimedOut() }
+        guard built else { return try other.withUnsafeBytes { try BinaryDecoder().decode(Element.self, from: $0) } }
+        if let array { return array.assumingMemoryBound(to: Element.self).move() }
+        return Self.item(of: word)
+    }
+
+    /// The bytes of a fixed-width number (`isTrivial`), in the low bytes of a word.
+    private static func word(of item: Element) -> UInt64 {
+        switch MemoryLayout<Element>.size {
+        case 1: UInt64(unsafeBitCast(item, to: UInt8.self))
+        case 2: UInt64(unsafeBitCast(item, to: UInt16.self))
+        case 4: UInt64(unsafeBitCast(item, to: UInt32.self))
+        default: unsafeBitCast(item, to: UInt64.self)
+        }
+    }
+
+    /// The fixed-width number (`isTrivial`) whose bytes are the low bytes of `word`: every
+    /// bit pattern is one.
+    private static func item(of word: UInt64) -> Element {
+        switch MemoryLayout<Element>.size {
+        case 1: unsafeBitCast(UInt8(truncatingIfNeeded: word), to: Element.self)
+        case 2: unsafeBitCast(UInt16(truncatingIfNeeded: word), to: Element.self)
+        case 4: unsafeBitCast(UInt32(truncatingIfNeeded: word), to: Element.self)
+        default: unsafeBitCast(word, to: Element.self)
         }
     }
 

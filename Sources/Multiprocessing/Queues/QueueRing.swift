@@ -21,6 +21,7 @@ import Synchronization
 /// | 512 | tasks done (``JoinableQueue``), modulo 2³² |
 /// | 576 | "tasks done" futex word, how many joiners sleep on it, whether one wants a wake |
 /// | 640 | the last side item's sequence number (``QueueSideChannel``) |
+/// | 1024 | laps: how many times the tail crossed a multiple of 2³⁰ bytes (``QueuePositionCache``) |
 /// | 4096 | the ring (`capacity` bytes, a power of two) |
 ///
 /// **One store publishes a change.** Tail packs the item count with the byte position, so a
@@ -36,10 +37,17 @@ import Synchronization
 /// and wakes them all. Either the waiter sees the change, or the changer sees the waiter (the
 /// two orders cannot both miss); and while sleepers are waking up, later changes make no
 /// more system calls (each waiter that sleeps again raises the flag again).
+///
+/// **Each side reads the far end only when it must** (``QueuePositionCache``): a producer
+/// checks for room against its process's last copy of the head, a consumer for an item
+/// against its last copy of the tail, and reads the far end afresh only when the copy says
+/// "full" or "empty".
 struct QueueRing: Sendable {
     let region: SharedRegion
     /// How far this process's mapping of the ring is populated (see ``prepare(upTo:)``).
     private let populated: PopulatedPrefix
+    /// This process's copies of the far ends.
+    private let cache: QueuePositionCache
     /// Bytes in the ring: a power of two.
     let capacity: Int
     /// The most items it may hold; 0: no limit but the ring's bytes.
@@ -88,6 +96,7 @@ struct QueueRing: Sendable {
         static let joinSleepers = 580
         static let tasksWanted = 584
         static let sideSequence = 640
+        static let laps = 1024
     }
 
     /// The capacity actually used for a requested one: a power of two, within bounds.
@@ -105,6 +114,7 @@ struct QueueRing: Sendable {
         self.capacity = capacity
         self.maxSize = maxSize
         populated = PopulatedPrefix()
+        cache = QueuePositionCache()
         _ = ProcessMutex.initialize(at: region.base + Offset.producers)
         _ = ProcessMutex.initialize(at: region.base + Offset.consumers)
         atomic64(Offset.capacity).store(UInt64(capacity), ordering: .relaxed)
@@ -125,6 +135,7 @@ struct QueueRing: Sendable {
         self.region = region
         self.capacity = capacity
         populated = PopulatedPrefix()
+        cache = QueuePositionCache()
         maxSize = Int(truncatingIfNeeded: load(Offset.maxSize))
     }
 
@@ -218,18 +229,23 @@ struct QueueRing: Sendable {
                 throw QueueError.closed
             }
             var tail = tail
-            let head = head
+            var (head, isFresh) = producersHead()
+            if !isFresh && !hasRoom(for: size, head: head, tail: tail) { head = freshHead() }
             if hasRoom(for: size, head: head, tail: tail) {
                 // The record must fit before the marker even if the head is not stepped over it.
                 let offset = Int(tail.bytes) & (capacity - 1)
-                if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
-                    tail = recycle(tail)
+                if offset >= Self.hotWindow && size <= offset {
+                    // Is the queue empty? Asked of the head itself at each put out here (a
+                    // stale copy would say no): a consumer keeping pace leaves it empty only
+                    // now and then, and each put that misses it sweeps on into new pages.
+                    if tail.bytes != head.bytes { head = freshHead() }
+                    if tail.bytes == head.bytes { tail = recycle(tail) }
                 }
                 prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
                 write(payload, at: Int(tail.bytes))
                 afterWrite()
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
-                atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+                publishTail(next, after: tail)
                 producers.unlock()
                 post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                 return true
@@ -253,7 +269,7 @@ struct QueueRing: Sendable {
     /// the record copied and not yet taken (a hook for tests that kill a consumer there).
     ///
     /// A placeholder record stands for an item of the `side` channel: that item is handed to
-    /// `decodeSide` instead (see ``takePlaceholder(at:head:tail:side:afterCopy:afterStep:)``).
+    /// `decodeSide` instead (see ``takePlaceholder(_:side:afterCopy:afterStep:)``).
     /// `afterStep` runs holding the consumers' lock, a placeholder stepped over and its
     /// datagram not yet dropped (a hook for tests that kill a consumer there).
     ///
@@ -266,11 +282,88 @@ struct QueueRing: Sendable {
         _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result? {
         while true {
+            guard let record = try nextRecord(deadline: deadline, check: check) else { return nil }
+            if record.isPlaceholder {
+                // Unlocks the consumers' lock.
+                guard
+                    let item = try takePlaceholder(
+                        record, side: side, afterCopy: afterCopy, afterStep: afterStep)
+                else { continue }
+                return try decodeSide(item)
+            }
+            return try withUnsafeTemporaryAllocation(byteCount: max(record.length, 1), alignment: 16) { buffer in
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<record.length])
+                read(into: bytes, at: record.offset + 4)
+                afterCopy()
+                take(record)
+                return try body(UnsafeRawBufferPointer(bytes))
+            }
+        }
+    }
+
+    /// Takes the oldest record like
+    /// ``get(deadline:check:afterCopy:side:afterStep:decodeSide:_:)``, but hands `read` its
+    /// payload where it lies in the ring, holding the consumers' lock: in two parts where it
+    /// wraps (the second one empty otherwise). For payloads that `read` copies at once (a
+    /// number, an array of numbers): one copy instead of two, and nothing generic on the way
+    /// (a generic result would cost metadata look-ups several times the copy). An item of the
+    /// side channel (an array too large for the ring) is handed to `read` in one part, once
+    /// the lock is released.
+    ///
+    /// - Returns: `false` if the time ran out (nothing was taken).
+    /// - Throws: ``QueueError/closed`` once the queue is closed and empty; what reading a side
+    ///   item's datagram throws (nothing is taken then).
+    func get(
+        deadline: Deadline?, check: () throws -> Void, afterCopy: () -> Void = {}, side: QueueSideChannel? = nil,
+        afterStep: () -> Void = {}, inPlace read: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void
+    ) throws -> Bool {
+        var found: Record?
+        while found == nil {
+            guard let record = try nextRecord(deadline: deadline, check: check) else { return false }
+            if !record.isPlaceholder {
+                found = record
+                continue
+            }
+            // Unlocks the consumers' lock.
+            if let item = try takePlaceholder(record, side: side, afterCopy: afterCopy, afterStep: afterStep) {
+                item.withBytes { read($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+                return true
+            }
+        }
+        guard let record = found else { return false }
+        let start = (record.offset + 4) & (capacity - 1)
+        let first = min(record.length, capacity - start)
+        read(
+            UnsafeRawBufferPointer(start: ring + start, count: first),
+            UnsafeRawBufferPointer(start: ring, count: record.length - first))
+        afterCopy()
+        take(record)
+        return true
+    }
+
+    /// A record found at the head, the consumers' lock held.
+    private struct Record {
+        var head: Position
+        /// The tail it was found below (the consumers' copy, or the tail itself).
+        var tail: Position
+        /// Where its length word lies in the ring.
+        var offset: Int
+        /// Payload bytes.
+        var length: Int
+        /// Whether it stands for an item of the side channel (``placeholderFlag``).
+        var isPlaceholder: Bool
+    }
+
+    /// Waits until `deadline` for a record at the head and returns it holding the consumers'
+    /// lock; `nil` (the lock not held) if the time ran out.
+    private func nextRecord(deadline: Deadline?, check: () throws -> Void) throws -> Record? {
+        while true {
             guard try lock(consumers, deadline: deadline, check: check) else { return nil }
-            // Closed is read before tail: every put that finished before the close is then seen.
+            // Closed is read before tail: every put that finished before the close is then seen
+            // (a copy of the tail is used only when it shows an item).
             let closed = isClosed
             let head = head
-            let tail = tail
+            let tail = consumersTail(head: head)
             if head != tail {
                 let offset = Int(head.bytes) & (capacity - 1)
                 let length = Int(ring.load(fromByteOffset: offset, as: UInt32.self))
@@ -281,26 +374,12 @@ struct QueueRing: Sendable {
                     consumers.unlock()
                     continue
                 }
-                if UInt32(length) & Self.placeholderFlag != 0, let side {
-                    // Unlocks the consumers' lock.
-                    guard
-                        let item = try takePlaceholder(
-                            at: offset, head: head, tail: tail, side: side, afterCopy: afterCopy, afterStep: afterStep)
-                    else { continue }
-                    return try decodeSide(item)
-                }
-                let size = Self.recordSize(length)
+                let isPlaceholder = UInt32(length) & Self.placeholderFlag != 0
+                let payload = Int(UInt32(length) & ~Self.placeholderFlag)
                 precondition(
-                    size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
-                return try withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 16) { buffer in
-                    read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<length]), at: offset + 4)
-                    afterCopy()
-                    let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
-                    atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
-                    consumers.unlock()
-                    post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
-                    return try body(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
-                }
+                    Self.recordSize(payload) <= Int(tail.bytes &- head.bytes),
+                    "swift-multiprocessing: a queue's memory is corrupt")
+                return Record(head: head, tail: tail, offset: offset, length: payload, isPlaceholder: isPlaceholder)
             }
             consumers.unlock()
             if closed { throw QueueError.closed }
@@ -312,6 +391,81 @@ struct QueueRing: Sendable {
                 self.head != self.tail
             }
         }
+    }
+
+    /// Takes `record` (one store publishes the new head), releases the consumers' lock and
+    /// wakes producers waiting for room.
+    private func take(_ record: Record) {
+        let next = Position(
+            items: record.head.items &+ 1, bytes: record.head.bytes &+ UInt32(Self.recordSize(record.length)))
+        atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        consumers.unlock()
+        post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
+    }
+
+    // MARK: Copies of the far ends
+
+    /// The lap count: how many times the tail crossed a multiple of 2³⁰ bytes, modulo 2³².
+    private var laps: UInt32 { atomic32(Offset.laps).load(ordering: .sequentiallyConsistent) }
+
+    /// Publishes the tail `next` (one store), after counting a lap if it crosses a multiple
+    /// of 2³⁰ bytes from `tail` (each step is less than that: at most one). The lap is counted
+    /// first: a producer killed in between leaves one lap too many, which only makes every
+    /// copy read afresh once. Called holding the producers' lock.
+    ///
+    /// The store is sequentially consistent, not just a release: a consumer about to sleep
+    /// counts itself among the sleepers and then looks at the tail, and `post` reads the
+    /// sleeper count after this store; without a full fence between the store and that read
+    /// on this side (the store-load pattern of Dekker's algorithm), both could miss the other.
+    /// On x86-64 the `xchg` this compiles to is that fence, and costs about what the store
+    /// would: the unlock right after is a locked instruction that drains the store buffer
+    /// anyway.
+    private func publishTail(_ next: Position, after tail: Position) {
+        if tail.bytes >> 30 != next.bytes >> 30 {
+            atomic32(Offset.laps).wrappingIncrement(ordering: .sequentiallyConsistent)
+        }
+        atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+    }
+
+    /// The head for a put to check for room against (holding the producers' lock): this
+    /// process's copy if it is usable, else the head itself; and whether it is the head itself.
+    /// A copy is never ahead of the head, so it never shows room that is not there: with the
+    /// lap count unchanged, the tail moved less than 2³¹ bytes since the copy was taken, the
+    /// copy was at most the ring's size behind the tail then, so the true used bytes and the
+    /// ones computed from the copy differ by less than 2³² and modular arithmetic is exact.
+    private func producersHead() -> (Position, isFresh: Bool) {
+        if cache.headLap.load(ordering: .relaxed) == UInt64(laps) {
+            return (Position(cache.head.load(ordering: .relaxed)), false)
+        }
+        return (freshHead(), true)
+    }
+
+    /// Reads the head itself and keeps a copy (holding the producers' lock).
+    private func freshHead() -> Position {
+        let laps = laps
+        let head = head
+        cache.head.store(head.word, ordering: .relaxed)
+        cache.headLap.store(UInt64(laps), ordering: .relaxed)
+        return head
+    }
+
+    /// The tail for a get to look for an item below (holding the consumers' lock), `head`
+    /// being the head: this process's copy if it is usable and shows an item, else the tail
+    /// itself (copied). The copy may be behind the head (other processes' consumers took the
+    /// items up to it, or a producer stepped the head over a skipped end): with the lap count
+    /// unchanged (read before the tail it counts, so it may count one crossing more than the
+    /// copy has seen) the tail moved less than 2³¹ bytes since, so `copy - head` read as a
+    /// signed number says which is ahead.
+    private func consumersTail(head: Position) -> Position {
+        let laps = laps
+        if cache.tailLap.load(ordering: .relaxed) == UInt64(laps) {
+            let copy = Position(cache.tail.load(ordering: .relaxed))
+            if Int32(bitPattern: copy.bytes &- head.bytes) > 0 { return copy }
+        }
+        let tail = tail
+        cache.tail.store(tail.word, ordering: .relaxed)
+        cache.tailLap.store(UInt64(laps), ordering: .relaxed)
+        return tail
     }
 
     /// Closes the ring: later puts throw, gets throw once it is empty, and every sleeper wakes.
@@ -339,18 +493,30 @@ struct QueueRing: Sendable {
         let offset = Int(tail.bytes) & (capacity - 1)
         ring.storeBytes(of: Self.skipMarker, toByteOffset: offset, as: UInt32.self)
         let next = Position(items: tail.items, bytes: tail.bytes &+ UInt32(capacity - offset))
-        atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+        publishTail(next, after: tail)
         // Never waits for the consumers' lock (consumers never take the producers'): a busy
         // consumer steps over the marker itself.
         guard let acquisition = try? consumers.tryLock() else { return next }
         if acquisition == .previousOwnerDied { consumers.markConsistent() }
         let head = head
         if head.bytes == tail.bytes {
+            // The consumers' copies of the tail are now behind the head: they see so (the copy
+            // is used only while ahead of the head) and read the tail afresh.
             atomic64(Offset.head).store(
                 Position(items: head.items, bytes: next.bytes).word, ordering: .sequentiallyConsistent)
         }
         consumers.unlock()
         return next
+    }
+
+    /// Puts both ends of an empty ring at `bytes` and `items` and the lap count at `laps`, as
+    /// if that much had gone through it: for tests of the counters' wrap-around.
+    func jump(toBytes bytes: UInt32, items: UInt32, laps: UInt32) {
+        precondition(count == 0, "only an empty ring can jump")
+        let word = Position(items: items, bytes: bytes).word
+        atomic64(Offset.head).store(word, ordering: .sequentiallyConsistent)
+        atomic64(Offset.tail).store(word, ordering: .sequentiallyConsistent)
+        atomic32(Offset.laps).store(laps, ordering: .sequentiallyConsistent)
     }
 
     // MARK: Tasks
@@ -405,6 +571,14 @@ struct QueueRing: Sendable {
         } catch {
             preconditionFailure("swift-multiprocessing: a queue's lock failed: \(error)")
         }
+        return try lockWaiting(mutex, deadline: deadline, check: check)
+    }
+
+    /// The rest of ``lock(_:deadline:check:)`` once the mutex was found taken: a function of
+    /// its own, so that the path of every item does not set up the deadlines' values (a
+    /// type of another module, copied through its value witnesses).
+    @inline(never)
+    private func lockWaiting(_ mutex: ProcessMutex, deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
         let lockDeadline = deadline.map { max($0, ContinuousClock.now.advanced(by: Self.lockGrace)) }
         while true {
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
@@ -567,7 +741,7 @@ extension QueueRing {
                     ring.storeBytes(
                         of: Self.placeholderFlag | 8, toByteOffset: Int(tail.bytes) & (capacity - 1), as: UInt32.self)
                     let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
-                    atomic64(Offset.tail).store(next.word, ordering: .sequentiallyConsistent)
+                    publishTail(next, after: tail)
                     producers.unlock()
                     post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                     return true
@@ -613,11 +787,13 @@ extension QueueRing {
     /// - Returns: the item; `nil` if its datagram was gone (the placeholder is skipped).
     /// - Throws: what ``QueueSideChannel/peek(sequence:)`` throws; nothing is taken then.
     private func takePlaceholder(
-        at offset: Int, head: Position, tail: Position, side: QueueSideChannel, afterCopy: () -> Void,
-        afterStep: () -> Void
+        _ record: Record, side: QueueSideChannel?, afterCopy: () -> Void, afterStep: () -> Void
     ) throws -> QueueSideChannel.Incoming? {
+        let (offset, head, tail) = (record.offset, record.head, record.tail)
         let size = Self.recordSize(8)
-        precondition(size <= Int(tail.bytes &- head.bytes), "swift-multiprocessing: a queue's memory is corrupt")
+        guard let side, record.length == 8, size <= Int(tail.bytes &- head.bytes) else {
+            preconditionFailure("swift-multiprocessing: a queue's memory is corrupt")
+        }
         var sequence: UInt64 = 0
         withUnsafeMutableBytes(of: &sequence) { read(into: $0, at: offset + 4) }
         let item: QueueSideChannel.Incoming?

@@ -27,6 +27,12 @@ import Atomics
 ///   could not follow them.
 public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
     private let region: SharedRegion
+    /// The value's address in this process's mapping (of `region`, which keeps it mapped), as
+    /// a bit pattern (a pointer is not `Sendable`). Kept beside the region so that the
+    /// lock-free operations, inlinable, compile in the caller to the bare instruction (one
+    /// `lock xadd` for ``add(_:)``): the generic code behind a call into this module costs
+    /// several times the instruction itself.
+    @usableFromInline let address: UInt
 
     /// The lock in the region's first cache line; the value after it.
     private static var valueOffset: Int { max(ProcessMutex.alignment, MemoryLayout<Value>.alignment) }
@@ -40,6 +46,7 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
         region = try SharedRegion(size: Self.valueOffset + max(MemoryLayout<Value>.stride, 16))
         _ = ProcessMutex.initialize(at: region.base)
         (region.base + Self.valueOffset).initializeMemory(as: Value.self, repeating: initial, count: 1)
+        address = UInt(bitPattern: region.base + Self.valueOffset)
     }
 
     /// Runs `body` with the value, under the value's lock: the way to update a value that
@@ -76,7 +83,9 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
     /// - Throws: `DecodingError` if the memory received is too small for `Value` (a value of
     ///   another type was sent).
     public init(from decoder: any Decoder) throws {
-        region = try decoder.singleValueContainer().decode(SharedRegion.self)
+        let region = try decoder.singleValueContainer().decode(SharedRegion.self)
+        self.region = region
+        address = UInt(bitPattern: region.base + Self.valueOffset)
         guard region.size >= Self.valueOffset + MemoryLayout<Value>.size else {
             throw DecodingError.dataCorrupted(
                 .init(
@@ -89,22 +98,26 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
 /// Lock-free operations, sequentially consistent (the strongest ordering; on x86-64 and
 /// arm64 a read-modify-write costs the same at every ordering).
 extension SharedValue where Value: AtomicValue, Value.AtomicRepresentation.Value == Value {
-    private var atomic: UnsafeAtomic<Value> {
-        UnsafeAtomic(at: UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: Value.AtomicRepresentation.self))
+    @usableFromInline var atomic: UnsafeAtomic<Value> {
+        // The address of a live mapping: never zero.
+        UnsafeAtomic(at: UnsafeMutablePointer(bitPattern: address).unsafelyUnwrapped)
     }
 
     /// The value, read atomically without the lock.
+    @inlinable
     public func load() -> Value {
         atomic.load(ordering: .sequentiallyConsistent)
     }
 
     /// Writes the value atomically without the lock.
+    @inlinable
     public func store(_ value: Value) {
         atomic.store(value, ordering: .sequentiallyConsistent)
     }
 
     /// Writes `value` and returns the one it replaced, atomically.
     @discardableResult
+    @inlinable
     public func exchange(_ value: Value) -> Value {
         atomic.exchange(value, ordering: .sequentiallyConsistent)
     }
@@ -112,6 +125,7 @@ extension SharedValue where Value: AtomicValue, Value.AtomicRepresentation.Value
     /// Writes `desired` if the value is `expected`, atomically. Returns whether it did, and
     /// the value found.
     @discardableResult
+    @inlinable
     public func compareExchange(
         expected: Value, desired: Value
     ) -> (exchanged: Bool, original: Value) {
@@ -122,12 +136,14 @@ extension SharedValue where Value: AtomicValue, Value.AtomicRepresentation.Value
 extension SharedValue where Value: AtomicInteger, Value.AtomicRepresentation.Value == Value {
     /// Adds `delta` atomically (wrapping on overflow) and returns the new value.
     @discardableResult
+    @inlinable
     public func add(_ delta: Value) -> Value {
         atomic.wrappingIncrementThenLoad(by: delta, ordering: .sequentiallyConsistent)
     }
 
     /// Subtracts `delta` atomically (wrapping on overflow) and returns the new value.
     @discardableResult
+    @inlinable
     public func subtract(_ delta: Value) -> Value {
         atomic.wrappingDecrementThenLoad(by: delta, ordering: .sequentiallyConsistent)
     }

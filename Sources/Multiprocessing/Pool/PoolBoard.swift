@@ -1,0 +1,184 @@
+import Synchronization
+
+/// A contiguous run of a call's inputs, sent to a worker as one task.
+struct PoolChunk<Input: Sendable>: Sendable {
+    /// The index, in the call's inputs, of the first input of the chunk this run was cut
+    /// from: the key under which the call counts the chunk's unanswered inputs.
+    var origin: Int
+    /// The index of `inputs[0]` in the call's inputs.
+    var start: Int
+    var inputs: [Input]
+    /// Which attempt this is (1 the first time): a run is attempted again only when its
+    /// worker died while running it (see ``ProcessPool/retries``).
+    var attempt = 1
+    /// Workers that died with this run sent and none of its inputs at fault.
+    var silentDeaths = 0
+}
+
+/// What became of a run of inputs: the outputs of those that succeeded and the failures.
+struct PoolChunkOutcome<Output: Sendable>: Sendable {
+    /// See ``PoolChunk/origin``.
+    var origin: Int
+    /// The index of the run's first input.
+    var start: Int
+    var count: Int
+    /// The outputs of the inputs that did not fail, in order.
+    var outputs: [Output]
+    /// The failures, by offset from `start`, in order.
+    var failures: [(offset: Int, error: ProcessPoolError)] = []
+
+    /// Calls `body` with each input's index and result, in order.
+    func forEach(_ body: (Int, Result<Output, ProcessPoolError>) throws -> Void) rethrows {
+        var failed = failures.makeIterator()
+        var nextFailure = failed.next()
+        var succeeded = outputs.makeIterator()
+        for offset in 0..<count {
+            if let failure = nextFailure, failure.offset == offset {
+                try body(start + offset, .failure(failure.error))
+                nextFailure = failed.next()
+            } else if let output = succeeded.next() {
+                try body(start + offset, .success(output))
+            }
+        }
+    }
+}
+
+/// Where the task that runs a call meets the drivers that run its chunks on workers: the
+/// call posts chunks, the drivers take them and deliver outcomes, the call collects them.
+///
+/// One driver per worker it holds, each with a few chunks sent to it: the board is
+/// what lets the call cut chunks (it owns the inputs' iterator, which need not be
+/// `Sendable`) while the drivers stay busy.
+final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
+    private let state = Mutex(State())
+
+    private struct State {
+        var chunks: [PoolChunk<Input>] = []
+        var head = 0
+        /// No chunk will be posted any more.
+        var finished = false
+        var takers: [CheckedContinuation<PoolChunk<Input>?, Never>] = []
+        var outcomes: [PoolChunkOutcome<Output>] = []
+        var failure: (any Error)?
+        var collector: CheckedContinuation<Void, any Error>?
+        var collectorCancelled = false
+
+        mutating func pop() -> PoolChunk<Input>? {
+            guard head < chunks.count else { return nil }
+            defer {
+                head += 1
+                if head == chunks.count {
+                    chunks.removeAll(keepingCapacity: true)
+                    head = 0
+                }
+            }
+            return chunks[head]
+        }
+    }
+
+    /// What ``tryTake()`` found.
+    enum Take {
+        case chunk(PoolChunk<Input>)
+        /// None now; more may come.
+        case empty
+        case finished
+    }
+
+    /// Posts a chunk for the drivers.
+    func post(_ chunk: PoolChunk<Input>) {
+        let taker = state.withLock { state -> CheckedContinuation<PoolChunk<Input>?, Never>? in
+            if !state.takers.isEmpty { return state.takers.removeFirst() }
+            state.chunks.append(chunk)
+            return nil
+        }
+        taker?.resume(returning: chunk)
+    }
+
+    /// No more chunks: drivers waiting for one get `nil`. Idempotent.
+    func finish() {
+        let takers = state.withLock { state in
+            state.finished = true
+            defer { state.takers.removeAll() }
+            return state.takers
+        }
+        for taker in takers { taker.resume(returning: nil) }
+    }
+
+    /// A chunk if one is waiting, without waiting.
+    func tryTake() -> Take {
+        state.withLock { state in
+            if let chunk = state.pop() { return .chunk(chunk) }
+            return state.finished ? .finished : .empty
+        }
+    }
+
+    /// The next chunk, waiting for one; `nil` once the call posts no more.
+    func take() async -> PoolChunk<Input>? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<PoolChunk<Input>?, Never>) in
+            let chunk = state.withLock { state -> PoolChunk<Input>?? in
+                if let chunk = state.pop() { return .some(chunk) }
+                if state.finished { return .some(nil) }
+                state.takers.append(continuation)
+                return .none
+            }
+            if case .some(let chunk) = chunk { continuation.resume(returning: chunk) }
+        }
+    }
+
+    /// Hands an outcome to the call.
+    func deliver(_ outcome: PoolChunkOutcome<Output>) {
+        let collector = state.withLock { state in
+            state.outcomes.append(outcome)
+            defer { state.collector = nil }
+            return state.collector
+        }
+        collector?.resume()
+    }
+
+    /// The call cannot go on (no worker left, the pool closed, an input that cannot be
+    /// encoded): the call's next ``collect()`` throws `error`. The first failure wins.
+    func fail(_ error: any Error) {
+        let collector = state.withLock { state in
+            if state.failure == nil { state.failure = error }
+            defer { state.collector = nil }
+            return state.collector
+        }
+        collector?.resume()
+    }
+
+    /// The outcomes delivered since the last call, waiting for at least one.
+    /// - Throws: a driver's failure, or `CancellationError` when the calling task is cancelled.
+    func collect() async throws -> [PoolChunkOutcome<Output>] {
+        while true {
+            let ready = try state.withLock { state -> [PoolChunkOutcome<Output>]? in
+                if !state.outcomes.isEmpty {
+                    defer { state.outcomes.removeAll(keepingCapacity: true) }
+                    return state.outcomes
+                }
+                if let failure = state.failure { throw failure }
+                if state.collectorCancelled { throw CancellationError() }
+                return nil
+            }
+            if let ready { return ready }
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let wait = state.withLock { state -> Bool in
+                        guard state.outcomes.isEmpty, state.failure == nil, !state.collectorCancelled else {
+                            return false
+                        }
+                        state.collector = continuation
+                        return true
+                    }
+                    if !wait { continuation.resume() }
+                }
+            } onCancel: {
+                let collector = state.withLock { state in
+                    state.collectorCancelled = true
+                    defer { state.collector = nil }
+                    return state.collector
+                }
+                collector?.resume()
+            }
+        }
+    }
+}
