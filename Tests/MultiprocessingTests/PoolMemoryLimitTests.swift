@@ -69,6 +69,20 @@ struct PoolMemoryLimitTests {
         }
     }
 
+    @Test("an item past the memory limit is not retried: it would pass it again")
+    func notRetried() async throws {
+        try await withProcessPool(workers: 2, retries: 2, memoryLimit: 100 << 20) { (pool: ProcessPool) async throws in
+            let results = await pool.results(PoolAllocate(), [1, 300, 2], chunkSize: 1)
+            #expect((try? results[0].get()) != nil)
+            #expect((try? results[2].get()) != nil)
+            guard case .failure(let error) = results[1], case .memoryLimitExceeded = error.reason else {
+                Issue.record("expected the memory limit: \(results[1])")
+                return
+            }
+            #expect(error.attempts == 1)
+        }
+    }
+
     @Test("a pool without a limit reports a plain SIGKILL as before; a limit of zero is refused")
     func noLimit() async throws {
         try await withProcessPool(workers: 1) { (pool: ProcessPool) async throws in

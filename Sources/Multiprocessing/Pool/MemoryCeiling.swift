@@ -59,6 +59,16 @@ final class MemoryCeiling: Sendable {
         return reason
     }
 
+    /// Whether worker `pid` noted that it passed its memory limit (the note is left for
+    /// ``explain(_:pid:)``): such an item is not retried, as it would pass it again.
+    static func noted(_ pid: pid_t?) -> Bool {
+        guard let pid else { return false }
+        let ceilings = live.withLock { Array($0.values) }
+        return ceilings.contains { ceiling in
+            ceiling.notes.withUnsafeBufferPointer { $0[2 * (Int(pid) % slotCount)] == Int(pid) }
+        }
+    }
+
     /// The resident size noted by worker `pid`, cleared once read; `nil` if it left none.
     private func takeNote(of pid: pid_t) -> Int? {
         let slot = 2 * (Int(pid) % Self.slotCount)
