@@ -35,8 +35,16 @@ if [ -z "$runtime" ]; then
 fi
 
 echo "building the fuzz targets (release, -sanitize=fuzzer,address)"
-swift build -c release --package-path Fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld 2>&1 \
-  | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+build_log=$(mktemp)
+if ! swift build -c release --package-path Fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld \
+  >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  rm -f "$build_log"
+  echo "building the fuzz targets failed" >&2
+  exit 1
+fi
+grep -Ev '^\[[0-9]+/[0-9]+\]' "$build_log" || true
+rm -f "$build_log"
 bin=$(swift build -c release --package-path Fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --show-bin-path)
 for target in "${targets[@]}"; do
   [ -x "$bin/fuzz-$target" ] || { echo "the build did not produce fuzz-$target" >&2; exit 1; }
@@ -48,7 +56,9 @@ if $write_seeds; then
     # Inputs that once crashed a target (regression-*) stay: they are not generated.
     find "Fuzz/Corpus/$target" -type f ! -name 'regression-*' -delete
     # Seed values are kept until exit on purpose; leak checking only matters while fuzzing.
-    ASAN_OPTIONS=detect_leaks=0 FUZZ_WRITE_SEEDS="Fuzz/Corpus/$target" "$bin/fuzz-$target"
+    # Deterministic hashing: the same dictionary seeds every time (iteration order).
+    SWIFT_DETERMINISTIC_HASHING=1 ASAN_OPTIONS=detect_leaks=0 FUZZ_WRITE_SEEDS="Fuzz/Corpus/$target" \
+      "$bin/fuzz-$target"
   done
   exit 0
 fi

@@ -58,6 +58,9 @@ public let decodingCases: [DecodingCase] = [
         name: "DictionaryOfArrays", check: { decodeAndCheck([String: [Int]].self, $0, same: ==) },
         seeds: { try encodings([[:], ["a": [], "bb": [1, -2, .max], "ü": [0]]]) }),
     DecodingCase(
+        name: "IntKeys", check: { decodeAndCheck([Int: Lenient?].self, $0, same: nil) },
+        seeds: { try encodings([[:], [1: .number(2), -3: nil, 4: .list([.text("")])]] as [[Int: Lenient?]]) }),
+    DecodingCase(
         name: "Expression", check: { decodeAndCheck(Expression.self, $0, same: ==) },
         seeds: { try encodings(sampleExpressions()) }),
     DecodingCase(

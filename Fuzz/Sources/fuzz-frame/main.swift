@@ -5,9 +5,9 @@ import Glibc
 
 // libFuzzer target: every input is the raw byte stream of a connection (headers and
 // payloads as the peer would write them), fed to the real receiving code whole and in
-// 3-byte pieces, then closed. What each receive returns must match `expectedOutcomes`,
-// the framing rules restated; every rejection must be a thrown error. The header parser
-// is also run on its own. The process is libFuzzer's driver.
+// 3-byte pieces, then closed. What each receive returns must match `expectedOutcomes`, the
+// framing rules restated; every rejection must be a thrown error. The header parser is
+// also run on its own. The process is libFuzzer's driver.
 
 func fuzzFrame(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = UnsafeRawBufferPointer(start: size == 0 ? nil : data, count: size)
@@ -16,18 +16,23 @@ func fuzzFrame(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     } catch {
         // A typed throw: always a WireError.
     }
-    let expected = expectedOutcomes(of: Array(bytes), maximumMessageSize: frameTargetMessageLimit)
-    for pieceSize in [max(size, 1), 3] {
+    // A small limit reaches the oversized path; the default one lets a header claim up to
+    // 256 MiB, which must cost no more than the reader's initial allocation.
+    let runs = [
+        (pieceSize: max(size, 1), limit: frameTargetMessageLimit), (pieceSize: 3, limit: frameTargetMessageLimit),
+        (pieceSize: max(size, 1), limit: defaultMaximumMessageSize),
+    ]
+    for (pieceSize, limit) in runs {
+        let expected = expectedOutcomes(of: Array(bytes), maximumMessageSize: limit)
         let results: [Result<[UInt8], any Error>]
         do {
-            results = try WireFuzzing.receiveFrames(
-                fromStream: bytes, pieceSize: pieceSize, maximumMessageSize: frameTargetMessageLimit)
+            results = try WireFuzzing.receiveFrames(fromStream: bytes, pieceSize: pieceSize, maximumMessageSize: limit)
         } catch {
             fatalError("the socket pair failed: \(error)")
         }
         let outcomes = results.map(FrameOutcome.init)
         guard outcomes == expected else {
-            fatalError("pieces of \(pieceSize) bytes: received \(outcomes), expected \(expected)")
+            fatalError("pieces of \(pieceSize) bytes, limit \(limit): received \(outcomes), expected \(expected)")
         }
     }
     return 0
