@@ -76,7 +76,7 @@ for target in "${targets[@]}"; do
   if "$bin/fuzz-$target" -runs="$executions" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=64 -print_final_stats=1 -artifact_prefix="$work/$target/artifacts/" \
     "${extra[@]}" "$work/$target/corpus" >"$work/$target/log" 2>&1; then
-    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$work/$target/log" || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$work/$target/log" || true
     echo "fuzz-$target: no crash ($(($(date +%s) - start)) s)"
   else
     status=1
