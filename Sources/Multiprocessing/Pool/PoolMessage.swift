@@ -18,6 +18,9 @@ enum PoolMessage: Codable, Sendable {
     /// The answer to task `id`: the outputs of the inputs that did not fail (an encoded
     /// `[Output]`, in order), and the failures.
     case outputs(id: UInt64, outputs: [UInt8], failures: [PoolItemFailure])
+    /// Several messages in one: tasks sent ahead together (one write for many small
+    /// chunks), or the answers to them (one write back). Never nested.
+    case batch([PoolMessage])
 }
 
 extension PoolMessage {
@@ -25,7 +28,7 @@ extension PoolMessage {
     // coding of an enum with payloads goes through nested keyed containers, whose generic
     // metadata lookups cost more than a small task itself (one per item with chunk size 1).
     fileprivate enum Tag: UInt8 {
-        case task, result, results, outputs
+        case task, result, results, outputs, batch
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -53,6 +56,9 @@ extension PoolMessage {
             try container.encode(id)
             try container.encode(outputs)
             try container.encode(failures)
+        case .batch(let messages):
+            try container.encode(Tag.batch.rawValue)
+            try container.encode(messages)
         }
     }
 
@@ -77,6 +83,8 @@ extension PoolMessage {
             self = .outputs(
                 id: try container.decode(UInt64.self), outputs: try container.decode([UInt8].self),
                 failures: try container.decode([PoolItemFailure].self))
+        case .batch:
+            self = .batch(try container.decode([PoolMessage].self))
         }
     }
 }
@@ -148,6 +156,10 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             // Nearly always none: a count, and the failures only when there are some.
             encoder.writeFixed(UInt32(failures.count))
             if !failures.isEmpty { try encoder.encodeValue(failures, at: encoder.currentSpot, appending: nil) }
+        case .batch(let messages):
+            encoder.writeByte(Tag.batch.rawValue)
+            encoder.writeFixed(UInt32(messages.count))
+            for message in messages { try message._encodeBinary(into: encoder) }
         }
     }
 
@@ -181,6 +193,17 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
                 failureCount == 0
                 ? [] : try decoder.decodeValue([PoolItemFailure].self, at: decoder.currentSpot, appending: nil)
             return .outputs(id: id, outputs: outputs, failures: failures)
+        case .batch:
+            let count = try decoder.readFixed(UInt32.self, path)
+            var messages: [PoolMessage] = []
+            // Not reserved by the count read: a corrupt count must fail on the bytes, not
+            // allocate.
+            for _ in 0..<count {
+                let message = try _decodeBinary(from: decoder)
+                if case .batch = message { throw WireError.invalidData("a pool batch inside a batch", codingPath: path) }
+                messages.append(message)
+            }
+            return .batch(messages)
         case nil:
             throw WireError.invalidData("not a pool message (tag \(tag))", codingPath: path)
         }

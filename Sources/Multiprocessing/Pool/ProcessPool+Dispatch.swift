@@ -50,7 +50,7 @@ extension ProcessPool {
         defer { endCall() }
         let encoded = try EncodedFunction(function)
         let board = PoolBoard<Function.Input, Function.Output>()
-        let depth = pipelineDepth(timeout: timeout)
+        let depth = pipelineDepth(timeout: timeout, chunkSize: chunkSize)
         try await withThrowingTaskGroup(of: Void.self) { group in
             defer { board.finish() }
             // Inputs not yet answered, by the index of their chunk's first input.
@@ -136,9 +136,14 @@ extension ProcessPool {
     /// take the chunks behind with it); 1 with a timeout (each input's clock starts at the
     /// previous answer, which a queued chunk would skew). The call keeps one more chunk per
     /// worker cut and waiting on the board, so a driver never waits for the call to cut one.
-    private func pipelineDepth(timeout: Duration?) -> Int {
-        timeout == nil && maxTasksPerWorker == nil ? 4 : 1
+    private func pipelineDepth(timeout: Duration?, chunkSize: Int) -> Int {
+        guard timeout == nil && maxTasksPerWorker == nil else { return 1 }
+        return chunkSize < Self.smallChunk ? 32 : 4
     }
+
+    /// Chunks of fewer inputs are sent ahead 32 at a time per worker rather than 4: their
+    /// cost is the messages, which batches of 16 share.
+    static let smallChunk = 64
 
     // MARK: The driver
 
@@ -165,8 +170,13 @@ extension ProcessPool {
         var quick = false
         do {
             loop: while true {
+                // More is sent once half of what was sent ahead is answered (and no answer
+                // from a batch is still to be read, so answers are taken before sending):
+                // the worker always has the next batch when it ends one, and each write
+                // carries half the depth.
                 if sent.isEmpty
-                    || (quick && sent.count < depth && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
+                    || (quick && sent.count <= depth / 2 && !(worker?.hasBufferedAnswers ?? false)
+                        && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
                 {
                     var next: PoolChunk<Input>?
                     if !redo.isEmpty {
@@ -185,7 +195,7 @@ extension ProcessPool {
                         }
                         if next == nil && sent.isEmpty { break loop }
                     }
-                    if let chunk = next {
+                    if let first = next {
                         let current: PoolWorker
                         if let worker {
                             current = worker
@@ -198,13 +208,30 @@ extension ProcessPool {
                             current.running.store(-1)
                             worker = current
                         }
-                        let id = makeTaskID()
-                        let inputs = try BinaryEncoder().encode(chunk.inputs)
-                        let delivered = await current.send(
-                            .task(
-                                id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
-                                count: chunk.inputs.count, eachInput: timeout != nil))
-                        sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                        // The chunks ready now, up to half the depth, go in one message: one
+                        // write (and one answer) for many small chunks.
+                        var batch: [PoolMessage] = []
+                        var chunk = first
+                        var bytes = sent.reduce(0, { $0 + $1.bytes })
+                        while true {
+                            let id = makeTaskID()
+                            let inputs = try BinaryEncoder().encode(chunk.inputs)
+                            batch.append(
+                                .task(
+                                    id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
+                                    count: chunk.inputs.count, eachInput: timeout != nil))
+                            sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                            bytes += inputs.count
+                            guard quick, batch.count < max(1, depth / 2), bytes < Self.pipelinedBytes else { break }
+                            if !redo.isEmpty {
+                                chunk = redo.removeFirst()
+                            } else if case .chunk(let more) = board.tryTake() {
+                                chunk = more
+                            } else {
+                                break
+                            }
+                        }
+                        let delivered = await current.send(batch.count == 1 ? batch[0] : .batch(batch))
                         if !delivered {
                             let termination = await retired(current, kill: true)
                             redo += attribute(sent, to: current, termination, board: board)
