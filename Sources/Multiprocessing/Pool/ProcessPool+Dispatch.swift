@@ -34,14 +34,15 @@ extension ProcessPool {
     /// `nextInputs(n)` gives the next up to `n` inputs, or `nil` at the end. At most five
     /// chunks per worker are outstanding (four sent, one cut and waiting; two with a
     /// timeout), so at most `5 × workers × chunkSize` inputs have been pulled and not yet
-    /// answered. With a `window`, no input is cut while it
+    /// answered; with `inMemory` (the inputs are an array already, so pulling them ahead
+    /// holds nothing more) chunks under ``smallChunk`` inputs go 32 per worker. With a `window`, no input is cut while it
     /// is `window` or more past the oldest unanswered one: a caller that reorders results
     /// (an ordered stream) then holds at most about `window` of them, however long one
     /// slow item keeps the others waiting. Cancelling the calling task kills the workers
     /// running its items and throws `CancellationError`. An error `nextInputs` throws is
     /// thrown once the chunks already cut are done.
     func dispatch<Function: ProcessFunction>(
-        _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil,
+        _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil, inMemory: Bool = false,
         nextInputs: (Int) async throws -> [Function.Input]?,
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
@@ -50,7 +51,7 @@ extension ProcessPool {
         defer { endCall() }
         let encoded = try EncodedFunction(function)
         let board = PoolBoard<Function.Input, Function.Output>()
-        let depth = pipelineDepth(timeout: timeout, chunkSize: chunkSize)
+        let depth = pipelineDepth(timeout: timeout, small: inMemory && chunkSize < Self.smallChunk)
         try await withThrowingTaskGroup(of: Void.self) { group in
             defer { board.finish() }
             // Inputs not yet answered, by the index of their chunk's first input.
@@ -105,7 +106,7 @@ extension ProcessPool {
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         var next = 0
-        try await dispatch(function, chunkSize: chunkSize, timeout: timeout) { size in
+        try await dispatch(function, chunkSize: chunkSize, timeout: timeout, inMemory: true) { size in
             guard next < inputs.count else { return nil }
             let end = min(inputs.count, next + size)
             defer { next = end }
@@ -136,9 +137,11 @@ extension ProcessPool {
     /// take the chunks behind with it); 1 with a timeout (each input's clock starts at the
     /// previous answer, which a queued chunk would skew). The call keeps one more chunk per
     /// worker cut and waiting on the board, so a driver never waits for the call to cut one.
-    private func pipelineDepth(timeout: Duration?, chunkSize: Int) -> Int {
+    /// 32 for `small` chunks of inputs in memory: their cost is the messages, which batches
+    /// of 16 chunks share.
+    private func pipelineDepth(timeout: Duration?, small: Bool) -> Int {
         guard timeout == nil && maxTasksPerWorker == nil else { return 1 }
-        return chunkSize < Self.smallChunk ? 32 : 4
+        return small ? 32 : 4
     }
 
     /// Chunks of fewer inputs are sent ahead 32 at a time per worker rather than 4: their
