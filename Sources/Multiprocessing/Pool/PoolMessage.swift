@@ -5,6 +5,7 @@
 /// answers the whole chunk in one message (the outputs, again as one array), and keeps the offset of the input it is running in a slot shared with the
 /// pool, so the pool still knows which input a worker that dies was running. A task with a
 /// timeout is answered input by input instead (each answer restarts the item's clock).
+/// Small chunks go several in one ``batch(_:)``, answered by one batch.
 enum PoolMessage: Codable, Sendable {
     /// Call the function (`typeName`, `function`) with each of the `count` inputs (an
     /// encoded `[Input]`), in order; answer each input at once when `eachInput`, else the
@@ -200,7 +201,9 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             // allocate.
             for _ in 0..<count {
                 let message = try _decodeBinary(from: decoder)
-                if case .batch = message { throw WireError.invalidData("a pool batch inside a batch", codingPath: path) }
+                if case .batch = message {
+                    throw WireError.invalidData("a pool batch inside a batch", codingPath: path)
+                }
                 messages.append(message)
             }
             return .batch(messages)
