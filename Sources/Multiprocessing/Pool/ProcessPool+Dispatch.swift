@@ -51,7 +51,12 @@ extension ProcessPool {
         defer { endCall() }
         let encoded = try EncodedFunction(function)
         let board = PoolBoard<Function.Input, Function.Output>()
-        let depth = pipelineDepth(timeout: timeout, small: inMemory && chunkSize < Self.smallChunk)
+        let small = inMemory && chunkSize < Self.smallChunk && timeout == nil && maxTasksPerWorker == nil
+        let depth = pipelineDepth(timeout: timeout, small: small)
+        // Small chunks are cut several at a time (one entry on the board for about 16
+        // inputs): the call's own cost per chunk (cutting, posting, collecting) was most of
+        // a small chunk's cost. A driver splits them again as its worker's pace says.
+        let chunksPerCut = small ? max(1, Self.groupInputs / chunkSize) : 1
         try await withThrowingTaskGroup(of: Void.self) { group in
             defer { board.finish() }
             // Inputs not yet answered, by the index of their chunk's first input.
@@ -66,7 +71,7 @@ extension ProcessPool {
                     if let window, let oldest = unanswered.keys.min(), index - oldest >= window { break }
                     let inputs: [Function.Input]?
                     do {
-                        inputs = try await nextInputs(chunkSize)
+                        inputs = try await nextInputs(chunkSize * chunksPerCut)
                     } catch {
                         // The inputs' own failure: the chunks sent still finish (their
                         // workers are not killed for it), then the call throws it.
@@ -79,12 +84,13 @@ extension ProcessPool {
                         break
                     }
                     unanswered[index] = inputs.count
-                    board.post(PoolChunk(origin: index, start: index, inputs: inputs))
+                    board.post(
+                        PoolChunk(origin: index, start: index, inputs: inputs, unit: chunksPerCut > 1 ? chunkSize : nil))
                     index += inputs.count
                     if drivers < workerCount {
                         drivers += 1
                         group.addTask {
-                            await self.drive(board, encoded, timeout: timeout, depth: depth)
+                            await self.drive(board, encoded, timeout: timeout, depth: depth, paced: small)
                         }
                     }
                 }
@@ -147,6 +153,10 @@ extension ProcessPool {
     /// Chunks of fewer inputs are sent ahead 32 at a time per worker rather than 4: their
     /// cost is the messages, which batches of 16 share.
     static let smallChunk = 64
+    /// About how many inputs of small chunks are cut as one group.
+    static let groupInputs = 16
+    /// The most inputs sent to a worker and not yet answered (with the bytes and the depth).
+    static let aheadInputs = 256
 
     // MARK: The driver
 
@@ -164,13 +174,18 @@ extension ProcessPool {
     /// workers; a failure of the call itself (no worker, pool closed, cancelled) goes to
     /// the board.
     private func drive<Input: Sendable & Encodable, Output: Sendable & Decodable>(
-        _ board: PoolBoard<Input, Output>, _ function: EncodedFunction, timeout: Duration?, depth: Int
+        _ board: PoolBoard<Input, Output>, _ function: EncodedFunction, timeout: Duration?, depth: Int,
+        paced: Bool = false
     ) async {
         var worker: PoolWorker?
         var sent: [Sent<Input>] = []
         // Runs to do again (their worker died), before new chunks.
         var redo: [PoolChunk<Input>] = []
         var quick = false
+        // With `paced`, the inputs whose work fits in `quickChunk` by the last answer's pace:
+        // a batch carries half of them, and goes once no more than half are unanswered, so
+        // the worker finds the next batch waiting when it ends one. 0 while not quick.
+        var ahead = 0
         do {
             loop: while true {
                 // More is sent once half of what was sent ahead is answered (and no answer
@@ -179,11 +194,14 @@ extension ProcessPool {
                 // carries half the depth.
                 if sent.isEmpty
                     || (quick && sent.count <= depth / 2 && !(worker?.hasBufferedAnswers ?? false)
-                        && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
+                        && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes
+                        && sent.reduce(0, { $0 + $1.chunk.inputs.count }) <= ahead / 2)
                 {
                     var next: PoolChunk<Input>?
+                    var fromRedo = false
                     if !redo.isEmpty {
                         next = redo.removeFirst()
+                        fromRedo = true
                     } else {
                         switch board.tryTake() {
                         case .chunk(let chunk): next = chunk
@@ -198,7 +216,7 @@ extension ProcessPool {
                         }
                         if next == nil && sent.isEmpty { break loop }
                     }
-                    if let first = next {
+                    if var first = next {
                         let current: PoolWorker
                         if let worker {
                             current = worker
@@ -214,8 +232,23 @@ extension ProcessPool {
                         // The chunks ready now, up to half the depth, go in one message: one
                         // write (and one answer) for many small chunks.
                         var batch: [PoolMessage] = []
-                        var chunk = first
                         var bytes = sent.reduce(0, { $0 + $1.bytes })
+                        var batchInputs = 0
+                        // A group is sent as far as the worker's pace allows, the rest put
+                        // back for whichever driver is free first (slow items stay balanced).
+                        func fit(_ chunk: inout PoolChunk<Input>, fromRedo: Bool) {
+                            guard let unit = chunk.unit else { return }
+                            let room = max(unit, ((quick ? ahead / 2 : 0) - batchInputs) / unit * unit)
+                            guard chunk.inputs.count > room else {
+                                chunk.unit = nil
+                                return
+                            }
+                            let (head, rest) = chunk.split(at: room)
+                            chunk = head
+                            if fromRedo { redo.insert(rest, at: 0) } else { board.putBack(rest) }
+                        }
+                        fit(&first, fromRedo: fromRedo)
+                        var chunk = first
                         while true {
                             let id = makeTaskID()
                             let inputs = try BinaryEncoder().encode(chunk.inputs)
@@ -225,10 +258,15 @@ extension ProcessPool {
                                     count: chunk.inputs.count, eachInput: timeout != nil))
                             sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
                             bytes += inputs.count
-                            guard quick, batch.count < max(1, depth / 2), bytes < Self.pipelinedBytes else { break }
+                            batchInputs += chunk.inputs.count
+                            guard quick, batch.count < max(1, depth / 2), bytes < Self.pipelinedBytes,
+                                batchInputs < ahead / 2
+                            else { break }
                             if !redo.isEmpty {
                                 chunk = redo.removeFirst()
-                            } else if case .chunk(let more) = board.tryTake() {
+                                fit(&chunk, fromRedo: true)
+                            } else if case .chunk(var more) = board.tryTake() {
+                                fit(&more, fromRedo: false)
                                 chunk = more
                             } else {
                                 break
@@ -238,7 +276,7 @@ extension ProcessPool {
                         if !delivered {
                             let termination = await retired(current, kill: true)
                             redo += attribute(sent, to: current, termination, board: board)
-                            (worker, sent, quick) = (nil, [], false)
+                            (worker, sent, quick, ahead) = (nil, [], false, 0)
                         }
                         continue
                     }
@@ -259,12 +297,21 @@ extension ProcessPool {
                 let event = try await current.next(timeout: nil)
                 if let outcome = Self.outcome(of: event, for: head, Output.self, worker: current) {
                     sent.removeFirst()
-                    quick = ContinuousClock.now - head.at < Self.quickChunk && head.bytes <= Self.pipelinedBytes
+                    let elapsed = ContinuousClock.now - head.at
+                    quick = elapsed < Self.quickChunk && head.bytes <= Self.pipelinedBytes
+                    if !quick {
+                        ahead = 0
+                    } else if paced {
+                        let fits = Double(head.chunk.inputs.count) * (Self.quickChunk / elapsed)
+                        ahead = Int(min(Double(Self.aheadInputs), fits))
+                    } else {
+                        ahead = .max
+                    }
                     board.deliver(outcome)
                     finishedTask(on: current, worker: &worker)
                     if worker == nil {
                         // Retired for its task budget (depth 1: nothing else was sent to it).
-                        quick = false
+                        (quick, ahead) = (false, 0)
                     }
                     continue
                 }
@@ -276,7 +323,7 @@ extension ProcessPool {
                     termination = await retired(current, kill: true)
                 }
                 redo += attribute(sent, to: current, termination, board: board)
-                (worker, sent, quick) = (nil, [], false)
+                (worker, sent, quick, ahead) = (nil, [], false, 0)
             }
             if let worker { release(worker) }
         } catch {
