@@ -20,6 +20,14 @@ struct PoolCrashFirstTimeOn: ProcessFunction {
     }
 }
 
+/// Sleeps `input` milliseconds, then returns its worker's process id.
+struct PoolNapPID: ProcessFunction {
+    func callAsFunction(_ input: Int) async throws -> Int32 {
+        try await Task.sleep(for: .milliseconds(input))
+        return getpid()
+    }
+}
+
 /// Small chunks of inputs in memory go to a worker many in one message, answered in one
 /// message: every promise of one chunk per message must hold inside a batch.
 @Suite("Process pool batches: many small chunks per message", .timeLimit(.minutes(2)))
@@ -64,6 +72,16 @@ struct ProcessPoolBatchTests {
                 }
             }
             #expect(await poolSize(pool, reaches: 2), "the pool keeps its configured size")
+        }
+    }
+
+    @Test("slow items cut as one group still spread over every worker")
+    func groupSpreads() async throws {
+        try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
+            // 16 chunks of one are cut as one group: both drivers must share it, one slow
+            // item at a time each (800 ms of naps cannot all run before the second starts).
+            let pids = try await pool.map(PoolNapPID(), Array(repeating: 50, count: 16), chunkSize: 1)
+            #expect(Set(pids).count == 2, "ran on \(Set(pids))")
         }
     }
 

@@ -87,7 +87,10 @@ extension ProcessPool {
                     board.post(
                         PoolChunk(origin: index, start: index, inputs: inputs, unit: chunksPerCut > 1 ? chunkSize : nil))
                     index += inputs.count
-                    if drivers < workerCount {
+                    // A driver per chunk posted, up to one per worker (a group counts as
+                    // its chunks: its drivers share it).
+                    let chunksPosted = (inputs.count + chunkSize - 1) / chunkSize
+                    for _ in 0..<max(0, min(workerCount - drivers, chunksPosted)) {
                         drivers += 1
                         group.addTask {
                             await self.drive(board, encoded, timeout: timeout, depth: depth, paced: small)
