@@ -1,6 +1,7 @@
 /// How a call's inputs reach the workers: the calling task cuts them into chunks and posts
-/// them on a ``PoolBoard``; one driver per worker takes them, sends them (up to two at a
-/// time to a worker that answers quickly), and delivers each chunk's outcome back.
+/// them on a ``PoolBoard``; one driver per worker takes them, sends them (several ahead to a
+/// worker that answers quickly, small ones in batches of one message), and delivers each
+/// chunk's outcome back.
 extension ProcessPool {
     /// A function encoded once for a call.
     struct EncodedFunction: Sendable {
@@ -85,7 +86,8 @@ extension ProcessPool {
                     }
                     unanswered[index] = inputs.count
                     board.post(
-                        PoolChunk(origin: index, start: index, inputs: inputs, unit: chunksPerCut > 1 ? chunkSize : nil))
+                        PoolChunk(origin: index, start: index, inputs: inputs, unit: chunksPerCut > 1 ? chunkSize : nil)
+                    )
                     index += inputs.count
                     // A driver per chunk posted, up to one per worker (a group counts as
                     // its chunks: its drivers share it).
