@@ -11,6 +11,10 @@ let package = Package(
         // Atomic operations on memory shared between processes (`UnsafeAtomic(at:)`): the
         // standard library's `Atomic` cannot be placed at an address.
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        // Pool workers' log records are forwarded to the parent's logging system. 1.16.2: the
+        // handlers implement `log(event:)`; the older entry point is deprecated there, and
+        // implementing it instead would warn.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // What Swift cannot say: the constructor that catches a child before `main`,
@@ -24,9 +28,13 @@ let package = Package(
                 "CMultiprocessing",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "MultiprocessingTests", dependencies: ["Multiprocessing"]),
+        .testTarget(
+            name: "MultiprocessingTests",
+            dependencies: ["Multiprocessing", .product(name: "Logging", package: "swift-log")]
+        ),
 
         // Examples: one runnable executable per scenario; Examples/tour.sh runs them all.
         .executableTarget(name: "workers", dependencies: ["Multiprocessing"], path: "Examples/workers"),
@@ -35,6 +43,7 @@ let package = Package(
         .executableTarget(name: "shared-memory", dependencies: ["Multiprocessing"], path: "Examples/shared-memory"),
         .executableTarget(name: "queues", dependencies: ["Multiprocessing"], path: "Examples/queues"),
         .executableTarget(name: "pool", dependencies: ["Multiprocessing"], path: "Examples/pool"),
+        .executableTarget(name: "progress", dependencies: ["Multiprocessing"], path: "Examples/progress"),
 
         // Benchmarks: the Swift harness. Its raw-syscall floor, Benchmarks/Floor/floor.c, is no target:
         // the harness builds it with the system C compiler, as SwiftPM would link in the Swift runtime.

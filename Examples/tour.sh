@@ -3,7 +3,7 @@
 # Usage: bash Examples/tour.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-examples=(workers error-handling pipes shared-memory queues pool)
+examples=(workers error-handling pipes shared-memory queues pool progress)
 for example in "${examples[@]}"; do
   swift build -c release --product "$example" 2>&1 | grep -E "error|warning" || true
 done

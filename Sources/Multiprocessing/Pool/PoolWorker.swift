@@ -64,7 +64,10 @@ final class PoolWorker: Sendable {
     }
 
     /// Starts a worker; it runs `initializer` (if any) before serving.
-    static func start(name: String, startMethod: StartMethod, initializer: EncodedTarget?) async throws -> PoolWorker {
+    static func start(
+        name: String, startMethod: StartMethod, initializer: EncodedTarget?,
+        extras: PoolWorkerExtras = PoolWorkerExtras()  // pool-extras hook
+    ) async throws -> PoolWorker {
         let (mine, theirs) = try Connection<PoolMessage>.pair()
         let running: SharedValue<Int>
         do {
@@ -76,8 +79,8 @@ final class PoolWorker: Sendable {
         }
         // A daemon: workers are ended, not waited for, when this program exits (as Python's).
         let process = ChildProcess(
-            ServePool(tasks: theirs, running: running, initializer: initializer), name: name, isDaemon: true,
-            startMethod: startMethod)
+            ServePool(tasks: theirs, running: running, initializer: initializer, extras: extras),  // pool-extras hook
+            name: name, isDaemon: true, startMethod: startMethod)
         do {
             try await process.start()
         } catch {

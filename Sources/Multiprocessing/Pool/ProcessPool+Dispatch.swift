@@ -398,7 +398,8 @@ extension ProcessPool {
                         inputs: Array(chunk.inputs[(offset + 1)...])))
             }
             let index = chunk.start + offset
-            if chunk.attempt <= retries && chunk.silentDeaths < 3 {
+            // pool-extras hook: a worker that passed its memory limit would pass it again.
+            if chunk.attempt <= retries && chunk.silentDeaths < 3 && !MemoryCeiling.noted(worker.process.pid) {
                 again.append(
                     PoolChunk(
                         origin: chunk.origin, start: index, inputs: [chunk.inputs[offset]], attempt: chunk.attempt + 1))
@@ -441,7 +442,7 @@ extension ProcessPool {
                 failure = ProcessPoolError(index: index, worker: worker, reason: .timedOut(timeout ?? .zero))
             case .ended(let termination):
                 retire(worker, kill: false)
-                if chunk.attempt <= retries {
+                if chunk.attempt <= retries && !MemoryCeiling.noted(worker.process.pid) {  // pool-extras hook
                     // Runs again on its own, on another worker; the outcome so far is delivered.
                     redo.append(
                         PoolChunk(

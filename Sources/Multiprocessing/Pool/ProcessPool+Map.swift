@@ -52,8 +52,17 @@ extension ProcessPool {
     public func results<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
     ) async -> [Result<Function.Output, ProcessPoolError>] {
+        await results(function, inputs, chunkSize: chunkSize, timeout: timeout, progress: nil)
+    }
+
+    /// `results` with progress: failures in place, reported to `progress`.
+    func results<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
+        progress: PoolProgressReporter?
+    ) async -> [Result<Function.Output, ProcessPoolError>] {
         do {
-            return try await results(function, inputs, chunkSize: chunkSize, timeout: timeout, throwingCancellation: ())
+            return try await results(
+                function, inputs, chunkSize: chunkSize, timeout: timeout, progress: progress, throwingCancellation: ())
         } catch {
             let failure: ProcessPoolError
             switch error {
@@ -65,15 +74,19 @@ extension ProcessPool {
         }
     }
 
-    private func results<Function: ProcessFunction>(
+    /// The results of every input, in input order; reports to `progress` as chunks finish.
+    func results<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
-        throwingCancellation: Void
+        progress: PoolProgressReporter? = nil, throwingCancellation: Void
     ) async throws -> [Result<Function.Output, ProcessPoolError>] {
+        progress?.begin(total: inputs.count)
+        defer { progress?.end() }
         var slots = [Result<Function.Output, ProcessPoolError>?](repeating: nil, count: inputs.count)
         let size = chunkSize ?? automaticChunkSize(for: inputs.count)
         try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { outcomes in
             for outcome in outcomes {
                 outcome.forEach { index, result in slots[index] = result }
+                progress?.record(succeeded: outcome.count - outcome.failures.count, failed: outcome.failures.count)
             }
         }
         return slots.map { $0! }

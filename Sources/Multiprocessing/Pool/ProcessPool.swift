@@ -27,9 +27,14 @@ import Synchronization
 /// - Any number of tasks may use one pool at once; workers go to whoever waits first (a
 ///   call keeps a worker while it has chunks ready for it, as Python's queue of tasks
 ///   serves a map before the calls made after it).
-/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:retries:initializer:_:)``
+/// - End it with ``close()`` then ``join()``, or ``terminate()``; ``withProcessPool(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:_:)``
 ///   always does. A pool released without either lets its workers go: their channels
 ///   close, and each exits after its current item.
+/// - Progress: each call takes a `progress:` closure or ``PoolProgressReporter``
+///   (``map(_:_:chunkSize:timeout:progress:)-(_,_,_,_,PoolProgressReporter)``).
+/// - The workers' swift-log records are logged again in this process, tagged with the
+///   worker's name and pid; a `memoryLimit:` fails the item during which a worker passed
+///   it; workers ignore SIGINT (the parent decides) and die with the parent.
 /// - Streams: ``mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` (in order) and
 ///   ``mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)`` pull their inputs lazily, from a
 ///   `Sequence` or an `AsyncSequence`; ``submit(_:_:timeout:)``
@@ -42,9 +47,15 @@ public final class ProcessPool: Sendable {
     /// After this many tasks (chunks) a worker is replaced by a new one; `nil`: never.
     public let maxTasksPerWorker: Int?
     /// How many more times an item is run when its worker dies while running it (a crash,
-    /// a signal, `exit`); 0 (the default) fails it at once. See ``init(workers:startMethod:maxTasksPerWorker:retries:initializer:)``.
+    /// a signal, `exit`); 0 (the default) fails it at once. See ``init(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
     public let retries: Int
+    /// The most resident memory a worker may use, in bytes; `nil`: no limit.
+    public let memoryLimit: Int?
     private let initializer: EncodedTarget?
+    /// What each worker sets up before serving (logs, memory watchdog).
+    private let extras: PoolWorkerExtras
+    private let logs: WorkerLogs?
+    private let memoryCeiling: MemoryCeiling?
     private let state = Mutex(State())
     private let nextTaskID = Atomic<UInt64>(1)
     private static let workerCounter = Atomic<Int>(0)
@@ -84,21 +95,47 @@ public final class ProcessPool: Sendable {
     ///     ``ProcessPoolError/attempts`` saying how many were made: a call always ends.
     ///   - initializer: a target run once in each worker before it serves (Python's
     ///     `initializer`). It is encoded on its own: handles stored in it do not travel.
+    ///   - memoryLimit: the most resident memory (bytes) a worker may use. A worker that
+    ///     passes it while running an item is killed at once; the item fails with
+    ///     ``ProcessPoolError/Reason/memoryLimitExceeded(limit:resident:)`` and the worker is
+    ///     replaced. Checked every few milliseconds by a thread in each worker. `nil`
+    ///     (default): no limit.
+    ///   - forwardsLogs: whether the workers' swift-log records are logged again in this
+    ///     process (with metadata `worker` and `pid`), through this process's logging
+    ///     system, which decides what is printed; workers start at its log level. Default
+    ///     `true`. An initializer that bootstraps `LoggingSystem` itself needs `false`.
     /// - Throws: the error of a worker that could not start; the workers already started
     ///   are killed first, so none is left behind.
     public init(
         workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
-        retries: Int = 0, initializer: (any ProcessTarget)? = nil
+        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true
     ) async throws {
         precondition(workers > 0, "a process pool needs at least one worker")
         precondition(maxTasksPerWorker.map { $0 > 0 } ?? true, "maxTasksPerWorker must be positive")
         precondition(retries >= 0, "retries must not be negative")
+        if let memoryLimit, memoryLimit <= 0 {
+            throw ProcessPoolError(reason: .couldNotRun("memoryLimit must be positive, not \(memoryLimit)"))
+        }
         workerCount = workers
         self.retries = retries
         self.startMethod = startMethod
         self.maxTasksPerWorker = maxTasksPerWorker
+        self.memoryLimit = memoryLimit
         self.initializer = try initializer.map { try EncodedTarget($0) }
-        let started = try await Self.startAll(workers) { try await self.startWorker() }
+        let logs = forwardsLogs ? try WorkerLogs() : nil
+        let ceiling = try memoryLimit.map { try MemoryCeiling(limit: $0) }
+        self.logs = logs
+        memoryCeiling = ceiling
+        extras = PoolWorkerExtras(
+            logs: logs?.queue, logLevel: logs?.level ?? .info, memoryLimit: memoryLimit, memoryNotes: ceiling?.notes)
+        let started: [PoolWorker]
+        do {
+            started = try await Self.startAll(workers) { try await self.startWorker() }
+        } catch {
+            logs?.close()
+            ceiling?.retire()
+            throw error
+        }
         state.withLock { state in
             for worker in started { state.workers[ObjectIdentifier(worker)] = worker }
             state.idle = started
@@ -142,7 +179,7 @@ public final class ProcessPool: Sendable {
     private func startWorker() async throws -> PoolWorker {
         let number = Self.workerCounter.add(1, ordering: .relaxed).newValue
         return try await PoolWorker.start(
-            name: "PoolWorker-\(number)", startMethod: startMethod, initializer: initializer)
+            name: "PoolWorker-\(number)", startMethod: startMethod, initializer: initializer, extras: extras)
     }
 
     /// The pids of the pool's current workers (for tests and diagnostics).
@@ -363,13 +400,22 @@ public final class ProcessPool: Sendable {
             let (workers, starting) = state.withLock { state in
                 (Array(state.workers.values) + Array(state.ending.values), state.starting)
             }
-            if workers.isEmpty && starting == 0 { return }
+            if workers.isEmpty && starting == 0 {
+                // No worker is left to log: the relay logs what is queued, then ends.
+                logs?.close()
+                return
+            }
             for worker in workers {
                 _ = await worker.termination()
                 _ = state.withLock { $0.ending.removeValue(forKey: ObjectIdentifier(worker)) }
             }
             if starting > 0 || workers.isEmpty { try? await Task.sleep(for: .milliseconds(5)) }
         }
+    }
+
+    deinit {
+        logs?.close()
+        memoryCeiling?.retire()
     }
 }
 
@@ -382,14 +428,15 @@ public final class ProcessPool: Sendable {
 /// }
 /// ```
 ///
-/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:retries:initializer:)``.
+/// The parameters are those of ``ProcessPool/init(workers:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
 public func withProcessPool<Value>(
     workers: Int = CurrentProcess.cpuCount, startMethod: StartMethod = .spawn, maxTasksPerWorker: Int? = nil,
-    retries: Int = 0, initializer: (any ProcessTarget)? = nil, _ body: (ProcessPool) async throws -> Value
+    retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true,
+    _ body: (ProcessPool) async throws -> Value
 ) async throws -> Value {
     let pool = try await ProcessPool(
         workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-        initializer: initializer)
+        initializer: initializer, memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
     do {
         let result = try await body(pool)
         await pool.join()

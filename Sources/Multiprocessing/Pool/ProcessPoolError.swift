@@ -25,6 +25,9 @@ public struct ProcessPoolError: Error, Sendable, CustomStringConvertible {
         case cancelled
         /// The pool has no worker left and could not start one. Says why.
         case noWorkers(String)
+        /// The worker's resident memory passed the pool's `memoryLimit` (bytes) while it ran
+        /// the item: it was `resident` bytes when the worker was killed. The pool replaced it.
+        case memoryLimitExceeded(limit: Int, resident: Int)
     }
 
     /// The index of the failed item in the call's inputs; `nil` for a failure of the pool
@@ -44,7 +47,8 @@ public struct ProcessPoolError: Error, Sendable, CustomStringConvertible {
         self.index = index
         self.workerName = worker?.process.name
         self.workerPID = worker?.process.pid
-        self.reason = reason
+        // A worker killed by SIGKILL may have killed itself for passing its memory limit.
+        self.reason = MemoryCeiling.explain(reason, pid: worker?.process.pid)
         self.attempts = attempts
     }
 
@@ -68,6 +72,9 @@ public struct ProcessPoolError: Error, Sendable, CustomStringConvertible {
         case .closed: return "\(item)the process pool is closed"
         case .cancelled: return "\(item)the call was cancelled"
         case .noWorkers(let why): return "\(item)the process pool has no worker left: \(why)"
+        case .memoryLimitExceeded(let limit, let resident):
+            return
+                "\(item)\(worker) exceeded the memory limit of \(limit) bytes (resident \(resident) bytes) and was killed"
         }
     }
 }

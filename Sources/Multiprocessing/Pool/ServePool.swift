@@ -7,8 +7,11 @@ struct ServePool: ProcessTarget {
     /// input count once the task is done.
     let running: SharedValue<Int>
     let initializer: EncodedTarget?
+    /// pool-extras hook: SIGINT ignored, logs forwarded, memory watched.
+    var extras = PoolWorkerExtras()
 
     func run() async throws {
+        extras.install()  // pool-extras hook
         // A failing initializer does not end the worker (a replacement would fail the
         // same way, over and over): the worker stays and answers each input with why.
         var broken: String?

@@ -127,6 +127,10 @@ enum ForkServer {
     /// socket or dies. Never returns.
     static func serve(control descriptor: FileDescriptor, removeBindNow: Bool) -> Never {
         if removeBindNow { unsetenv("LD_BIND_NOW") }
+        // Ctrl-C signals the terminal's whole foreground group, this server included: a
+        // requester that handles it must keep its server (as Python's forkserver does).
+        // Its workers get the default back (see `becomeWorker`).
+        signal(SIGINT, SIG_IGN)
         let control = MessageStream(descriptor: descriptor, maximumMessageSize: 1 << 16)
         let requester = getppid()
         var warmed: Set<String> = []
@@ -171,6 +175,7 @@ enum ForkServer {
             _exit(1)  // the requester sees the worker exit before it got its work
         }
         mp_close_from(bootstrapDescriptor + 1)
+        signal(SIGINT, SIG_DFL)  // the server's SIG_IGN is not the worker's
         dieWithParent(expected: requester)
         WorkerMain.start(bootstrap: FileDescriptor(rawValue: bootstrapDescriptor))
     }
