@@ -165,8 +165,17 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
     }
 
     static func _decodeBinary(from decoder: _BinaryDecoderImpl) throws -> PoolMessage {
+        try decode(from: decoder, inBatch: false)
+    }
+
+    /// One message; in a batch, a batch tag is refused before anything under it is read
+    /// (batches nested in crafted bytes would otherwise recurse as deep as they go).
+    private static func decode(from decoder: _BinaryDecoderImpl, inBatch: Bool) throws -> PoolMessage {
         let path = "PoolMessage"
         let tag = try decoder.readFixed(UInt8.self, path)
+        if inBatch && tag == Tag.batch.rawValue {
+            throw WireError.invalidData("a pool batch inside a batch", codingPath: path)
+        }
         switch Tag(rawValue: tag) {
         case .task:
             let id = try decoder.readFixed(UInt64.self, path)
@@ -199,13 +208,7 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             var messages: [PoolMessage] = []
             // Not reserved by the count read: a corrupt count must fail on the bytes, not
             // allocate.
-            for _ in 0..<count {
-                let message = try _decodeBinary(from: decoder)
-                if case .batch = message {
-                    throw WireError.invalidData("a pool batch inside a batch", codingPath: path)
-                }
-                messages.append(message)
-            }
+            for _ in 0..<count { messages.append(try decode(from: decoder, inBatch: true)) }
             return .batch(messages)
         case nil:
             throw WireError.invalidData("not a pool message (tag \(tag))", codingPath: path)
