@@ -13,6 +13,21 @@ struct PoolChunk<Input: Sendable>: Sendable {
     var attempt = 1
     /// Workers that died with this run sent and none of its inputs at fault.
     var silentDeaths = 0
+    /// The call's chunk size when this run is several of its chunks cut at once (small
+    /// chunks of inputs in memory): a driver sends of it what its worker can run soon, in
+    /// multiples of `unit`, and puts the rest back. `nil`: sent whole.
+    var unit: Int?
+
+    /// The first `count` inputs, and the rest (to run later, still a group).
+    func split(at count: Int) -> (PoolChunk, PoolChunk) {
+        var head = self
+        head.inputs = Array(inputs[..<count])
+        head.unit = nil
+        var rest = self
+        rest.start = start + count
+        rest.inputs = Array(inputs[count...])
+        return (head, rest)
+    }
 }
 
 /// What became of a run of inputs: the outputs of those that succeeded and the failures.
@@ -89,6 +104,16 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         let taker = state.withLock { state -> CheckedContinuation<PoolChunk<Input>?, Never>? in
             if !state.takers.isEmpty { return state.takers.removeFirst() }
             state.chunks.append(chunk)
+            return nil
+        }
+        taker?.resume(returning: chunk)
+    }
+
+    /// Puts back the part of a chunk a driver did not send, to be taken next.
+    func putBack(_ chunk: PoolChunk<Input>) {
+        let taker = state.withLock { state -> CheckedContinuation<PoolChunk<Input>?, Never>? in
+            if !state.takers.isEmpty { return state.takers.removeFirst() }
+            state.chunks.insert(chunk, at: state.head)
             return nil
         }
         taker?.resume(returning: chunk)

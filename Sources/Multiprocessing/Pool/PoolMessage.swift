@@ -5,6 +5,7 @@
 /// answers the whole chunk in one message (the outputs, again as one array), and keeps the offset of the input it is running in a slot shared with the
 /// pool, so the pool still knows which input a worker that dies was running. A task with a
 /// timeout is answered input by input instead (each answer restarts the item's clock).
+/// Small chunks go several in one ``batch(_:)``, answered by one batch.
 enum PoolMessage: Codable, Sendable {
     /// Call the function (`typeName`, `function`) with each of the `count` inputs (an
     /// encoded `[Input]`), in order; answer each input at once when `eachInput`, else the
@@ -18,6 +19,9 @@ enum PoolMessage: Codable, Sendable {
     /// The answer to task `id`: the outputs of the inputs that did not fail (an encoded
     /// `[Output]`, in order), and the failures.
     case outputs(id: UInt64, outputs: [UInt8], failures: [PoolItemFailure])
+    /// Several messages in one: tasks sent ahead together (one write for many small
+    /// chunks), or the answers to them (one write back). Never nested.
+    case batch([PoolMessage])
 }
 
 extension PoolMessage {
@@ -25,7 +29,7 @@ extension PoolMessage {
     // coding of an enum with payloads goes through nested keyed containers, whose generic
     // metadata lookups cost more than a small task itself (one per item with chunk size 1).
     fileprivate enum Tag: UInt8 {
-        case task, result, results, outputs
+        case task, result, results, outputs, batch
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -53,6 +57,9 @@ extension PoolMessage {
             try container.encode(id)
             try container.encode(outputs)
             try container.encode(failures)
+        case .batch(let messages):
+            try container.encode(Tag.batch.rawValue)
+            try container.encode(messages)
         }
     }
 
@@ -77,6 +84,8 @@ extension PoolMessage {
             self = .outputs(
                 id: try container.decode(UInt64.self), outputs: try container.decode([UInt8].self),
                 failures: try container.decode([PoolItemFailure].self))
+        case .batch:
+            self = .batch(try container.decode([PoolMessage].self))
         }
     }
 }
@@ -148,12 +157,25 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             // Nearly always none: a count, and the failures only when there are some.
             encoder.writeFixed(UInt32(failures.count))
             if !failures.isEmpty { try encoder.encodeValue(failures, at: encoder.currentSpot, appending: nil) }
+        case .batch(let messages):
+            encoder.writeByte(Tag.batch.rawValue)
+            encoder.writeFixed(UInt32(messages.count))
+            for message in messages { try message._encodeBinary(into: encoder) }
         }
     }
 
     static func _decodeBinary(from decoder: _BinaryDecoderImpl) throws -> PoolMessage {
+        try decode(from: decoder, inBatch: false)
+    }
+
+    /// One message; in a batch, a batch tag is refused before anything under it is read
+    /// (batches nested in crafted bytes would otherwise recurse as deep as they go).
+    private static func decode(from decoder: _BinaryDecoderImpl, inBatch: Bool) throws -> PoolMessage {
         let path = "PoolMessage"
         let tag = try decoder.readFixed(UInt8.self, path)
+        if inBatch && tag == Tag.batch.rawValue {
+            throw WireError.invalidData("a pool batch inside a batch", codingPath: path)
+        }
         switch Tag(rawValue: tag) {
         case .task:
             let id = try decoder.readFixed(UInt64.self, path)
@@ -181,6 +203,13 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
                 failureCount == 0
                 ? [] : try decoder.decodeValue([PoolItemFailure].self, at: decoder.currentSpot, appending: nil)
             return .outputs(id: id, outputs: outputs, failures: failures)
+        case .batch:
+            let count = try decoder.readFixed(UInt32.self, path)
+            var messages: [PoolMessage] = []
+            // Not reserved by the count read: a corrupt count must fail on the bytes, not
+            // allocate.
+            for _ in 0..<count { messages.append(try decode(from: decoder, inBatch: true)) }
+            return .batch(messages)
         case nil:
             throw WireError.invalidData("not a pool message (tag \(tag))", codingPath: path)
         }

@@ -16,6 +16,8 @@ final class PoolWorker: Sendable {
     let tasksServed = Atomic<Int>(0)
     /// When to look for a reply a while before sleeping on it (see ``SpinPolicy``).
     private let spin = Mutex(SpinPolicy())
+    /// Answers that came in one batch and are not yet taken by ``next(timeout:)``, in order.
+    private let buffered = Mutex<[Event]>([])
 
     /// The value of ``running``: a task's id (its low 31 bits) and the offset of the input
     /// in it, in one word so that one store changes both. With two tasks sent to a worker,
@@ -42,7 +44,7 @@ final class PoolWorker: Sendable {
     }
 
     /// What one wait on a worker brought.
-    enum Event {
+    enum Event: Sendable {
         /// The reply of task `id` for its input at `offset`.
         case reply(id: UInt64, offset: Int, outcome: ChildOutcome)
         /// The outcomes of every input of task `id`, in order.
@@ -103,6 +105,7 @@ final class PoolWorker: Sendable {
     /// Waits for the next reply, the worker's end, or `timeout`, whichever comes first.
     /// - Throws: `CancellationError` when the waiting task is cancelled.
     func next(timeout: Duration?) async throws -> Event {
+        if let event = buffered.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return event }
         // A reply already here, or coming within microseconds (a quick item's round trip),
         // is taken without arming a wait: the wait and the wake-up cost more than the item.
         let here = timeout == nil ? spin.withLock { channel.lookForMessage(&$0) } : (try? channel.poll()) == true
@@ -113,12 +116,16 @@ final class PoolWorker: Sendable {
         if (try? channel.poll()) == true {
             do {
                 let message = try await channel.receive()
-                switch message {
-                case .result(let id, let offset, let outcome): return .reply(id: id, offset: offset, outcome: outcome)
-                case .results(let id, let outcomes): return .replies(id: id, outcomes)
-                case .outputs(let id, let outputs, let failures): return .outputs(id: id, outputs, failures: failures)
-                case .task: break
+                if case .batch(let messages) = message {
+                    // The answers to several tasks in one message: the first now, the
+                    // others to the next calls (an empty batch is a broken worker's).
+                    var events = messages.map(Self.event(of:))
+                    guard !events.isEmpty else { return .ended(await termination()) }
+                    let first = events.removeFirst()
+                    buffered.withLock { $0 += events }
+                    return first
                 }
+                return Self.event(of: message)
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -126,6 +133,20 @@ final class PoolWorker: Sendable {
             }
         }
         return .ended(await termination())
+    }
+
+    /// Whether answers from a batch are waiting to be taken (without a system call).
+    var hasBufferedAnswers: Bool { buffered.withLock { !$0.isEmpty } }
+
+    /// The event a message from the worker brings; a message no worker sends (a task) reads
+    /// as an answer to no task, which the driver treats as a broken worker.
+    private static func event(of message: PoolMessage) -> Event {
+        switch message {
+        case .result(let id, let offset, let outcome): .reply(id: id, offset: offset, outcome: outcome)
+        case .results(let id, let outcomes): .replies(id: id, outcomes)
+        case .outputs(let id, let outputs, let failures): .outputs(id: id, outputs, failures: failures)
+        case .task, .batch: .replies(id: .max, [])
+        }
     }
 
     /// How the worker ended, once it has (it must be ending: killed, or its channel closed).

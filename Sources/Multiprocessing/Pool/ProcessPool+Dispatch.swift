@@ -1,6 +1,7 @@
 /// How a call's inputs reach the workers: the calling task cuts them into chunks and posts
-/// them on a ``PoolBoard``; one driver per worker takes them, sends them (up to two at a
-/// time to a worker that answers quickly), and delivers each chunk's outcome back.
+/// them on a ``PoolBoard``; one driver per worker takes them, sends them (several ahead to a
+/// worker that answers quickly, small ones in batches of one message), and delivers each
+/// chunk's outcome back.
 extension ProcessPool {
     /// A function encoded once for a call.
     struct EncodedFunction: Sendable {
@@ -34,14 +35,15 @@ extension ProcessPool {
     /// `nextInputs(n)` gives the next up to `n` inputs, or `nil` at the end. At most five
     /// chunks per worker are outstanding (four sent, one cut and waiting; two with a
     /// timeout), so at most `5 × workers × chunkSize` inputs have been pulled and not yet
-    /// answered. With a `window`, no input is cut while it
+    /// answered; with `inMemory` (the inputs are an array already, so pulling them ahead
+    /// holds nothing more) chunks under ``smallChunk`` inputs go 32 per worker. With a `window`, no input is cut while it
     /// is `window` or more past the oldest unanswered one: a caller that reorders results
     /// (an ordered stream) then holds at most about `window` of them, however long one
     /// slow item keeps the others waiting. Cancelling the calling task kills the workers
     /// running its items and throws `CancellationError`. An error `nextInputs` throws is
     /// thrown once the chunks already cut are done.
     func dispatch<Function: ProcessFunction>(
-        _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil,
+        _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil, inMemory: Bool = false,
         nextInputs: (Int) async throws -> [Function.Input]?,
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
@@ -50,7 +52,12 @@ extension ProcessPool {
         defer { endCall() }
         let encoded = try EncodedFunction(function)
         let board = PoolBoard<Function.Input, Function.Output>()
-        let depth = pipelineDepth(timeout: timeout)
+        let small = inMemory && chunkSize < Self.smallChunk && timeout == nil && maxTasksPerWorker == nil
+        let depth = pipelineDepth(timeout: timeout, small: small)
+        // Small chunks are cut several at a time (one entry on the board for about 16
+        // inputs): the call's own cost per chunk (cutting, posting, collecting) was most of
+        // a small chunk's cost. A driver splits them again as its worker's pace says.
+        let chunksPerCut = small ? max(1, Self.groupInputs / chunkSize) : 1
         try await withThrowingTaskGroup(of: Void.self) { group in
             defer { board.finish() }
             // Inputs not yet answered, by the index of their chunk's first input.
@@ -65,7 +72,7 @@ extension ProcessPool {
                     if let window, let oldest = unanswered.keys.min(), index - oldest >= window { break }
                     let inputs: [Function.Input]?
                     do {
-                        inputs = try await nextInputs(chunkSize)
+                        inputs = try await nextInputs(chunkSize * chunksPerCut)
                     } catch {
                         // The inputs' own failure: the chunks sent still finish (their
                         // workers are not killed for it), then the call throws it.
@@ -78,12 +85,17 @@ extension ProcessPool {
                         break
                     }
                     unanswered[index] = inputs.count
-                    board.post(PoolChunk(origin: index, start: index, inputs: inputs))
+                    board.post(
+                        PoolChunk(origin: index, start: index, inputs: inputs, unit: chunksPerCut > 1 ? chunkSize : nil)
+                    )
                     index += inputs.count
-                    if drivers < workerCount {
+                    // A driver per chunk posted, up to one per worker (a group counts as
+                    // its chunks: its drivers share it).
+                    let chunksPosted = (inputs.count + chunkSize - 1) / chunkSize
+                    for _ in 0..<max(0, min(workerCount - drivers, chunksPosted)) {
                         drivers += 1
                         group.addTask {
-                            await self.drive(board, encoded, timeout: timeout, depth: depth)
+                            await self.drive(board, encoded, timeout: timeout, depth: depth, paced: small)
                         }
                     }
                 }
@@ -105,7 +117,7 @@ extension ProcessPool {
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         var next = 0
-        try await dispatch(function, chunkSize: chunkSize, timeout: timeout) { size in
+        try await dispatch(function, chunkSize: chunkSize, timeout: timeout, inMemory: true) { size in
             guard next < inputs.count else { return nil }
             let end = min(inputs.count, next + size)
             defer { next = end }
@@ -136,9 +148,20 @@ extension ProcessPool {
     /// take the chunks behind with it); 1 with a timeout (each input's clock starts at the
     /// previous answer, which a queued chunk would skew). The call keeps one more chunk per
     /// worker cut and waiting on the board, so a driver never waits for the call to cut one.
-    private func pipelineDepth(timeout: Duration?) -> Int {
-        timeout == nil && maxTasksPerWorker == nil ? 4 : 1
+    /// 32 for `small` chunks of inputs in memory: their cost is the messages, which batches
+    /// of 16 chunks share.
+    private func pipelineDepth(timeout: Duration?, small: Bool) -> Int {
+        guard timeout == nil && maxTasksPerWorker == nil else { return 1 }
+        return small ? 32 : 4
     }
+
+    /// Chunks of fewer inputs are sent ahead 32 at a time per worker rather than 4: their
+    /// cost is the messages, which batches of 16 share.
+    static let smallChunk = 64
+    /// About how many inputs of small chunks are cut as one group.
+    static let groupInputs = 16
+    /// The most inputs sent to a worker and not yet answered (with the bytes and the depth).
+    static let aheadInputs = 256
 
     // MARK: The driver
 
@@ -156,21 +179,34 @@ extension ProcessPool {
     /// workers; a failure of the call itself (no worker, pool closed, cancelled) goes to
     /// the board.
     private func drive<Input: Sendable & Encodable, Output: Sendable & Decodable>(
-        _ board: PoolBoard<Input, Output>, _ function: EncodedFunction, timeout: Duration?, depth: Int
+        _ board: PoolBoard<Input, Output>, _ function: EncodedFunction, timeout: Duration?, depth: Int,
+        paced: Bool = false
     ) async {
         var worker: PoolWorker?
         var sent: [Sent<Input>] = []
         // Runs to do again (their worker died), before new chunks.
         var redo: [PoolChunk<Input>] = []
         var quick = false
+        // With `paced`, the inputs whose work fits in `quickChunk` by the last answer's pace:
+        // a batch carries half of them, and goes once no more than half are unanswered, so
+        // the worker finds the next batch waiting when it ends one. 0 while not quick.
+        var ahead = 0
         do {
             loop: while true {
+                // More is sent once half of what was sent ahead is answered (and no answer
+                // from a batch is still to be read, so answers are taken before sending):
+                // the worker always has the next batch when it ends one, and each write
+                // carries half the depth.
                 if sent.isEmpty
-                    || (quick && sent.count < depth && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes)
+                    || (quick && sent.count <= depth / 2 && !(worker?.hasBufferedAnswers ?? false)
+                        && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes
+                        && sent.reduce(0, { $0 + $1.chunk.inputs.count }) <= ahead / 2)
                 {
                     var next: PoolChunk<Input>?
+                    var fromRedo = false
                     if !redo.isEmpty {
                         next = redo.removeFirst()
+                        fromRedo = true
                     } else {
                         switch board.tryTake() {
                         case .chunk(let chunk): next = chunk
@@ -185,7 +221,7 @@ extension ProcessPool {
                         }
                         if next == nil && sent.isEmpty { break loop }
                     }
-                    if let chunk = next {
+                    if var first = next {
                         let current: PoolWorker
                         if let worker {
                             current = worker
@@ -198,17 +234,54 @@ extension ProcessPool {
                             current.running.store(-1)
                             worker = current
                         }
-                        let id = makeTaskID()
-                        let inputs = try BinaryEncoder().encode(chunk.inputs)
-                        let delivered = await current.send(
-                            .task(
-                                id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
-                                count: chunk.inputs.count, eachInput: timeout != nil))
-                        sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                        // The chunks ready now, up to half the depth, go in one message: one
+                        // write (and one answer) for many small chunks.
+                        var batch: [PoolMessage] = []
+                        var bytes = sent.reduce(0, { $0 + $1.bytes })
+                        var batchInputs = 0
+                        // A group is sent as far as the worker's pace allows, the rest put
+                        // back for whichever driver is free first (slow items stay balanced).
+                        func fit(_ chunk: inout PoolChunk<Input>, fromRedo: Bool) {
+                            guard let unit = chunk.unit else { return }
+                            let room = max(unit, ((quick ? ahead / 2 : 0) - batchInputs) / unit * unit)
+                            guard chunk.inputs.count > room else {
+                                chunk.unit = nil
+                                return
+                            }
+                            let (head, rest) = chunk.split(at: room)
+                            chunk = head
+                            if fromRedo { redo.insert(rest, at: 0) } else { board.putBack(rest) }
+                        }
+                        fit(&first, fromRedo: fromRedo)
+                        var chunk = first
+                        while true {
+                            let id = makeTaskID()
+                            let inputs = try BinaryEncoder().encode(chunk.inputs)
+                            batch.append(
+                                .task(
+                                    id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
+                                    count: chunk.inputs.count, eachInput: timeout != nil))
+                            sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                            bytes += inputs.count
+                            batchInputs += chunk.inputs.count
+                            guard quick, batch.count < max(1, depth / 2), bytes < Self.pipelinedBytes,
+                                batchInputs < ahead / 2
+                            else { break }
+                            if !redo.isEmpty {
+                                chunk = redo.removeFirst()
+                                fit(&chunk, fromRedo: true)
+                            } else if case .chunk(var more) = board.tryTake() {
+                                fit(&more, fromRedo: false)
+                                chunk = more
+                            } else {
+                                break
+                            }
+                        }
+                        let delivered = await current.send(batch.count == 1 ? batch[0] : .batch(batch))
                         if !delivered {
                             let termination = await retired(current, kill: true)
                             redo += attribute(sent, to: current, termination, board: board)
-                            (worker, sent, quick) = (nil, [], false)
+                            (worker, sent, quick, ahead) = (nil, [], false, 0)
                         }
                         continue
                     }
@@ -229,12 +302,21 @@ extension ProcessPool {
                 let event = try await current.next(timeout: nil)
                 if let outcome = Self.outcome(of: event, for: head, Output.self, worker: current) {
                     sent.removeFirst()
-                    quick = ContinuousClock.now - head.at < Self.quickChunk && head.bytes <= Self.pipelinedBytes
+                    let elapsed = ContinuousClock.now - head.at
+                    quick = elapsed < Self.quickChunk && head.bytes <= Self.pipelinedBytes
+                    if !quick {
+                        ahead = 0
+                    } else if paced {
+                        let fits = Double(head.chunk.inputs.count) * (Self.quickChunk / elapsed)
+                        ahead = Int(min(Double(Self.aheadInputs), fits))
+                    } else {
+                        ahead = .max
+                    }
                     board.deliver(outcome)
                     finishedTask(on: current, worker: &worker)
                     if worker == nil {
                         // Retired for its task budget (depth 1: nothing else was sent to it).
-                        quick = false
+                        (quick, ahead) = (false, 0)
                     }
                     continue
                 }
@@ -246,7 +328,7 @@ extension ProcessPool {
                     termination = await retired(current, kill: true)
                 }
                 redo += attribute(sent, to: current, termination, board: board)
-                (worker, sent, quick) = (nil, [], false)
+                (worker, sent, quick, ahead) = (nil, [], false, 0)
             }
             if let worker { release(worker) }
         } catch {

@@ -29,19 +29,43 @@ struct ServePool: ProcessTarget {
         // The last function decoded, by its bytes: a call sends the same function with
         // every chunk, and decoding it again cost as much as a small chunk's work.
         var lastFunction: (payload: [UInt8], value: any ProcessFunction)?
+        // Tasks received and not yet run (a batch brings several), and the answers held to
+        // go back together: one write for the whole batch instead of one per task. The
+        // pool has sent what it wants answered soon in one batch, so answers are held only
+        // until the tasks received are done.
+        var received: [PoolMessage] = []
+        var next = 0
+        var answers: [PoolMessage] = []
         while true {
-            let message: PoolMessage
-            _ = tasks.lookForMessage(&spin)
-            do {
-                message = try await tasks.receive()
-            } catch ConnectionError.endOfStream {
-                return  // the pool is done with this worker
+            if next == received.count {
+                try await flush(&answers)
+                received.removeAll(keepingCapacity: true)
+                next = 0
+                _ = tasks.lookForMessage(&spin)
+                do {
+                    let message = try await tasks.receive()
+                    if case .batch(let messages) = message {
+                        received = messages
+                    } else {
+                        received.append(message)
+                    }
+                } catch ConnectionError.endOfStream {
+                    return  // the pool is done with this worker
+                }
+                continue
             }
+            let message = received[next]
+            next += 1
             guard case .task(let id, let typeName, let function, let inputs, let count, let eachInput) = message else {
                 continue
             }
+            if eachInput {
+                // Answered input by input as each ends (its clock is the pool's timeout):
+                // nothing may wait behind it.
+                try await flush(&answers)
+            }
             if let broken {
-                try await refuse(id: id, count: count, eachInput: eachInput, reason: broken)
+                try await refuse(id: id, count: count, eachInput: eachInput, reason: broken, answers: &answers)
                 continue
             }
             let type: (any ProcessFunction.Type)?
@@ -53,25 +77,36 @@ struct ServePool: ProcessTarget {
             }
             guard let type else {
                 let reason = "the function type (mangled name \(typeName)) is not a ProcessFunction in this program"
-                try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
+                try await refuse(id: id, count: count, eachInput: eachInput, reason: reason, answers: &answers)
                 continue
             }
             try await serve(
                 type, function: function, inputs: inputs, count: count, task: id, eachInput: eachInput,
-                last: &lastFunction)
+                last: &lastFunction, answers: &answers)
         }
     }
 
+    /// Sends the answers held, in one message however many.
+    private func flush(_ answers: inout [PoolMessage]) async throws {
+        switch answers.count {
+        case 0: return
+        case 1: try await tasks.send(answers[0])
+        default: try await tasks.send(.batch(answers))
+        }
+        answers.removeAll(keepingCapacity: true)
+    }
+
     /// Answers every input of a task that cannot run with `reason`.
-    private func refuse(id: UInt64, count: Int, eachInput: Bool, reason: String) async throws {
+    private func refuse(
+        id: UInt64, count: Int, eachInput: Bool, reason: String, answers: inout [PoolMessage]
+    ) async throws {
         running.store(PoolWorker.Running(task: id, offset: count).word)
         if eachInput {
             for offset in 0..<count {
                 try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
             }
         } else {
-            try await tasks.send(
-                .results(id: id, outcomes: Array(repeating: .couldNotStart(reason: reason), count: count)))
+            answers.append(.results(id: id, outcomes: Array(repeating: .couldNotStart(reason: reason), count: count)))
         }
     }
 
@@ -80,7 +115,8 @@ struct ServePool: ProcessTarget {
     /// together.
     private func serve<Function: ProcessFunction>(
         _ type: Function.Type, function payload: [UInt8], inputs encodedInputs: [UInt8], count: Int,
-        task id: UInt64, eachInput: Bool, last: inout (payload: [UInt8], value: any ProcessFunction)?
+        task id: UInt64, eachInput: Bool, last: inout (payload: [UInt8], value: any ProcessFunction)?,
+        answers: inout [PoolMessage]
     ) async throws {
         let function: Function
         let inputs: [Function.Input]
@@ -94,7 +130,7 @@ struct ServePool: ProcessTarget {
             }
         } catch {
             let reason = "\(String(reflecting: Function.self)) could not be decoded: \(error)"
-            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
+            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason, answers: &answers)
             return
         }
         do {
@@ -102,7 +138,7 @@ struct ServePool: ProcessTarget {
             guard inputs.count == count else { throw ProcessPoolError(reason: .couldNotRun("\(inputs.count) inputs")) }
         } catch {
             let reason = "the inputs of \(String(reflecting: Function.self)) could not be decoded: \(error)"
-            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason)
+            try await refuse(id: id, count: count, eachInput: eachInput, reason: reason, answers: &answers)
             return
         }
         var outputs: [Function.Output] = []
@@ -150,10 +186,10 @@ struct ServePool: ProcessTarget {
                     outcomes.append(Self.encode(output))
                 }
             }
-            try await tasks.send(.results(id: id, outcomes: outcomes))
+            answers.append(.results(id: id, outcomes: outcomes))
             return
         }
-        try await tasks.send(.outputs(id: id, outputs: encoded, failures: failures))
+        answers.append(.outputs(id: id, outputs: encoded, failures: failures))
     }
 
     /// One output, encoded on its own.
