@@ -18,6 +18,21 @@ struct PoolChunk<Input: Sendable>: Sendable {
     /// multiples of `unit`, and puts the rest back. `nil`: sent whole.
     var unit: Int?
 
+    /// What a driver takes of this run when `budget` inputs fit in what it may send now:
+    /// a whole chunk as it is; of a group, as many whole chunks (multiples of `unit`) as
+    /// `budget` allows, at least one, and the rest (`nil` if nothing is left).
+    func fitted(to budget: Int) -> (taken: PoolChunk, rest: PoolChunk?) {
+        guard let unit else { return (self, nil) }
+        let room = max(unit, budget / unit * unit)
+        guard inputs.count > room else {
+            var whole = self
+            whole.unit = nil
+            return (whole, nil)
+        }
+        let (head, rest) = split(at: room)
+        return (head, rest)
+    }
+
     /// The first `count` inputs, and the rest (to run later, still a group).
     func split(at count: Int) -> (PoolChunk, PoolChunk) {
         var head = self
@@ -72,7 +87,7 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         var head = 0
         /// No chunk will be posted any more.
         var finished = false
-        var takers: [CheckedContinuation<PoolChunk<Input>?, Never>] = []
+        var takers: [(budget: Int, continuation: CheckedContinuation<PoolChunk<Input>?, Never>)] = []
         var outcomes: [PoolChunkOutcome<Output>] = []
         var failure: (any Error)?
         var collector: CheckedContinuation<Void, any Error>?
@@ -89,6 +104,19 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
             }
             return chunks[head]
         }
+
+        /// The next chunk, of a group only what `budget` inputs allow (see
+        /// ``PoolChunk/fitted(to:)``); the rest of the group stays first on the board. The
+        /// split happens under the board's lock: a group is never off the board while
+        /// another driver looks, so none of them can find the board finished while inputs
+        /// are still to come back to it (they did: a 16-item map of slow items then ran on
+        /// one worker while the other driver had ended).
+        mutating func pop(budget: Int) -> PoolChunk<Input>? {
+            guard let chunk = pop() else { return nil }
+            let (taken, rest) = chunk.fitted(to: budget)
+            if let rest { chunks.insert(rest, at: head) }
+            return taken
+        }
     }
 
     /// What ``tryTake()`` found.
@@ -101,22 +129,18 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
 
     /// Posts a chunk for the drivers.
     func post(_ chunk: PoolChunk<Input>) {
-        let taker = state.withLock { state -> CheckedContinuation<PoolChunk<Input>?, Never>? in
-            if !state.takers.isEmpty { return state.takers.removeFirst() }
-            state.chunks.append(chunk)
-            return nil
+        let (taker, taken) = state.withLock {
+            state -> (CheckedContinuation<PoolChunk<Input>?, Never>?, PoolChunk<Input>?) in
+            guard !state.takers.isEmpty else {
+                state.chunks.append(chunk)
+                return (nil, nil)
+            }
+            let taker = state.takers.removeFirst()
+            let (taken, rest) = chunk.fitted(to: taker.budget)
+            if let rest { state.chunks.append(rest) }  // a taker waits only on an empty board
+            return (taker.continuation, taken)
         }
-        taker?.resume(returning: chunk)
-    }
-
-    /// Puts back the part of a chunk a driver did not send, to be taken next.
-    func putBack(_ chunk: PoolChunk<Input>) {
-        let taker = state.withLock { state -> CheckedContinuation<PoolChunk<Input>?, Never>? in
-            if !state.takers.isEmpty { return state.takers.removeFirst() }
-            state.chunks.insert(chunk, at: state.head)
-            return nil
-        }
-        taker?.resume(returning: chunk)
+        taker?.resume(returning: taken)
     }
 
     /// No more chunks: drivers waiting for one get `nil`. Idempotent.
@@ -126,24 +150,25 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
             defer { state.takers.removeAll() }
             return state.takers
         }
-        for taker in takers { taker.resume(returning: nil) }
+        for taker in takers { taker.continuation.resume(returning: nil) }
     }
 
-    /// A chunk if one is waiting, without waiting.
-    func tryTake() -> Take {
+    /// A chunk if one is waiting, without waiting; of a group, what `budget` inputs allow.
+    func tryTake(budget: Int) -> Take {
         state.withLock { state in
-            if let chunk = state.pop() { return .chunk(chunk) }
+            if let chunk = state.pop(budget: budget) { return .chunk(chunk) }
             return state.finished ? .finished : .empty
         }
     }
 
-    /// The next chunk, waiting for one; `nil` once the call posts no more.
-    func take() async -> PoolChunk<Input>? {
+    /// The next chunk (of a group, what `budget` inputs allow), waiting for one; `nil` once
+    /// the call posts no more.
+    func take(budget: Int) async -> PoolChunk<Input>? {
         await withCheckedContinuation { (continuation: CheckedContinuation<PoolChunk<Input>?, Never>) in
             let chunk = state.withLock { state -> PoolChunk<Input>?? in
-                if let chunk = state.pop() { return .some(chunk) }
+                if let chunk = state.pop(budget: budget) { return .some(chunk) }
                 if state.finished { return .some(nil) }
-                state.takers.append(continuation)
+                state.takers.append((budget, continuation))
                 return .none
             }
             if case .some(let chunk) = chunk { continuation.resume(returning: chunk) }

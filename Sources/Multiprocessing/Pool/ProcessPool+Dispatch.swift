@@ -208,7 +208,8 @@ extension ProcessPool {
                         next = redo.removeFirst()
                         fromRedo = true
                     } else {
-                        switch board.tryTake() {
+                        let budget = quick ? ahead / 2 : 0
+                        switch board.tryTake(budget: budget) {
                         case .chunk(let chunk): next = chunk
                         case .finished: break
                         case .empty:
@@ -216,7 +217,7 @@ extension ProcessPool {
                                 // Nothing to do for now: the worker goes back to the pool.
                                 if let idle = worker { release(idle) }
                                 worker = nil
-                                next = await board.take()
+                                next = await board.take(budget: budget)
                             }
                         }
                         if next == nil && sent.isEmpty { break loop }
@@ -239,20 +240,16 @@ extension ProcessPool {
                         var batch: [PoolMessage] = []
                         var bytes = sent.reduce(0, { $0 + $1.bytes })
                         var batchInputs = 0
-                        // A group is sent as far as the worker's pace allows, the rest put
-                        // back for whichever driver is free first (slow items stay balanced).
-                        func fit(_ chunk: inout PoolChunk<Input>, fromRedo: Bool) {
-                            guard let unit = chunk.unit else { return }
-                            let room = max(unit, ((quick ? ahead / 2 : 0) - batchInputs) / unit * unit)
-                            guard chunk.inputs.count > room else {
-                                chunk.unit = nil
-                                return
-                            }
-                            let (head, rest) = chunk.split(at: room)
-                            chunk = head
-                            if fromRedo { redo.insert(rest, at: 0) } else { board.putBack(rest) }
+                        // A group is sent as far as the worker's pace allows, the rest left
+                        // for whichever driver is free first (slow items stay balanced): the
+                        // board splits the groups it hands out; a group to run again is split
+                        // here, its rest run again first.
+                        func fitRedo(_ chunk: inout PoolChunk<Input>) {
+                            let (taken, rest) = chunk.fitted(to: (quick ? ahead / 2 : 0) - batchInputs)
+                            chunk = taken
+                            if let rest { redo.insert(rest, at: 0) }
                         }
-                        fit(&first, fromRedo: fromRedo)
+                        if fromRedo { fitRedo(&first) }
                         var chunk = first
                         while true {
                             let id = makeTaskID()
@@ -269,9 +266,10 @@ extension ProcessPool {
                             else { break }
                             if !redo.isEmpty {
                                 chunk = redo.removeFirst()
-                                fit(&chunk, fromRedo: true)
-                            } else if case .chunk(var more) = board.tryTake() {
-                                fit(&more, fromRedo: false)
+                                fitRedo(&chunk)
+                            } else if case .chunk(let more) = board.tryTake(
+                                budget: (quick ? ahead / 2 : 0) - batchInputs)
+                            {
                                 chunk = more
                             } else {
                                 break
