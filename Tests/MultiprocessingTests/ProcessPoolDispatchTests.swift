@@ -262,13 +262,18 @@ struct ProcessPoolDispatchTests {
         try await withProcessPool(workers: 2) { (pool: ProcessPool) async throws in
             let before = pool.workerPIDs
             _ = try await pool.map(PoolSquare(), Array(0..<100), chunkSize: 1)
-            let task = Task {
-                try await pool.map(PoolNap(), [1, 1, 1, 1] + Array(repeating: 60_000, count: 20), chunkSize: 1)
+            try await withMarkerDirectory { directory in
+                let task = Task {
+                    try await pool.map(
+                        PoolMarkAndNap(directory: directory), [1, 1, 1, 1] + Array(repeating: 60_000, count: 20),
+                        chunkSize: 1)
+                }
+                // Cancelled once a long item runs (not after a fixed time: on a loaded
+                // machine no worker may have taken one yet).
+                #expect(eventually(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
+                task.cancel()
+                await #expect(throws: CancellationError.self) { try await task.value }
             }
-            #expect(eventually(within: .seconds(20)) { !pool.workerPIDs.isEmpty })
-            try await Task.sleep(for: .milliseconds(500))
-            task.cancel()
-            await #expect(throws: CancellationError.self) { try await task.value }
             #expect(
                 eventually(within: .seconds(10)) { before.contains(where: processIsGone) }, "a busy worker was killed")
             #expect(try await pool.map(PoolSquare(), Array(0..<200), chunkSize: 1) == (0..<200).map { $0 * $0 })

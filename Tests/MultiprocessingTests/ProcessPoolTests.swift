@@ -39,6 +39,17 @@ struct PoolNap: ProcessFunction {
     }
 }
 
+/// Sleeps `input` milliseconds; a long sleep (a second or more) first leaves a file named
+/// `running` in `directory`.
+struct PoolMarkAndNap: ProcessFunction {
+    var directory: String
+    func callAsFunction(_ input: Int) async throws -> Int {
+        if input >= 1000 { close(open("\(directory)/running", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)) }
+        try await Task.sleep(for: .milliseconds(input))
+        return input
+    }
+}
+
 /// Uses a pool inside a child of its own, so that counting this process's children counts
 /// the pool's only: every worker must be gone once `withProcessPool` returns.
 struct PoolLeavesNoChild: ProcessTarget {
@@ -194,14 +205,20 @@ struct ProcessPoolTests {
     func cancellation() async throws {
         let pool = try await ProcessPool(workers: 2)
         let before = pool.workerPIDs
-        let task = Task { try await pool.map(PoolNap(), [60_000, 60_000, 60_000, 60_000], chunkSize: 1) }
-        try await Task.sleep(for: .seconds(1))
-        let start = ContinuousClock.now
-        task.cancel()
-        await #expect(throws: CancellationError.self) { try await task.value }
-        #expect(ContinuousClock.now - start < .seconds(5))
-        // On a loaded machine one worker may not have taken an item yet when the task is
-        // cancelled; the ones that had were killed (and are replaced below).
+        try await withMarkerDirectory { directory in
+            let task = Task {
+                try await pool.map(
+                    PoolMarkAndNap(directory: directory), [60_000, 60_000, 60_000, 60_000], chunkSize: 1)
+            }
+            // Cancelled once an item runs (not after a fixed time: on a loaded machine no
+            // worker may have taken one yet).
+            #expect(eventually(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
+            let start = ContinuousClock.now
+            task.cancel()
+            await #expect(throws: CancellationError.self) { try await task.value }
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
+        // The workers that had taken an item were killed (and are replaced below).
         #expect(eventually(within: .seconds(10)) { before.contains(where: processIsGone) }, "a busy worker was killed")
         #expect(try await pool.map(PoolSquare(), [1, 2, 3]) == [1, 4, 9])
         #expect(await poolSize(pool, reaches: 2))
