@@ -145,7 +145,14 @@ struct ServePool: ProcessTarget {
         var failures: [PoolItemFailure] = []
         if !eachInput { outputs.reserveCapacity(count) }
         let task = PoolWorker.Running(task: id, offset: 0).word
-        for offset in inputs.indices {
+        if !eachInput {
+            // One call for the chunk, specialised where the function type is declared.
+            let running = running
+            outputs = await function._callEach(inputs, starting: { running.store(task | $0) }) { offset, error in
+                failures.append(PoolItemFailure(offset: offset, outcome: .threw(ErrorReport(error))))
+            }
+        }
+        for offset in inputs.indices where eachInput {
             let input = inputs[offset]
             running.store(task | offset)
             let output: Function.Output

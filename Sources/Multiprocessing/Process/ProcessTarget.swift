@@ -41,4 +41,35 @@ public protocol ProcessFunction: Codable, Sendable {
     associatedtype Output: Codable & Sendable
     /// The work done in the child process; synchronous or `async`.
     func callAsFunction(_ input: Input) async throws -> Output
+
+    /// The library's loop over a chunk of inputs in a pool worker; do not implement it.
+    ///
+    /// The default implementation is inlined into the module that declares the conforming
+    /// type, where `Self` is concrete: a synchronous `callAsFunction` is then a direct call,
+    /// with no suspension point and no generic metadata look-ups per input (called through
+    /// the protocol from generic code, each call cost an executor switch).
+    func _callEach(
+        _ inputs: [Input], starting: (Int) -> Void, failed: (Int, any Error) -> Void
+    ) async -> [Output]
+}
+
+extension ProcessFunction {
+    /// Calls the function on each input in order: `starting(offset)` before each call,
+    /// `failed(offset, error)` for each that throws; returns the outputs of the others.
+    @inlinable
+    public func _callEach(
+        _ inputs: [Input], starting: (Int) -> Void, failed: (Int, any Error) -> Void
+    ) async -> [Output] {
+        var outputs: [Output] = []
+        outputs.reserveCapacity(inputs.count)
+        for offset in inputs.indices {
+            starting(offset)
+            do {
+                outputs.append(try await self(inputs[offset]))
+            } catch {
+                failed(offset, error)
+            }
+        }
+        return outputs
+    }
 }
