@@ -270,7 +270,7 @@ struct ProcessPoolDispatchTests {
                 }
                 // Cancelled once a long item runs (not after a fixed time: on a loaded
                 // machine no worker may have taken one yet).
-                #expect(eventually(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
+                #expect(await becomesTrue(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
                 task.cancel()
                 await #expect(throws: CancellationError.self) { try await task.value }
             }

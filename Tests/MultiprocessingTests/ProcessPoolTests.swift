@@ -212,7 +212,7 @@ struct ProcessPoolTests {
             }
             // Cancelled once an item runs (not after a fixed time: on a loaded machine no
             // worker may have taken one yet).
-            #expect(eventually(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
+            #expect(await becomesTrue(within: .seconds(30)) { access("\(directory)/running", F_OK) == 0 })
             let start = ContinuousClock.now
             task.cancel()
             await #expect(throws: CancellationError.self) { try await task.value }

@@ -68,6 +68,18 @@ func eventually(within timeout: Duration, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
+/// Whether `condition` holds within `timeout`, looked at every 10 ms; the task sleeps in
+/// between (`eventually` would hold a thread of the cooperative pool, which the library's
+/// async work in the same test may need).
+func becomesTrue(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
 /// The contents of a small text file.
 func readFile(_ path: String) throws -> String {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
