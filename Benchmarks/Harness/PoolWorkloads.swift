@@ -428,4 +428,3 @@ func eventuallyTrue(_ condition: () -> Bool) async -> Bool {
     }
     return condition()
 }
-
