@@ -47,6 +47,8 @@ __attribute__((constructor)) static void mp_catch_child(void) {
 
 int mp_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 
+int mp_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0); }
+
 int mp_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int mp_pidfd_send_signal(int pidfd, int sig) {

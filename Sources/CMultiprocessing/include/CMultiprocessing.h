@@ -21,6 +21,10 @@ const char *mp_child_marker(void);
 /// `prctl(PR_SET_PDEATHSIG, sig)`; prctl is variadic, which Swift cannot call.
 int mp_set_parent_death_signal(int sig);
 
+/// `prctl(PR_SET_CHILD_SUBREAPER, on)`: orphaned descendants are re-parented to this
+/// process instead of init (the fault-matrix runner uses it to find every process a case left).
+int mp_set_child_subreaper(int on);
+
 /// `pidfd_open(2)`, `pidfd_send_signal(2)`: glibc 2.36 declares them, but older headers do not.
 int mp_pidfd_open(pid_t pid);
 int mp_pidfd_send_signal(int pidfd, int sig);

@@ -123,6 +123,7 @@ enum WorkerMain {
     }
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
+        FaultInjection.step("child.beforeReport")
         try? channel.sendValue(outcome)
         // As Python's workers do: finish the library's own duties (this worker's children
         // are joined, its daemons ended), flush stdio, and leave with _exit. The program's
