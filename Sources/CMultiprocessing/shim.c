@@ -135,6 +135,8 @@ int mp_set_cloexec(int fd, int on) {
   return fcntl(fd, F_SETFD, flags);
 }
 
+int mp_dup_cloexec(int fd, int target) { return dup3(fd, target, O_CLOEXEC); }
+
 pid_t mp_clone_sibling(void) {
   // glibc's fork() would re-register the robust-futex list in the child; a raw clone does
   // not, so do it here: process-shared robust mutexes must be released if this worker dies.

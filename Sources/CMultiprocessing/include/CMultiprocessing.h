@@ -44,6 +44,10 @@ ssize_t mp_receive_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
 /// `fcntl(fd, F_GETFD/F_SETFD)` to set or clear FD_CLOEXEC (fcntl is variadic).
 int mp_set_cloexec(int fd, int on);
 
+/// `dup3(fd, target, O_CLOEXEC)`: a copy at `target` that is close-on-exec from the start
+/// (declared only with _GNU_SOURCE).
+int mp_dup_cloexec(int fd, int target);
+
 /// Clone the calling process as a *sibling*: the new process's parent is the caller's parent
 /// (CLONE_PARENT), so the process that asked a forkserver for a worker can reap it with a
 /// pidfd like any child of its own. Only safe in a single-threaded process (the forkserver).
