@@ -169,7 +169,9 @@ int mp_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *until) {
   return pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until);
 }
 
-int mp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int mp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
+
+int mp_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); }
 
 int mp_cpu_count(void) {
   cpu_set_t set;

@@ -355,6 +355,24 @@ struct SquatSegment: ProcessFunction {
     }
 }
 
+/// In a child given shared memory: tries to shrink and to grow every memory file it holds;
+/// returns the errno of each try (0 if it succeeded).
+struct ResizeMemoryFiles: ProcessFunction {
+    let value: SharedValue<Int>
+    let queue: Queue<Int>
+
+    func callAsFunction(_ input: Int) -> [Int32] {
+        var results: [Int32] = []
+        for (fd, target) in openDescriptors() where target.hasPrefix("/memfd:") {
+            for size in [0, 1 << 30] {
+                results.append(ftruncate(fd, off_t(size)) == 0 ? 0 : errno)
+            }
+        }
+        withExtendedLifetime((value, queue)) {}
+        return results
+    }
+}
+
 /// Drops to the user and group "nobody" (65534), for good. Only root can.
 private func becomeNobody() throws {
     guard setgroups(0, nil) == 0, setgid(65534) == 0, setuid(65534) == 0 else {
@@ -388,6 +406,20 @@ struct SecurityTests {
         child.kill()
         _ = try? await child.join()
         #expect(problems == [])
+    }
+
+    @Test("a process holding shared memory cannot resize it under the others (a SIGBUS for them)")
+    func memoryFilesAreSealed() async throws {
+        let value = try SharedValue(42)
+        let queue = try Queue<Int>()
+        try await queue.put(7)
+        let results = try await ChildProcess.run(ResizeMemoryFiles(value: value, queue: queue), with: 0)
+        #expect(results.count == 4, "the child held \(results.count / 2) memory files, not 2")
+        #expect(results.allSatisfy { $0 == EPERM }, "errnos: \(results)")
+        if results.allSatisfy({ $0 == EPERM }) {
+            #expect(value.load() == 42)
+            #expect(try await queue.get(timeout: .seconds(10)) == 7)
+        }
     }
 
     @Test("sockets the library makes cannot be reopened through /proc, even by this user")

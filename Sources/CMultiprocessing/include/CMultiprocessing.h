@@ -76,9 +76,13 @@ int mp_main_queue_handle(void);
 /// (the main queue's eventfd, `handle`, and the call that drains it). Never returns.
 void mp_serve_main_queue(int handle) __attribute__((noreturn));
 
-/// `memfd_create(name, MFD_CLOEXEC)`: anonymous memory with a descriptor, shareable by passing
-/// the descriptor; nothing appears in /dev/shm.
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: anonymous memory with a descriptor,
+/// shareable by passing the descriptor; nothing appears in /dev/shm.
 int mp_memfd_create(const char *name);
+
+/// Seals a memory file's size for good (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`; fcntl is
+/// variadic): no process holding it can shrink it under another's mapping (SIGBUS there).
+int mp_memfd_seal_size(int fd);
 
 /// `pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until)` (glibc >= 2.30, declared only with
 /// _GNU_SOURCE): a timed lock measured on the monotonic clock, not the wall clock.
