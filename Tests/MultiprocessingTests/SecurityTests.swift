@@ -276,6 +276,13 @@ struct SecurityAudit: ProcessFunction {
         problems += SecurityProbe.problems(of: getpid(), allowedSegments: allowedSegments)
         problems += try SecurityProbe.inheritedByExec().map { "a program started here inherited \($0)" }
 
+        // /dev/shm by name too: a random segment name carries its creator's pid. (Other tests
+        // create segments at the same time, so only names of these processes count.)
+        let ours = [getpid()] + childProcesses()
+        for entry in SecurityProbe.entries(of: "/dev/shm") where !allowedSegments.contains("/dev/shm/" + entry) {
+            if ours.contains(where: { entry.hasPrefix("mp-\($0)-") }) { problems.append("/dev/shm holds \(entry)") }
+        }
+
         // The processes the object started: each must settle with nothing but close-on-exec
         // descriptors above 2 (a spawned process holds its bootstrap socket without the flag
         // for the instant between exec and its first instruction of library code).
