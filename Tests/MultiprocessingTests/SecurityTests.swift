@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import SystemPackage
 import Testing
 
@@ -380,6 +381,64 @@ struct ResizeMemoryFiles: ProcessFunction {
     }
 }
 
+/// In a child: starts an unrelated program (sh listing its descriptors) again and again on
+/// a thread of its own, while three tasks create, use and drop the library's objects and
+/// start children of both kinds. A descriptor made without close-on-exec and flagged only
+/// afterwards would reach one of those programs now and then.
+struct ExecDuringUse: ProcessFunction {
+    struct Report: Codable, Sendable {
+        var programs: Int
+        var inherited: [String]
+    }
+
+    final class Loop: Sendable {
+        struct State {
+            var stop = false
+            var finished = false
+            var programs = 0
+            var inherited: [String] = []
+        }
+        let state = Mutex(State())
+    }
+
+    func callAsFunction(_ rounds: Int) async throws -> Report {
+        let loop = Loop()
+        onNewThread(after: .zero) {
+            while !loop.state.withLock({ $0.stop }) {
+                let inherited = (try? SecurityProbe.inheritedByExec()) ?? ["(sh could not be started)"]
+                loop.state.withLock {
+                    $0.programs += 1
+                    $0.inherited += inherited
+                }
+            }
+            loop.state.withLock { $0.finished = true }
+        }
+        defer { loop.state.withLock { $0.stop = true } }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<3 {
+                group.addTask {
+                    for round in 0..<rounds {
+                        let (first, second) = try Connection<SharedValue<Int>>.pair()
+                        try await first.send(try SharedValue(round))
+                        _ = try await second.receive()
+                        let queue = try Queue<SharedValue<Int>>()
+                        try await queue.put(try SharedValue(round))
+                        _ = try await queue.get(timeout: .seconds(30))
+                        _ = try ProcessLock()
+                        _ = try SharedArray<Double>(count: 8)
+                        let method: StartMethod = (worker + round) % 2 == 0 ? .spawn : .forkserver
+                        _ = try await ChildProcess.run(Double2(), with: round, startMethod: method)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        loop.state.withLock { $0.stop = true }
+        while !loop.state.withLock({ $0.finished }) { try await Task.sleep(for: .milliseconds(5)) }
+        return loop.state.withLock { Report(programs: $0.programs, inherited: $0.inherited) }
+    }
+}
+
 /// Drops to the user and group "nobody" (65534), for good. Only root can.
 private func becomeNobody() throws {
     guard setgroups(0, nil) == 0, setgid(65534) == 0, setuid(65534) == 0 else {
@@ -413,6 +472,13 @@ struct SecurityTests {
         child.kill()
         _ = try? await child.join()
         #expect(problems == [])
+    }
+
+    @Test("programs started while other threads create objects and children inherit none of them")
+    func execDuringConcurrentUse() async throws {
+        let report = try await ChildProcess.run(ExecDuringUse(), with: 10)
+        #expect(report.programs > 0)
+        #expect(report.inherited == [], "\(report.programs) programs")
     }
 
     @Test("a process holding shared memory cannot resize it under the others (a SIGBUS for them)")
