@@ -114,25 +114,25 @@ enum SecurityProbe {
     static func inheritedByExec() throws -> [String] {
         // A socket pair rather than a pipe: it is made close-on-exec at once (pipe2 is not
         // visible from Swift), so the program gets the write end as its output only.
-        var pipeEnds: [Int32] = [-1, -1]
+        var outputEnds: [Int32] = [-1, -1]
         let streamAndCloseOnExec = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, streamAndCloseOnExec, 0, &pipeEnds) == 0 else { throw Errno(rawValue: errno) }
+        guard socketpair(AF_UNIX, streamAndCloseOnExec, 0, &outputEnds) == 0 else { throw Errno(rawValue: errno) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, outputEnds[1], 1)
         let script = "ls -l /proc/self/fd; echo marker=${SWIFT_MULTIPROCESSING_CHILD-none}"
         let arguments: [UnsafeMutablePointer<CChar>?] = [strdup("sh"), strdup("-c"), strdup(script), nil]
         defer { for argument in arguments { free(argument) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, arguments, environ)
-        close(pipeEnds[1])
-        defer { close(pipeEnds[0]) }
+        close(outputEnds[1])
+        defer { close(outputEnds[0]) }
         guard spawned == 0 else { throw Errno(rawValue: spawned) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let count = read(pipeEnds[0], &chunk, chunk.count)
+            let count = read(outputEnds[0], &chunk, chunk.count)
             if count > 0 {
                 bytes += chunk[0..<count]
             } else if count == 0 || errno != EINTR {
