@@ -476,7 +476,7 @@ struct SecurityTests {
 
     @Test("programs started while other threads create objects and children inherit none of them")
     func execDuringConcurrentUse() async throws {
-        let report = try await ChildProcess.run(ExecDuringUse(), with: 10)
+        let report = try await ChildProcess.run(ExecDuringUse(), with: 4)
         #expect(report.programs > 0)
         #expect(report.inherited == [], "\(report.programs) programs")
     }
