@@ -531,8 +531,14 @@ struct SecurityTests {
         .enabled(if: geteuid() == 0, "acting as another user needs root"))
     func squattedSegmentIsRefused() async throws {
         let name = "mp-squat-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        // Unlinked by this process's segment watcher if the test never reaches its defer (a
+        // time limit, a crash): the segment is nobody's, so nothing else would.
+        try SegmentWatcher.shared.watch(name)
+        defer {
+            _ = shm_unlink("/" + name)
+            SegmentWatcher.shared.forget(name)
+        }
         #expect(try await ChildProcess.run(SquatSegment(), with: name) == 0)
-        defer { _ = shm_unlink("/" + name) }
         do {
             _ = try SharedMemory(attachingTo: name)
             Issue.record("attached to a segment of user nobody")
