@@ -41,20 +41,24 @@ struct ResourceSnapshot {
         return found
     }
 
-    /// Whether a /dev/shm entry was made by a live process outside this runner's tree (another
-    /// test of the suite, running at the same time): the library names entries
-    /// `mp-<creator pid>-<random>`. An entry whose creator is gone is counted.
+    /// Whether a /dev/shm entry was made by a process outside this runner's tree: another test
+    /// of the suite, or of another build on the machine, running at the same time (the
+    /// directory is shared by all). The library names entries `mp-<creator pid>-<random>`,
+    /// and makes none itself (only a user's `SharedMemory(name:)` does): an entry of a case is
+    /// made by a process of the runner's tree, alive or a zombie not yet reaped (orphans come
+    /// back to the runner). A creator that is gone, or not under the runner, is someone else.
     private static func isForeignSharedMemory(_ entry: String) -> Bool {
         let parts = entry.split(separator: "-")
-        guard parts.count >= 3, var pid = Int32(parts[1]), pid > 1 else { return false }
+        guard parts.count >= 3, var pid = Int32(parts[1]) else { return false }
         let runner = getpid()
         while pid > 1 {
             if pid == runner { return false }
             guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
-                return pid != Int32(parts[1])!
+                return true
             }
+            // "pid (command) state ppid ...".
             let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 1, let parent = Int32(fields[1]) else { return false }
+            guard fields.count > 1, let parent = Int32(fields[1]) else { return true }
             pid = parent
         }
         return true
