@@ -174,7 +174,8 @@ struct QueuePlan: Codable, Sendable {
     static func bytes(producer: Int, number: Int, size: Int) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
             for offset in 0..<size {
-                buffer[offset] = UInt8(truncatingIfNeeded: offset &* 31 &+ number &* 7 &+ producer &* 101 &+ offset >> 10)
+                buffer[offset] = UInt8(
+                    truncatingIfNeeded: offset &* 31 &+ number &* 7 &+ producer &* 101 &+ offset >> 10)
             }
             initialized = size
         }
@@ -315,7 +316,8 @@ struct QueueProducer: ProcessTarget {
             do {
                 put =
                     usesAsync
-                    ? try await queue.put(item, timeout: .seconds(15)) : try queue.blockingPut(item, timeout: .seconds(15))
+                    ? try await queue.put(item, timeout: .seconds(15))
+                    : try queue.blockingPut(item, timeout: .seconds(15))
             } catch QueueError.closed {
                 break
             }
@@ -472,10 +474,10 @@ enum QueueScenario: FaultScenario {
     }
 
     /// Where a case's lines of coverage go: the step, and whether the fault struck there.
-    static func noteCoverage(_ point: FaultPoint, _ step: String, struck: Bool) {
+    static func noteCoverage(_ point: FaultPoint, _ step: String, struck: Bool, error: String = "") {
         let directory = FaultMatrix.reportDirectory
         mkdir(directory, 0o755)
-        let line = "\(point.fault.rawValue) \(point.index) \(step) \(struck ? "struck" : "missed")\n"
+        let line = "\(point.fault.rawValue) \(point.index) \(step) \(struck ? "struck" : "missed") \(error)\n"
         let fd = open("\(directory)/Queue-steps.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
         defer { close(fd) }
@@ -497,7 +499,9 @@ enum QueueScenario: FaultScenario {
         let slotCount = consumerSlots.joined().count
         let ledger = try QueueLedger(streams: streams, slots: slotCount)
         let queue = try JoinableQueue<QueueFaultItem>(maxSize: plan.maxSize, capacity: plan.capacity)
-        let methods: [StartMethod] = (0..<6).map { _ in Int.random(in: 0..<5, using: &random) == 0 ? .spawn : .forkserver }
+        let methods: [StartMethod] = (0..<6).map { _ in
+            Int.random(in: 0..<5, using: &random) == 0 ? .spawn : .forkserver
+        }
         let consumerProcess = streams
         let closerProcess = streams + consumerSlots.count
         let joinerProcess = closerProcess + 1
@@ -630,7 +634,9 @@ enum QueueScenario: FaultScenario {
             ledger: ledger, plan: plan, drained: drained,
             inFlight: (0..<streams).map { step.role == .producer && struck && $0 == faultyProducer ? 1 : 0 },
             mayBeMissing: taken, exactly: true)
-        noteCoverage(point, step.name + (step.role == .producer && step.name == "queue.wait.counted" ? "@producer" : ""), struck: struck)
+        noteCoverage(
+            point, step.name + (step.role == .producer && step.name == "queue.wait.counted" ? "@producer" : ""),
+            struck: struck)
         return run.outcome
     }
 
@@ -752,8 +758,10 @@ enum QueueScenario: FaultScenario {
         let plan = QueuePlan(seed: made.seed, capacity: made.capacity, maxSize: nil, counts: made.counts)
         let ledger = try QueueLedger(streams: 3, slots: 3)
         var run = QueueCaseRun(deadline: .now.advanced(by: .seconds(40)))
-        let free = Int.random(in: 0...3, using: &random)
         let inChild = Bool.random(using: &random)
+        // A consumer needs one descriptor per handle item it gets: with more room it rarely
+        // runs out, which is a point too, but a rarer one.
+        let free = Int.random(in: 0...(inChild ? 1 : 3), using: &random)
         let makesFirst = inChild || Bool.random(using: &random)
         let methods: [StartMethod] = (0..<4).map { _ in Bool.random(using: &random) ? .spawn : .forkserver }
         let limitedTries = Int.random(in: 2...6, using: &random)
@@ -888,7 +896,7 @@ enum QueueScenario: FaultScenario {
         }
         noteCoverage(
             point, inChild ? "limit.consumer" : "limit.runner",
-            struck: !run.outcome.errorSeen.isEmpty)
+            struck: !run.outcome.errorSeen.isEmpty, error: run.outcome.errorSeen)
         return run.outcome
     }
 
@@ -999,8 +1007,7 @@ struct QueueCaseRun {
 
     /// Takes every item left in `queue` (closed: until `QueueError.closed`; open: until none
     /// comes), checking each, marking each done.
-    mutating func drain(_ queue: JoinableQueue<QueueFaultItem>, plan: QueuePlan, closed: Bool = true) -> [(Int, Int)]
-    {
+    mutating func drain(_ queue: JoinableQueue<QueueFaultItem>, plan: QueuePlan, closed: Bool = true) -> [(Int, Int)] {
         var drained: [(Int, Int)] = []
         while true {
             do {
