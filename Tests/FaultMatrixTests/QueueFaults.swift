@@ -531,12 +531,18 @@ enum QueueScenario: FaultScenario {
             _ = run.end(maker, "the orphan maker", expectsFault: true)
         }
 
+        // A skip marker left for a consumer, for the step that steps over one: producer 0 is
+        // killed between publishing the marker and stepping the head over it (otherwise the
+        // producer steps the head itself, unless a consumer holds the lock at that instant).
+        let markerMaker =
+            step.name == "queue.get.afterSkip"
+            ? ArmedQueueFault(step: "queue.recycle.afterMarker", hits: 0, action: .kill) : nil
         let producers = (0..<streams).map { stream in
             ChildProcess(
                 QueueProducer(
                     queue: queue, plan: plan, ledger: ledger, stream: stream, process: stream,
                     usesAsync: Bool.random(using: &random),
-                    fault: step.role == .producer && stream == faultyProducer ? fault : nil),
+                    fault: step.role == .producer && stream == faultyProducer ? fault : stream == 0 ? markerMaker : nil),
                 startMethod: methods[stream])
         }
         let consumers = consumerSlots.enumerated().map { index, slots in
@@ -593,7 +599,8 @@ enum QueueScenario: FaultScenario {
         var struck = false
         for (index, producer) in producers.enumerated() {
             let isFaulty = step.role == .producer && index == faultyProducer
-            let ended = run.end(producer, "producer \(index)", expectsFault: isFaulty)
+            let ended = run.end(
+                producer, "producer \(index)", expectsFault: isFaulty || (index == 0 && markerMaker != nil))
             if isFaulty { struck = ended && !ledger.finished(index) }
         }
         if step.role == .closer {
