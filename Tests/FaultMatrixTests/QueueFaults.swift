@@ -522,6 +522,7 @@ enum QueueScenario: FaultScenario {
         let fault = ArmedQueueFault(step: step.name, hits: hits, action: action)
         let closesEarly = (step.role == .consumer || step.role == .joiner) && Int.random(in: 0..<4, using: &random) == 0
         let hasJoiner = step.role == .joiner || Bool.random(using: &random)
+        let startsAlone = step.need == .orphan || step.need == .recycle || Bool.random(using: &random)
 
         // An orphan datagram first, for the step that drops one.
         if step.need == .orphan {
@@ -578,9 +579,10 @@ enum QueueScenario: FaultScenario {
             // No consumer until the faulty producer found the queue full and died there.
             _ = QueueCaseRun.waitUntil(within: .milliseconds(300)) { !producers[faultyProducer].isAlive }
         }
-        if step.role == .consumer && consumersStarted == 0 {
-            // The faulty consumer alone first, so that it takes its `hits + 1` items; the
-            // others once it died (or when nothing is left for it).
+        // Half the time the consumer that dies starts alone, so that it surely takes its
+        // `hits + 1` items (the others start once it died, or when nothing is left for it);
+        // otherwise all start at once, and the others are waiting on the lock it dies holding.
+        if step.role == .consumer && consumersStarted == 0 && startsAlone {
             try consumers[0].blockingStart()
             consumersStarted = 1
             _ = QueueCaseRun.waitUntil(within: .seconds(3)) {
