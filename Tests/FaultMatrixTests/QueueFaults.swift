@@ -585,7 +585,8 @@ enum QueueScenario: FaultScenario {
         if step.role == .consumer && consumersStarted == 0 && startsAlone {
             try consumers[0].blockingStart()
             consumersStarted = 1
-            _ = QueueCaseRun.waitUntil(within: .seconds(3)) {
+            // Longer for the skip marker: it comes only once producer 0 goes back to the start.
+            _ = QueueCaseRun.waitUntil(within: markerMaker != nil ? .seconds(10) : .seconds(3)) {
                 !consumers[0].isAlive || (producers.allSatisfy { !$0.isAlive } && queue.isEmpty)
             }
         }
