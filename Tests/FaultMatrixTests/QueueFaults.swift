@@ -135,6 +135,9 @@ struct QueuePlan: Codable, Sendable {
     var maxSize: Int?
     /// Items per producer stream.
     var counts: [Int]
+    /// Whether the items beyond the two of each kind are all medium: the ring's bytes then
+    /// run past its hot window often, and puts go back to its start (``QueueStep/Need/recycle``).
+    var mediumHeavy = false
 
     /// A plan for a case that must reach a step with `need`.
     static func make(_ random: inout SeededRandom, need: QueueStep.Need, streams: Int) -> QueuePlan {
@@ -146,7 +149,8 @@ struct QueuePlan: Codable, Sendable {
         // of the ring once past its hot window.
         if need == .recycle { maxSize = 1 }
         let counts = (0..<streams).map { _ in Int.random(in: 8...16, using: &random) }
-        return QueuePlan(seed: random.next(), capacity: capacity, maxSize: maxSize, counts: counts)
+        return QueuePlan(
+            seed: random.next(), capacity: capacity, maxSize: maxSize, counts: counts, mediumHeavy: need == .recycle)
     }
 
     /// The kinds of a stream's items: at least two of each, in a seeded order.
@@ -154,7 +158,8 @@ struct QueuePlan: Codable, Sendable {
         var random = SeededRandom(seed: seed ^ UInt64(producer + 1) &* 0x2545_F491_4F6C_DD1D)
         var kinds: [QueueItemKind] = [.small, .medium, .large, .handle, .small, .medium, .large, .handle]
         while kinds.count < counts[producer] {
-            kinds.append([.small, .small, .medium, .large, .handle].randomElement(using: &random)!)
+            kinds.append(
+                mediumHeavy ? .medium : [.small, .small, .medium, .large, .handle].randomElement(using: &random)!)
         }
         kinds.shuffle(using: &random)
         return Array(kinds.prefix(counts[producer]))
