@@ -475,7 +475,7 @@ enum ChildProcessScenario: FaultScenario {
     }
 }
 
-@Suite("Fault matrix: ChildProcess", .timeLimit(.minutes(10)))
+@Suite("Fault matrix: ChildProcess", .serialized, .timeLimit(.minutes(10)))
 struct ChildProcessFaultTests {
     @Test("ChildProcess", arguments: Fault.allCases)
     func childProcess(_ fault: Fault) async throws {

@@ -453,7 +453,7 @@ enum PipeScenario: FaultScenario {
     }
 }
 
-@Suite("Fault matrix: pipes", .timeLimit(.minutes(10)))
+@Suite("Fault matrix: pipes", .serialized, .timeLimit(.minutes(10)))
 struct PipeFaultTests {
     @Test("pipes", arguments: Fault.allCases)
     func pipes(_ fault: Fault) async throws {
