@@ -216,3 +216,5 @@ void mp_serve_main_queue(int handle) {
     _dispatch_main_queue_callback_4CF(NULL);
   }
 }
+
+const char *mp_errno_name(int code) { return strerrorname_np(code); }

@@ -104,4 +104,8 @@ static inline void mp_cpu_relax(void) {
 /// CPUs in this process's affinity mask (what it may run on), at least 1.
 int mp_cpu_count(void);
 
+/// The symbol of an errno value ("EMFILE"), or NULL for an unknown one (`strerrorname_np`,
+/// glibc >= 2.32, declared only with _GNU_SOURCE).
+const char *mp_errno_name(int code);
+
 #endif

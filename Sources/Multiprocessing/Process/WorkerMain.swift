@@ -21,6 +21,7 @@ func childMain(_ marker: UnsafePointer<CChar>) {
         SegmentWatcher.serve(control: FileDescriptor(rawValue: descriptor))
     }
     dieWithParent(expected: parent)
+    FaultInjection.armFromEnvironment()
     // A worker's messages are often large and alike (arrays of the same size): keep freed
     // memory for the next one. Touching fresh pages (a fault each, charged to the memory
     // cgroup) costs more than filling them; 1 MiB messages went from ~70 faults each to none.
@@ -65,8 +66,13 @@ enum WorkerMain {
         let mainQueue = mp_main_queue_handle()
         let started = startDetachedThread { run(bootstrap: bootstrap) }
         if started != 0 {
-            printToStandardError(
-                "swift-multiprocessing: a worker could not start its thread: \(Errno(rawValue: started))")
+            let reason =
+                "the worker could not start its thread: \(ConnectionError.system(Errno(rawValue: started), during: "pthread_create"))"
+            printToStandardError("swift-multiprocessing: \(reason)")
+            // Said to the parent too, as the report (it is read whether or not the work was
+            // sent): under a process limit its `join` names the cause, not just status 71.
+            let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
+            try? channel.sendValue(ChildOutcome.couldNotStart(reason: reason))
             _exit(71)
         }
         mp_serve_main_queue(mainQueue)
@@ -88,6 +94,8 @@ enum WorkerMain {
             finish(.couldNotStart(reason: "the start message could not be decoded: \(error)"), on: channel, exitCode: 1)
         }
         CurrentProcess.setName(message.processName)
+        // The work arrived; the parent waits for its report.
+        FaultInjection.step("child.afterStartMessage")
         let outcome = perform(message, descriptors: frame.descriptors)
         if case .threw(let report) = outcome {
             // As Python prints a child's traceback: the error is visible even if no one joins.
@@ -127,6 +135,8 @@ enum WorkerMain {
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
         FaultInjection.step("child.beforeReport")
         try? channel.sendValue(outcome)
+        // Reported: the parent has the outcome, and learns how the process ended from its pidfd.
+        FaultInjection.step("child.afterReport")
         // As Python's workers do: finish the library's own duties (this worker's children
         // are joined, its daemons ended), flush stdio, and leave with _exit. The program's
         // atexit handlers and the unloading of every library belong to the program, which

@@ -43,6 +43,25 @@ enum FaultInjection {
         isArmed.store(true, ordering: .releasing)
     }
 
+    /// The environment variable that arms a fault in a process the library starts, before
+    /// any of its own code runs: `"<step>:<hits>:<action>"`, e.g. `"forkserver.afterFork:0:kill"`.
+    /// Read once, at the child's entry, and removed from the environment there, so only the
+    /// process started with it is armed (a fork server's workers inherit its armed plan, as
+    /// they inherit all of its memory). For steps a test cannot reach from inside the work: a
+    /// fresh fork server, a worker before its work runs.
+    static let environmentVariable = "SWIFT_MULTIPROCESSING_FAULT"
+
+    /// Arms the fault named by ``environmentVariable``, if set, and removes the variable.
+    static func armFromEnvironment() {
+        guard let value = getenv(environmentVariable).map({ String(cString: $0) }) else { return }
+        unsetenv(environmentVariable)
+        let fields = value.split(separator: ":")
+        guard fields.count == 3, let hits = Int(fields[1]), let action = Action(rawValue: String(fields[2])) else {
+            return
+        }
+        arm(String(fields[0]), after: hits, action: action)
+    }
+
     /// Removes any armed fault.
     static func disarm() {
         isArmed.store(false, ordering: .releasing)
