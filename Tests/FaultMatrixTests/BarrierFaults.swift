@@ -55,6 +55,9 @@ struct BarrierCase: Codable, Sendable {
     let victimRound: SharedValue<Int>
     /// Passed waits, all parties together (the parent faults' progress).
     let passes: SharedValue<Int>
+    /// Processes ready to begin (their children started): the runner opens the gate once all
+    /// are, so that no round starts while a process is still starting (a timeout then).
+    let ready: SharedValue<Int>
     let gate: ProcessEvent
 
     init(parties: Int, rounds: Int) throws {
@@ -66,6 +69,7 @@ struct BarrierCase: Codable, Sendable {
         named = try SharedArray<Int>(count: parties * rounds)
         victimRound = try SharedValue(-1)
         passes = try SharedValue(0)
+        ready = try SharedValue(0)
         gate = try ProcessEvent()
     }
 
@@ -120,6 +124,7 @@ struct BarrierUser: ProcessTarget {
             try await process.start()
             started.append(process)
         }
+        shared.ready.add(1)
         guard try await shared.gate.wait(timeout: .seconds(30)) else { throw PlainFailure("the gate never opened") }
         let workers = (1..<max(1, threads)).map { thread in
             FaultThread { [self] in partyLoop(party: firstParty + thread) }
@@ -199,12 +204,14 @@ enum BarrierScenario: FaultScenario {
         ("barrier.open.halfway", .last, .diedNextRound),
         ("monitor.beforeWake", .last, .timeoutNextRound),
         ("barrier.opened", .last, .timeoutNextRound),
-        ("barrier.released", .any, .timeoutNextRound),
+        ("barrier.released", .first, .timeoutNextRound),
     ]
 
     /// How long a party waits: far more than the liveness check (200 ms), so that a
     /// `timedOut` where `partyDied` was due is a real miss, yet short enough for a matrix.
-    static let timeout: Duration = .seconds(1)
+    /// (1 s was too short on the project's VM with a load average of 40: a round now and
+    /// then timed out before any fault.)
+    static let timeout: Duration = .seconds(2)
 
     static func run(_ point: FaultPoint) async throws -> CaseOutcome {
         var random = point.random
@@ -267,6 +274,7 @@ enum BarrierScenario: FaultScenario {
         let children = users.map { ChildProcess($0, startMethod: startMethod(&random)) }
         for child in children { try await child.start() }
         let victimPID = Int(children[0].pid ?? 0)
+        _ = await eventually(timeout: .seconds(30)) { shared.ready.load() == children.count }
         shared.gate.set()
         var outcome = CaseOutcome()
         let victim = await joinVictim(children[0], fault)
@@ -340,20 +348,21 @@ enum BarrierScenario: FaultScenario {
             children.append(
                 BarrierUser(
                     shared: shared, firstParty: next, threads: threads, usesAsync: Bool.random(using: &random),
-                    timeout: .seconds(3)))
+                    timeout: .seconds(2)))
             next += threads
         }
         let parent = ChildProcess(
             BarrierUser(
                 shared: shared, firstParty: 0, threads: 1, usesAsync: Bool.random(using: &random),
-                timeout: .seconds(3), children: children),
+                timeout: .seconds(2), children: children),
             startMethod: startMethod(&random))
         try await parent.start()
+        _ = await eventually(timeout: .seconds(30)) { shared.ready.load() == 1 + children.count }
         shared.gate.set()
         let runner = FaultThread {
             for round in 0..<shared.rounds {
                 let outcome: Result<Int, any Error>
-                do { outcome = .success(try shared.barrier.wait(timeout: .seconds(3))) } catch {
+                do { outcome = .success(try shared.barrier.wait(timeout: .seconds(2))) } catch {
                     outcome = .failure(error)
                 }
                 if !shared.record(party: runnerParty, round: round, outcome) { break }

@@ -30,6 +30,13 @@ struct ResourceSnapshot {
                 found.append("descriptor \(fd) -> \(target)")
             }
             for entry in now.sharedMemory.subtracting(before.sharedMemory) where entry.hasPrefix("mp") {
+                // /dev/shm is the machine's: an entry whose creator (its name says which:
+                // "mp-<pid>-...") lives and is none of this runner's is another test's.
+                if let creator = entry.split(separator: "-").dropFirst().first.flatMap({ Int32($0) }),
+                    creator != getpid(), !now.descendants.contains(creator), kill(creator, 0) == 0
+                {
+                    continue
+                }
                 found.append("/dev/shm/\(entry)")
             }
             if found.isEmpty { return [] }
