@@ -247,14 +247,6 @@ struct LockUser: ProcessTarget {
     }
 }
 
-struct PlainFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-
-    /// What a child armed with a fault throws if it reaches its end alive.
-    static let faultMissed = PlainFailure("the armed fault never struck")
-}
-
 enum LockScenario: FaultScenario {
     static let object = "Lock"
 

@@ -158,3 +158,12 @@ extension ChildProcessError {
         return nil
     }
 }
+
+/// A failure of a case's own process, said in a sentence.
+struct PlainFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+
+    /// What a child armed with a fault throws if it reaches its end alive.
+    static let faultMissed = PlainFailure("the armed fault never struck")
+}
