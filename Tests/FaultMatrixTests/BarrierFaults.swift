@@ -212,6 +212,9 @@ enum BarrierScenario: FaultScenario {
     /// (1 s was too short on the project's VM with a load average of 40: a round now and
     /// then timed out before any fault.)
     static let timeout: Duration = .seconds(2)
+    /// The parent faults' parties run many quick rounds before the kill: a stall of one of
+    /// them then breaks the barrier before the fault (seen once in 50 at 2 s, load 44).
+    static let parentTimeout: Duration = .seconds(5)
 
     static func run(_ point: FaultPoint) async throws -> CaseOutcome {
         var random = point.random
@@ -340,7 +343,9 @@ enum BarrierScenario: FaultScenario {
         // The parent's party, two children's, and the runner's: many rounds, until the kill.
         let childThreads = [Int.random(in: 1...2, using: &random), Int.random(in: 1...2, using: &random)]
         let parties = 1 + childThreads.reduce(0, +) + 1
-        let shared = try BarrierCase(parties: parties, rounds: 400)
+        // Rounds enough for the kill to come first, however late the runner gets to send it
+        // (a tree once finished 400 rounds between the threshold and the signal).
+        let shared = try BarrierCase(parties: parties, rounds: 20_000)
         let runnerParty = parties - 1
         var children: [BarrierUser] = []
         var next = 1
@@ -348,13 +353,13 @@ enum BarrierScenario: FaultScenario {
             children.append(
                 BarrierUser(
                     shared: shared, firstParty: next, threads: threads, usesAsync: Bool.random(using: &random),
-                    timeout: .seconds(2)))
+                    timeout: parentTimeout))
             next += threads
         }
         let parent = ChildProcess(
             BarrierUser(
                 shared: shared, firstParty: 0, threads: 1, usesAsync: Bool.random(using: &random),
-                timeout: .seconds(2), children: children),
+                timeout: parentTimeout, children: children),
             startMethod: startMethod(&random))
         try await parent.start()
         _ = await eventually(timeout: .seconds(30)) { shared.ready.load() == 1 + children.count }
@@ -362,7 +367,7 @@ enum BarrierScenario: FaultScenario {
         let runner = FaultThread {
             for round in 0..<shared.rounds {
                 let outcome: Result<Int, any Error>
-                do { outcome = .success(try shared.barrier.wait(timeout: .seconds(2))) } catch {
+                do { outcome = .success(try shared.barrier.wait(timeout: parentTimeout)) } catch {
                     outcome = .failure(error)
                 }
                 if !shared.record(party: runnerParty, round: round, outcome) { break }
@@ -388,6 +393,11 @@ enum BarrierScenario: FaultScenario {
             case .timedOut: outcome.errorSeen = "\(ProcessBarrierError.timedOut)"
             case .partyDied: outcome.errorSeen = "\(ProcessBarrierError.partyDied(pid: pid_t(named)))"
             default: outcome.problems.append("the runner's party ended its waits with \(last)")
+            }
+            if !outcome.problems.isEmpty {
+                let seen = (0..<shared.rounds).map { shared.results[runnerParty * shared.rounds + $0] }
+                    .prefix { $0 != 0 }.map { RoundResult(rawValue: $0) ?? .other }
+                outcome.problems.append("the runner's party saw \(seen.suffix(3)) after \(seen.count) rounds")
             }
         }
         outcome.problems += try reusable(shared.barrier, parties: parties)
