@@ -26,25 +26,45 @@ struct ResourceSnapshot {
             found = []
             let left = now.descendants.subtracting(before.descendants)
             if !left.isEmpty { found.append("processes still alive or unreaped: \(left.sorted())") }
-            for (fd, target) in now.descriptors where before.descriptors[fd] != target {
+            // The library makes no timer descriptor: one is libdispatch's, opened once per
+            // process the first time it arms a timer of a kind (clock) it had not armed before.
+            for (fd, target) in now.descriptors
+            where before.descriptors[fd] != target && target != "anon_inode:[timerfd]" {
                 found.append("descriptor \(fd) -> \(target)")
             }
-            for entry in now.sharedMemory.subtracting(before.sharedMemory) where entry.hasPrefix("mp") {
-                // /dev/shm is the machine's: an entry whose creator (its name says which:
-                // "mp-<pid>-...") lives and is none of this runner's is another test's.
-                if let creator = entry.split(separator: "-").dropFirst().first.flatMap({ Int32($0) }),
-                    creator != getpid(), !now.descendants.contains(creator), kill(creator, 0) == 0
-                {
-                    continue
-                }
+            for entry in now.sharedMemory.subtracting(before.sharedMemory)
+            where entry.hasPrefix("mp") && !isForeignSharedMemory(entry) {
                 found.append("/dev/shm/\(entry)")
             }
             if found.isEmpty { return [] }
-            // Not `Task.sleep`: its first use makes Dispatch open a timer descriptor for
-            // good, which the next look would report as the case's leak.
+            // Not `Task.sleep`: libdispatch would open a timer descriptor for the rest of the
+            // runner's life on the first one, and the next look would count it as a leak.
             usleep(20_000)
         } while ContinuousClock.now < deadline
         return found
+    }
+
+    /// Whether a /dev/shm entry was made by a process outside this runner's tree: another test
+    /// of the suite, or of another build on the machine, running at the same time (the
+    /// directory is shared by all). The library names entries `mp-<creator pid>-<random>`,
+    /// and makes none itself (only a user's `SharedMemory(name:)` does): an entry of a case is
+    /// made by a process of the runner's tree, alive or a zombie not yet reaped (orphans come
+    /// back to the runner). A creator that is gone, or not under the runner, is someone else.
+    private static func isForeignSharedMemory(_ entry: String) -> Bool {
+        // The first number in the name (tests make names of their own, `mp-squat-<pid>-...`).
+        guard var pid = entry.split(separator: "-").lazy.compactMap({ Int32($0) }).first else { return true }
+        let runner = getpid()
+        while pid > 1 {
+            if pid == runner { return false }
+            guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+                return true
+            }
+            // "pid (command) state ppid ...".
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, let parent = Int32(fields[1]) else { return true }
+            pid = parent
+        }
+        return true
     }
 
     /// Reaps the zombies among this process's children. Called once the case's own
