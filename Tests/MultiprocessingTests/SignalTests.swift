@@ -48,3 +48,26 @@ struct SignalTests {
         #expect(echoed == big)
     }
 }
+
+@Suite("Signals right after start", .timeLimit(.minutes(1)))
+struct SignalAfterStartTests {
+    /// A fork-server worker is cloned with the server's ignored SIGINT and sets the default
+    /// back a moment later; `start()` may return before. A SIGINT sent in between must still
+    /// end it (the server keeps SIGINT blocked, so it stays pending), not be dropped.
+    @Test("SIGINT sent the moment start() returns ends a fork-server worker")
+    func interruptRightAfterStart() async throws {
+        // Before the fix nearly every one outlived its SIGINT; 5 keep the test short under load.
+        for _ in 0..<5 {
+            let child = ChildProcess(Sleep(seconds: 30), startMethod: .forkserver)
+            try await child.start()
+            child.send(signal: .interrupt)
+            // Ended as asked: the join succeeds (before the fix, the worker lived on).
+            #expect(try await child.join(timeout: .seconds(20)))
+            #expect(child.termination == .signaled(.interrupt))
+            if child.isAlive {
+                child.kill()
+                _ = try? await child.join(timeout: .seconds(10))
+            }
+        }
+    }
+}

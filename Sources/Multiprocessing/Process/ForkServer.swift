@@ -145,6 +145,16 @@ enum ForkServer {
         // requester that handles it must keep its server (as Python's forkserver does).
         // Its workers get the default back (see `becomeWorker`).
         signal(SIGINT, SIG_IGN)
+        // Blocked too: a worker is cloned with the server's SIG_IGN and keeps it until it
+        // sets the default back, and an ignored signal is dropped when sent, so a SIGINT
+        // sent to a worker in that window (its `start()` has returned) would be lost and the
+        // worker live on (found by the fault matrix: a parent interrupted just after it
+        // started). A blocked signal is kept pending instead, and the worker unblocks it
+        // once the default is back. (A clone does not inherit the server's pending ones.)
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &interrupt, nil)
         let control = MessageStream(descriptor: descriptor, maximumMessageSize: 1 << 16)
         let requester = getppid()
         var warmed: Set<String> = []
@@ -193,6 +203,10 @@ enum ForkServer {
         }
         mp_close_from(bootstrapDescriptor + 1)
         signal(SIGINT, SIG_DFL)  // the server's SIG_IGN is not the worker's
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)  // one sent since the clone ends it now
         dieWithParent(expected: requester)
         // Forked, not yet the worker: the requester has its pid and is sending the work.
         FaultInjection.step("forkserver.worker.beforeStart")

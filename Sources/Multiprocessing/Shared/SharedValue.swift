@@ -1,4 +1,6 @@
 import Atomics
+import CMultiprocessing
+import Glibc
 
 /// One value in memory shared between processes (Python's `multiprocessing.Value`).
 ///
@@ -20,9 +22,12 @@ import Atomics
 /// position.withLock { $0.x += 1 }                             // any trivial type: locked
 /// ```
 ///
-/// - The lock is robust: if a process dies holding it, the next one to take it gets it (the
-///   value may then be half-updated by the dead process; a trivial value is written in one
-///   copy, so this is rare).
+/// - An update under the lock is all or nothing: `withLock`'s body works on a copy, which is
+///   written back (through a second copy in the shared memory, so that the write-back itself
+///   can be finished by another process) only when the body returns. A process that dies
+///   anywhere in an update, killed, crashed or exited, leaves the value as it was before the
+///   update, or as the update made it, never half-written; the lock is robust, so the next
+///   process takes it at once. A body that throws changes nothing.
 /// - `Value` must be trivial (`BitwiseCopyable`): no references, since another process
 ///   could not follow them.
 public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
@@ -34,16 +39,32 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
     /// several times the instruction itself.
     @usableFromInline let address: UInt
 
-    /// The lock in the region's first cache line; the value after it.
+    /// The lock in the region's first cache line, with the commit flag at its end; then the
+    /// value; then the copy that an update being written back comes from.
     private static var valueOffset: Int { max(ProcessMutex.alignment, MemoryLayout<Value>.alignment) }
+    private static var pendingOffset: Int {
+        let alignment = max(8, MemoryLayout<Value>.alignment)
+        return valueOffset + (max(MemoryLayout<Value>.stride, 16) + alignment - 1) / alignment * alignment
+    }
+    private static var regionSize: Int { pendingOffset + max(MemoryLayout<Value>.stride, 16) }
+    private static var commitOffset: Int { 60 }
     private var lock: ProcessMutex { ProcessMutex(at: region.base) }
     private var pointer: UnsafeMutablePointer<Value> {
         (region.base + Self.valueOffset).assumingMemoryBound(to: Value.self)
     }
+    private var pending: UnsafeMutablePointer<Value> {
+        (region.base + Self.pendingOffset).assumingMemoryBound(to: Value.self)
+    }
+    /// 1 while an update is written back from `pending` to the value: a process that dies
+    /// then leaves the value half-written, and the next holder of the lock finishes the copy.
+    private var committing: UnsafeMutablePointer<UInt32> {
+        (region.base + Self.commitOffset).assumingMemoryBound(to: UInt32.self)
+    }
 
     /// A new shared value, starting at `initial`.
     public init(_ initial: Value) throws {
-        region = try SharedRegion(size: Self.valueOffset + max(MemoryLayout<Value>.stride, 16))
+        precondition(ProcessMutex.size <= Self.commitOffset, "a pthread mutex larger than expected")
+        region = try SharedRegion(size: Self.regionSize)
         _ = ProcessMutex.initialize(at: region.base)
         (region.base + Self.valueOffset).initializeMemory(as: Value.self, repeating: initial, count: 1)
         address = UInt(bitPattern: region.base + Self.valueOffset)
@@ -51,10 +72,33 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
 
     /// Runs `body` with the value, under the value's lock: the way to update a value that
     /// is not atomic, or several steps at once.
+    ///
+    /// The update is all or nothing, even if this process dies in the middle (see the type's
+    /// documentation): `body` works on a copy, written back when it returns. If `body` throws,
+    /// the value is left unchanged. The lock-free operations do not take the lock: an `add`
+    /// made while another process runs `withLock` on the same value may be overwritten.
     public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         lockRecovering()
         defer { lock.unlock() }
-        return try body(&pointer.pointee)
+        FaultInjection.step("sharedValue.locked")
+        var copy = pointer.pointee
+        let result = try body(&copy)
+        if !Self.sameBytes(copy, pointer) {
+            // Redo log: the new value whole in `pending` first, then the flag (one store) that
+            // makes the next holder finish the write-back if this process dies during it.
+            pending.initialize(to: copy)
+            FaultInjection.step("sharedValue.pendingWritten")
+            mp_atomic_store32(committing, 1)
+            FaultInjection.step("sharedValue.committing")
+            pointer.initialize(to: copy)
+            FaultInjection.step("sharedValue.written")
+            mp_atomic_store32(committing, 0)
+        }
+        return result
+    }
+
+    private static func sameBytes(_ value: Value, _ shared: UnsafeMutablePointer<Value>) -> Bool {
+        withUnsafeBytes(of: value) { memcmp($0.baseAddress!, shared, MemoryLayout<Value>.size) == 0 }
     }
 
     /// The value, read under the lock.
@@ -67,7 +111,14 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
     /// documentation).
     private func lockRecovering() {
         do {
-            if try lock.lock() == .previousOwnerDied { lock.markConsistent() }
+            if try lock.lock() == .previousOwnerDied {
+                // The dead holder was writing an update back: `pending` holds it whole.
+                if mp_atomic_load32(committing) != 0 {
+                    pointer.initialize(to: pending.pointee)
+                    mp_atomic_store32(committing, 0)
+                }
+                lock.markConsistent()
+            }
         } catch {
             preconditionFailure("a SharedValue's lock failed: \(error)")
         }
@@ -86,7 +137,7 @@ public struct SharedValue<Value: BitwiseCopyable>: Sendable, Codable {
         let region = try decoder.singleValueContainer().decode(SharedRegion.self)
         self.region = region
         address = UInt(bitPattern: region.base + Self.valueOffset)
-        guard region.size >= Self.valueOffset + MemoryLayout<Value>.size else {
+        guard region.size >= Self.regionSize else {
             throw DecodingError.dataCorrupted(
                 .init(
                     codingPath: decoder.codingPath,

@@ -86,10 +86,13 @@ struct LockCore: Sendable {
     }
 
     private func took(_ acquisition: ProcessMutex.Acquisition) throws(ProcessLockError) {
+        // Held, not yet recorded: a death here is reported with no pid.
+        FaultInjection.step("lock.acquired.unrecorded")
         let previous = holderPID
         mp_atomic_store32(word(0), UInt32(bitPattern: getpid()))
         mp_atomic_store32(word(1), UInt32(bitPattern: mp_gettid()))
         count = 1
+        FaultInjection.step("lock.acquired")
         if acquisition == .previousOwnerDied {
             mutex.markConsistent()
             throw .previousOwnerDied(pid: previous == 0 ? nil : previous)
@@ -102,7 +105,10 @@ struct LockCore: Sendable {
         count = 0
         mp_atomic_store32(word(1), 0)
         mp_atomic_store32(word(0), 0)
+        // Still held, the holder already forgotten: a death here is reported with no pid.
+        FaultInjection.step("lock.release.unrecorded")
         let unlocked = mutex.unlock()
         precondition(unlocked, "\(what) released by a thread that does not hold it")
+        FaultInjection.step("lock.released")
     }
 }

@@ -39,13 +39,28 @@ public final class ProcessBarrier: Sendable, Codable {
     /// A new barrier for `parties` parties (at least 1).
     public init(parties: Int) throws {
         precondition(parties >= 1, "a barrier has at least one party")
-        monitor = try SharedMonitor(words: Self.slotBase + parties)
+        monitor = try SharedMonitor(words: Self.slotBase + parties, repair: Self.repair)
         monitor.update { $0[0] = parties }
     }
 
     /// Attaches to the barrier that came with a message.
     public init(from decoder: any Decoder) throws {
-        monitor = try SharedMonitor(from: decoder)
+        monitor = try SharedMonitor(from: decoder, repair: Self.repair)
+    }
+
+    /// A process died inside one of the barrier's sections: an arrival half-recorded (its pid
+    /// written, the count not raised) or a generation half-opened (the generation raised, the
+    /// count not back to 0). Nothing may go on as if the state were whole (a count left at
+    /// `parties` would never open again, and the next arrival would write past the slots):
+    /// the barrier breaks with that process named, as when a waiting party dies, and the
+    /// count goes back into range. Parties of a generation already opened still pass (the
+    /// outcome is looked at before the broken flag); ``reset()`` makes it usable again.
+    private static let repair: SharedMonitor.Repair = { state, pid in
+        if state[1] < 0 || state[1] >= state[0] { state[1] = 0 }
+        if state[3] == 0 {
+            state[3] = Reason.partyDied.rawValue
+            state[4] = Int(pid)
+        }
     }
 
     /// Sends a copy of the barrier to another process; only the library's own encoder can.
@@ -141,26 +156,40 @@ public final class ProcessBarrier: Sendable, Codable {
 
     private func wait(deadline: Deadline?, cancellation: WaitCancellation?) throws -> Int {
         let me = getpid()
+        FaultInjection.step("barrier.arrive.begin")
         let arrival = try monitor.update(wake: Int32.max) { state throws(ProcessBarrierError) -> (Int, Int?) in
             if state[3] != 0 { throw Self.error(state) }
             let index = state[1]
             state[Self.slotBase + index] = Int(me)
+            FaultInjection.step("barrier.arrive.recorded")
             state[1] += 1
+            FaultInjection.step("barrier.arrive.counted")
             guard state[1] == state[0] else { return (index, state[2]) }
             // The last party: the barrier opens for this generation.
             state[Self.outcomeBase + state[2] % Self.outcomes] = Outcome.passed.rawValue
             state[2] += 1
+            FaultInjection.step("barrier.open.halfway")
             state[1] = 0
             return (index, nil)
         }
         let (index, waiting) = arrival
-        guard let generation = waiting else { return index }
+        guard let generation = waiting else {
+            FaultInjection.step("barrier.opened")
+            return index
+        }
+        FaultInjection.step("barrier.arrived")
 
         var lastCheck = ContinuousClock.now
         var dead: pid_t?
         let result: Int?
         do {
-            result = try monitor.wait(deadline: deadline, check: { try cancellation?.check() }) { state in
+            result = try monitor.wait(
+                deadline: deadline,
+                check: {
+                    FaultInjection.step("barrier.waiting")
+                    try cancellation?.check()
+                }
+            ) { state in
                 if let passed = try Self.ended(state, generation: generation, index: index) { return passed }
                 if state[3] != 0 { throw Self.error(state) }
                 if ContinuousClock.now - lastCheck >= Self.livenessInterval {
@@ -191,7 +220,10 @@ public final class ProcessBarrier: Sendable, Codable {
             if dead != nil { monitor.wakeAll() }
             throw error
         }
-        if let result { return result }
+        if let result {
+            FaultInjection.step("barrier.released")
+            return result
+        }
         // The time ran out: the barrier breaks for every party, unless it opened meanwhile.
         return try monitor.update(wake: Int32.max) { state throws(ProcessBarrierError) -> Int in
             if let passed = try Self.ended(state, generation: generation, index: index) { return passed }

@@ -108,6 +108,7 @@ public final class RecursiveProcessLock: Sendable, Codable {
     private func lock(deadline: Deadline?) throws(ProcessLockError) -> Bool {
         if core.isHeldByCurrentThread {
             core.count += 1
+            FaultInjection.step("lock.reentered")
             return true
         }
         do {

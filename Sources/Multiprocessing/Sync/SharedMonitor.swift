@@ -5,8 +5,8 @@ import Glibc
 /// futex that waiters sleep on until the state changes: the engine under semaphores,
 /// conditions and barriers.
 ///
-/// Layout of its region: the mutex on the first cache line, the futex's change counter on
-/// the second, then the state words (`Int64` each).
+/// Layout of its region: the mutex on the first cache line (with its holder's pid at its
+/// end), the futex's change counter on the second, then the state words (`Int64` each).
 ///
 /// The mutex is held only inside the library, for a few instructions, never while waiting:
 /// a waiter reads the change counter under the mutex, releases it, and sleeps while the
@@ -22,14 +22,29 @@ final class SharedMonitor: Sendable, Codable {
     /// How long one sleep lasts at most before the caller's `check` runs.
     static let slice: Duration = .milliseconds(50)
 
+    /// What to do with the state when a process died holding the mutex, inside one of its
+    /// user's sections (given the dead holder's pid, 0 if unknown); `nil`: carry on.
+    typealias Repair = @Sendable (State, pid_t) -> Void
+
+    private let repair: Repair?
+
     /// A new monitor with `words` state words, all zero.
-    init(words: Int) throws {
+    init(words: Int, repair: Repair? = nil) throws {
+        precondition(ProcessMutex.size <= Self.holderOffset, "a pthread mutex larger than expected")
         region = try SharedRegion(size: Self.stateOffset + 8 * max(1, words))
+        self.repair = repair
         _ = ProcessMutex.initialize(at: region.base)
     }
 
     init(from decoder: any Decoder) throws {
         region = try SharedRegion(from: decoder)
+        repair = nil
+    }
+
+    /// Attaches to the monitor that came with a message, with the repair of its user.
+    init(from decoder: any Decoder, repair: @escaping Repair) throws {
+        region = try SharedRegion(from: decoder)
+        self.repair = repair
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -37,6 +52,14 @@ final class SharedMonitor: Sendable, Codable {
     }
 
     private var mutex: ProcessMutex { ProcessMutex(at: region.base) }
+
+    /// The process holding the mutex (0: none), on the mutex's cache line after it: written
+    /// by the holder, so that a repair knows whose section was cut short.
+    private var holder: UnsafeMutablePointer<UInt32> {
+        (region.base + Self.holderOffset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    private static let holderOffset = 60
 
     private var counter: UnsafeMutablePointer<UInt32> {
         (region.base + Self.counterOffset).assumingMemoryBound(to: UInt32.self)
@@ -66,15 +89,26 @@ final class SharedMonitor: Sendable, Codable {
 
     private func lock() {
         do {
-            // A process that died inside one of the library's few-instruction sections
-            // left at worst one word half-updated; the monitor carries on.
-            if try mutex.lock() == .previousOwnerDied { mutex.markConsistent() }
+            if try mutex.lock() == .previousOwnerDied {
+                // A process died inside one of the sections (killed, crashed, exited): the
+                // state may be half-updated. The user repairs it (a barrier breaks) before
+                // the mutex is consistent again, so a repairer that dies too leaves the
+                // repair to the next; without a repair, the monitor carries on (its users'
+                // sections leave at worst one word half-updated).
+                if let repair {
+                    repair(state, pid_t(bitPattern: mp_atomic_load32(holder)))
+                    wakeAll()
+                }
+                mutex.markConsistent()
+            }
         } catch {
             preconditionFailure("swift-multiprocessing: a shared monitor's mutex failed: \(error)")
         }
+        mp_atomic_store32(holder, UInt32(bitPattern: getpid()))
     }
 
     private func unlock() {
+        mp_atomic_store32(holder, 0)
         let unlocked = mutex.unlock()
         precondition(unlocked, "swift-multiprocessing: a shared monitor's mutex was not held")
     }
@@ -94,7 +128,11 @@ final class SharedMonitor: Sendable, Codable {
         }
         if wake != 0 { _ = mp_atomic_add32(counter, 1) }
         unlock()
-        if wake != 0, mp_atomic_load32(sleepers) != 0 { _ = mp_futex_wake(counter, wake) }
+        if wake != 0 {
+            // Changed, nobody woken yet: the waiters must still see it (at their next slice).
+            FaultInjection.step("monitor.beforeWake")
+            if mp_atomic_load32(sleepers) != 0 { _ = mp_futex_wake(counter, wake) }
+        }
         return result
     }
 
