@@ -292,6 +292,7 @@ enum PoolScenario: FaultScenario {
         (seen, streamFailure) = finished
 
         let armedPID = words[0]
+        // The armed worker is gone: the fault fired, or (with a task budget) it was retired.
         let fired = armedPID != 0 && poolProcessEnded(armedPID)
         let expectedEnd = Self.termination(of: action)
         var failures = 0
@@ -313,15 +314,21 @@ enum PoolScenario: FaultScenario {
                 outcome.problems.append("\(context): \(error) names no item")
                 return
             }
-            if let index, call != .submits, failed != index {
-                outcome.problems.append("\(context): item \(index)'s error names item \(failed)")
+            // An error names the item's index in its own call: an apply's is 0, the second
+            // of two calls over halves counts from the half.
+            if let index {
+                let expected =
+                    call == .submits ? 0 : call == .resultsTwice && index >= items / 2 ? index - items / 2 : index
+                if failed != expected {
+                    outcome.problems.append("\(context): item \(index)'s error names item \(failed), not \(expected)")
+                }
             }
             if !"\(error)".contains("item \(failed)") {
                 outcome.problems.append("\(context): \"\(error)\" does not name its item")
             }
             // The item at fault was started by the dying worker, or was about to be. (An
             // apply's error names item 0 of its own call.)
-            let item = call == .submits ? (index ?? failed) : failed
+            let item = index ?? failed
             if (0..<items).contains(item) {
                 let first = PoolLedger.slot(words, item)[0]
                 if first != armedPID && !(first == 0 && step == "pool.worker.beforeItem") {
@@ -367,10 +374,17 @@ enum PoolScenario: FaultScenario {
         if retries > 0 && failures > 0 {
             outcome.problems.append("\(context): with retries an item still failed")
         }
-        if fired && retries == 0 && step == "pool.worker.beforeItem" && failures == 0 {
-            outcome.problems.append("\(context): the worker died running an item and no item failed")
+        // Exactly the item the worker was running fails: one at an item's steps (before it
+        // ran, or after it ran with its output not yet sent), none between items and tasks
+        // (the chunks it held run again elsewhere).
+        let atItem = step == "pool.worker.beforeItem" || step == "pool.worker.afterItem"
+        if fired && retries == 0 && failures != (atItem ? 1 : 0) && !(maxTasks != nil && failures == 0) {
+            outcome.problems.append("\(context): the worker died at \(step) and \(failures) items failed")
         }
         outcome.errorSeen = errorSeen
+        PoolScenario.log(
+            "\(point.fault.rawValue) \(point.index) \(step) fired=\(fired) failed=\(failures) retries=\(retries) \(call)"
+        )
 
         // The pool works afterwards, and closing it leaves no worker (the runner checks).
         let again = try await withinBound(.seconds(30)) {
@@ -471,6 +485,17 @@ enum PoolScenario: FaultScenario {
             }
         }
         return (seen, nil)
+    }
+
+    /// Appends a line to `<report directory>/ProcessPool-steps.log`: which step each case
+    /// struck, whether the fault fired in the call, how many items failed.
+    static func log(_ line: String) {
+        let fd = open(
+            "\(FaultMatrix.reportDirectory)/ProcessPool-steps.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 
     // MARK: Parent faults
