@@ -150,10 +150,12 @@ struct CaseRunner<Scenario: FaultScenario>: ProcessFunction {
         // timer, short or long, kept for the process's life): made here, they are not
         // counted against the case.
         try await Task.sleep(for: .milliseconds(1))
-        let long = Task { try await Task.sleep(for: .seconds(600)) }
-        try await Task.sleep(for: .milliseconds(1))
-        long.cancel()
-        _ = await long.result
+        for seconds in [1, 10, 100, 1000] {
+            let long = Task { try await Task.sleep(for: .seconds(seconds)) }
+            try await Task.sleep(for: .milliseconds(1))
+            long.cancel()
+            _ = await long.result
+        }
         let before = ResourceSnapshot.take()
         var outcome: CaseOutcome
         do {

@@ -36,9 +36,13 @@ enum PoolLedger {
     static let itemWords = 4
     static let maximumItems = 256
 
+    /// Made under a name of its own: the runner's leak check counts the library's entries
+    /// (`mp-...`) in /dev/shm, which is shared by the cells running at once; a case's ledger is
+    /// its scaffolding, unlinked by the case itself.
     static func create() throws -> SharedMemory {
         try SharedMemory(
-            creating: nil, size: MemoryLayout<Int>.stride * (header + itemWords * maximumItems),
+            creating: "fm-pool-ledger-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            size: MemoryLayout<Int>.stride * (header + itemWords * maximumItems),
             unlinkWhenOwnerExits: false)
     }
 
