@@ -395,11 +395,12 @@ enum PoolScenario: FaultScenario {
             await pool.results(PoolFaultSquare(), Array(0..<8), chunkSize: 1)
         }
         if let again {
-            // The armed worker may not have reached its step yet: it may die now, once.
+            // The armed worker may not have reached its step yet, or even started (a
+            // replacement): it may die now, once.
             var lateFault = !fired && retries == 0
             for (index, result) in again.enumerated() where (try? result.get()) != index * index {
                 if lateFault, case .failure(let error) = result, case .workerEnded(let ended) = error.reason,
-                    expectedEnd.contains(ended), Int(error.workerPID ?? 0) == armedPID, error.index == index
+                    expectedEnd.contains(ended), Int(error.workerPID ?? 0) == words[0], error.index == index
                 {
                     lateFault = false
                     continue
