@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 import Testing
 
@@ -96,6 +97,8 @@ struct LedgerWork: ProcessFunction {
     /// The item whose first run SIGKILLs its worker (the spawn-failure cases' way of
     /// making the pool start a replacement).
     var killsItself: Int?
+    /// Whether each item logs a record (forwarded to the pool's process).
+    var logs = false
 
     func callAsFunction(_ index: Int) throws -> LedgerOutput {
         guard (0..<PoolLedger.maximumItems).contains(index) else { throw PoolFaultError.badIndex(index) }
@@ -106,6 +109,9 @@ struct LedgerWork: ProcessFunction {
         slot[2] += 1
         if killsItself == index && slot[2] == 1 { kill(getpid(), SIGKILL) }
         if napMicroseconds > 0 { usleep(UInt32(napMicroseconds)) }
+        // A record through the pool's log relay (a queue every worker writes): a worker
+        // that dies must not jam it for the others.
+        if logs { Logger(label: "fault-matrix.pool").info("item \(index)") }
         return LedgerOutput(
             index: index, value: PoolLedger.expected(index), pid: getpid(),
             padding: [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: padding))
@@ -114,6 +120,24 @@ struct LedgerWork: ProcessFunction {
 
 enum PoolFaultError: Error {
     case badIndex(Int)
+}
+
+/// The runner's log handler: counts the records relayed from the workers, prints nothing
+/// (each item logs one).
+struct CountingLogHandler: LogHandler {
+    static let records = Atomic<Int>(0)
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
+        function: String, line: UInt
+    ) {
+        Self.records.add(1, ordering: .relaxed)
+    }
 }
 
 /// The pool's initializer: arms the fault in the worker named `worker` only, and notes its pid.
@@ -269,17 +293,23 @@ enum PoolScenario: FaultScenario {
         let ledger = try PoolLedger.create()
         defer { try? ledger.unlink() }
         let words = PoolLedger.words(of: ledger)
+        let forwardsLogs = Bool.random(using: &random)
+        // A runner runs one case: its logging system is set once, before the pool reads its level.
+        if forwardsLogs { LoggingSystem.bootstrap { _ in CountingLogHandler() } }
+        // A memory ceiling far above what a worker uses: its watchdog runs in every worker.
+        let memoryLimit: Int? = Bool.random(using: &random) ? 1 << 32 : nil
         let pool = try await ProcessPool(
             workers: workers, startMethod: method, maxTasksPerWorker: maxTasks, retries: retries,
             initializer: ArmPoolWorker(
                 ledger: ledger.name, worker: "PoolWorker-\(armed)", step: step, hits: hits, action: action),
-            forwardsLogs: Bool.random(using: &random))
-        let work = LedgerWork(ledger: ledger.name, padding: padding)
+            memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
+        let work = LedgerWork(ledger: ledger.name, padding: padding, logs: forwardsLogs)
         let size: Int? = chunkSize == 0 ? nil : chunkSize
         var outcome = CaseOutcome()
         let context =
             "\(step) hit \(hits + 1) in PoolWorker-\(armed) of \(workers) (\(method), retries \(retries), "
-            + "maxTasks \(maxTasks.map(String.init) ?? "none"), \(call), \(items) items, chunk \(chunkSize))"
+            + "maxTasks \(maxTasks.map(String.init) ?? "none"), \(call), \(items) items, chunk \(chunkSize), "
+            + "logs \(forwardsLogs), memory limit \(memoryLimit != nil))"
 
         debugNote(context)
         // What each item came to: an output, or an error.
@@ -414,6 +444,10 @@ enum PoolScenario: FaultScenario {
         pool.close()
         if try await withinBound(.seconds(20), { await pool.join() }) == nil {
             outcome.problems.append("\(context): join after close did not end within 20 s")
+        }
+        // The relay carried the surviving workers' records (join logs what is queued).
+        if forwardsLogs && CountingLogHandler.records.load(ordering: .relaxed) == 0 {
+            outcome.problems.append("\(context): no worker's log record reached this process")
         }
         return outcome
     }
@@ -568,6 +602,8 @@ enum PoolScenario: FaultScenario {
         var random = point.random
         let method: StartMethod = Bool.random(using: &random) ? .spawn : .forkserver
         let forwardsLogs = Bool.random(using: &random)
+        // A runner runs one case: its logging system is set once, before the pool reads its level.
+        if forwardsLogs { LoggingSystem.bootstrap { _ in CountingLogHandler() } }
         var outcome = CaseOutcome()
         if point.index % 2 == 0 {
             // The pool's start fails.
