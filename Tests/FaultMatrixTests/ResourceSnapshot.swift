@@ -29,13 +29,26 @@ struct ResourceSnapshot {
             for (fd, target) in now.descriptors where before.descriptors[fd] != target {
                 found.append("descriptor \(fd) -> \(target)")
             }
-            for entry in now.sharedMemory.subtracting(before.sharedMemory) where entry.hasPrefix("mp") {
+            for entry in now.sharedMemory.subtracting(before.sharedMemory)
+            where entry.hasPrefix("mp") && !madeByOtherProcess(entry) {
                 found.append("/dev/shm/\(entry)")
             }
             if found.isEmpty { return [] }
             try? await Task.sleep(for: .milliseconds(20))
         } while ContinuousClock.now < deadline
         return found
+    }
+
+    /// Whether a /dev/shm entry is another program's: the library names its segments
+    /// `mp-<creator pid>-...`, and /dev/shm is the whole machine's, where the rest of the
+    /// suite (run in parallel, in the test process) and other programs make theirs. A
+    /// creator that is alive and neither this runner nor one of its descendants is not the
+    /// case's (a case's creator that is still alive is one of them; one that is gone counts).
+    private static func madeByOtherProcess(_ entry: String) -> Bool {
+        let parts = entry.split(separator: "-")
+        guard parts.count >= 3, parts[0] == "mp", let creator = Int32(parts[1]) else { return false }
+        if creator == getpid() || descendantProcesses().contains(creator) { return false }
+        return kill(creator, 0) == 0 || errno == EPERM
     }
 
     /// Reaps the zombies among this process's children. Called once the case's own
