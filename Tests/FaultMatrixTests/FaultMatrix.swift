@@ -146,16 +146,6 @@ struct CaseRunner<Scenario: FaultScenario>: ProcessFunction {
             try await child.start()
             try await child.join()
         }
-        // A task's first sleep makes the runtime's timer descriptors (a timerfd per kind of
-        // timer, short or long, kept for the process's life): made here, they are not
-        // counted against the case.
-        try await Task.sleep(for: .milliseconds(1))
-        for seconds in [1, 10, 100, 1000] {
-            let long = Task { try await Task.sleep(for: .seconds(seconds)) }
-            try await Task.sleep(for: .milliseconds(1))
-            long.cancel()
-            _ = await long.result
-        }
         let before = ResourceSnapshot.take()
         var outcome: CaseOutcome
         do {

@@ -26,29 +26,45 @@ struct ResourceSnapshot {
             found = []
             let left = now.descendants.subtracting(before.descendants)
             if !left.isEmpty { found.append("processes still alive or unreaped: \(left.sorted())") }
-            for (fd, target) in now.descriptors where before.descriptors[fd] != target {
+            // The library makes no timer descriptor: one is libdispatch's, opened once per
+            // process the first time it arms a timer of a kind (clock) it had not armed before.
+            for (fd, target) in now.descriptors
+            where before.descriptors[fd] != target && target != "anon_inode:[timerfd]" {
                 found.append("descriptor \(fd) -> \(target)")
             }
             for entry in now.sharedMemory.subtracting(before.sharedMemory)
-            where entry.hasPrefix("mp") && !madeByOtherProcess(entry) {
+            where entry.hasPrefix("mp") && !isForeignSharedMemory(entry) {
                 found.append("/dev/shm/\(entry)")
             }
             if found.isEmpty { return [] }
-            try? await Task.sleep(for: .milliseconds(20))
+            // Not `Task.sleep`: libdispatch would open a timer descriptor for the rest of the
+            // runner's life on the first one, and the next look would count it as a leak.
+            usleep(20_000)
         } while ContinuousClock.now < deadline
         return found
     }
 
-    /// Whether a /dev/shm entry is another program's: the library names its segments
-    /// `mp-<creator pid>-...`, and /dev/shm is the whole machine's, where the rest of the
-    /// suite (run in parallel, in the test process) and other programs make theirs. A
-    /// creator that is alive and neither this runner nor one of its descendants is not the
-    /// case's (a case's creator that is still alive is one of them; one that is gone counts).
-    private static func madeByOtherProcess(_ entry: String) -> Bool {
-        let parts = entry.split(separator: "-")
-        guard parts.count >= 3, parts[0] == "mp", let creator = Int32(parts[1]) else { return false }
-        if creator == getpid() || descendantProcesses().contains(creator) { return false }
-        return kill(creator, 0) == 0 || errno == EPERM
+    /// Whether a /dev/shm entry was made by a process outside this runner's tree: another test
+    /// of the suite, or of another build on the machine, running at the same time (the
+    /// directory is shared by all). The library names entries `mp-<creator pid>-<random>`,
+    /// and makes none itself (only a user's `SharedMemory(name:)` does): an entry of a case is
+    /// made by a process of the runner's tree, alive or a zombie not yet reaped (orphans come
+    /// back to the runner). A creator that is gone, or not under the runner, is someone else.
+    private static func isForeignSharedMemory(_ entry: String) -> Bool {
+        // The first number in the name (tests make names of their own, `mp-squat-<pid>-...`).
+        guard var pid = entry.split(separator: "-").lazy.compactMap({ Int32($0) }).first else { return true }
+        let runner = getpid()
+        while pid > 1 {
+            if pid == runner { return false }
+            guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+                return true
+            }
+            // "pid (command) state ppid ...".
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, let parent = Int32(fields[1]) else { return true }
+            pid = parent
+        }
+        return true
     }
 
     /// Reaps the zombies among this process's children. Called once the case's own

@@ -48,6 +48,10 @@ ssize_t mp_receive_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
 /// `fcntl(fd, F_GETFD/F_SETFD)` to set or clear FD_CLOEXEC (fcntl is variadic).
 int mp_set_cloexec(int fd, int on);
 
+/// `dup3(fd, target, O_CLOEXEC)`: a copy at `target` that is close-on-exec from the start
+/// (declared only with _GNU_SOURCE).
+int mp_dup_cloexec(int fd, int target);
+
 /// Clone the calling process as a *sibling*: the new process's parent is the caller's parent
 /// (CLONE_PARENT), so the process that asked a forkserver for a worker can reap it with a
 /// pidfd like any child of its own. Only safe in a single-threaded process (the forkserver).
@@ -76,9 +80,13 @@ int mp_main_queue_handle(void);
 /// (the main queue's eventfd, `handle`, and the call that drains it). Never returns.
 void mp_serve_main_queue(int handle) __attribute__((noreturn));
 
-/// `memfd_create(name, MFD_CLOEXEC)`: anonymous memory with a descriptor, shareable by passing
-/// the descriptor; nothing appears in /dev/shm.
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: anonymous memory with a descriptor,
+/// shareable by passing the descriptor; nothing appears in /dev/shm.
 int mp_memfd_create(const char *name);
+
+/// Seals a memory file's size for good (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`; fcntl is
+/// variadic): no process holding it can shrink it under another's mapping (SIGBUS there).
+int mp_memfd_seal_size(int fd);
 
 /// `pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until)` (glibc >= 2.30, declared only with
 /// _GNU_SOURCE): a timed lock measured on the monotonic clock, not the wall clock.

@@ -166,8 +166,9 @@ enum ForkServer {
         }
     }
 
-    /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3), then run
-    /// the work like a spawned child.
+    /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3, close-on-exec;
+    /// it replaces the server's control socket there, so a worker cannot ask the server for
+    /// anything), then run the work like a spawned child.
     private static func becomeWorker(bootstrap: FileDescriptor, requester: pid_t) -> Never {
         do {
             try bootstrap.duplicate(as: bootstrapDescriptor)

@@ -12,6 +12,10 @@ func childMain(_ marker: UnsafePointer<CChar>) {
         printToStandardError("swift-multiprocessing: malformed child marker \(String(cString: marker))")
         _exit(70)
     }
+    // The bootstrap socket came through exec, so it lost close-on-exec (posix_spawn's dup2).
+    // Set it again first, before any thread or work of ours exists: a program this process
+    // starts must not inherit it. (A fork-server worker gets it with close-on-exec already.)
+    _ = mp_set_cloexec(descriptor, 1)
     if fields[0] == "segment-watcher" {
         // No parent-death signal: it must outlive its parent long enough to clean up.
         SegmentWatcher.serve(control: FileDescriptor(rawValue: descriptor))
@@ -73,8 +77,6 @@ enum WorkerMain {
         // The parent-death signal belongs to the thread that asked for it (the kernel
         // sends it if any thread of this process has it): ask again from this one.
         _ = mp_set_parent_death_signal(SIGKILL)
-        // Programs this worker starts must not inherit the bootstrap socket.
-        _ = mp_set_cloexec(bootstrap.rawValue, 1)
         let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
         guard let frame = try? channel.receive(deadline: nil) else {
             _exit(1)  // the parent went away before sending the work
