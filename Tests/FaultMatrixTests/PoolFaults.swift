@@ -713,7 +713,11 @@ enum PoolScenario: FaultScenario {
     }
 }
 
-@Suite("Fault matrix: ProcessPool")
+/// The faults one after another: each case starts a runner, a pool of 2 or 3 workers and
+/// often a fork server, and eight such cells at once (with the other rows) slowed the rest of
+/// the suite past its time limits on the 2-core machine (1,000 round trips to one worker took
+/// over 60 s).
+@Suite("Fault matrix: ProcessPool", .serialized)
 struct PoolFaultTests {
     /// One point, to look at a failing one again: `MP_POOL_POINT=<fault>:<index>`.
     @Test(.timeLimit(.minutes(2)), .enabled(if: getenv("MP_POOL_POINT") != nil))
