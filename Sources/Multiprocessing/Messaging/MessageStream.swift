@@ -261,6 +261,10 @@ final class MessageStream: Sendable {
                 if try reader.withLock({ try $0.hasMessage(from: descriptor, limit: maximumMessageSize) }) {
                     return true
                 }
+                // A look without a wait needs no close signal: making its eventfd could fail
+                // (EMFILE) where the answer was simply "no message" (the fault matrix's pool
+                // took that failure for its worker's death).
+                if deadline != nil && deadline.hasPassed { return false }
                 guard try waitBlocking(descriptor, for: Int16(POLLIN), deadline: deadline) else {
                     if deadline == nil || deadline.hasPassed { return false }
                     continue
@@ -349,6 +353,8 @@ final class MessageStream: Sendable {
                 }
                 offset += sent
                 if offset < frame.count {
+                    // Fault matrix: a peer that dies with part of a frame written.
+                    FaultInjection.step("stream.send.midFrame")
                     _ = try await waitSuspending(descriptor, for: .writable, deadline: nil, cancellable: offset == 0)
                 }
             }

@@ -113,7 +113,19 @@ final class PoolWorker: Sendable {
             let ready = try await waitForAny([channel as any Waitable, process], timeout: timeout)
             if ready.isEmpty { return .timedOut }
         }
-        if (try? channel.poll()) == true {
+        // A message, or the end of the stream, is here; or the worker ended. A failure to
+        // look (this process out of descriptors) is no sign of the worker's end: waiting for
+        // its exit would wait forever. The call fails with it; the driver kills the worker.
+        let readable: Bool
+        do {
+            readable = try channel.poll()
+        } catch let error as ConnectionError {
+            if case .system = error { throw error }
+            readable = true  // the receive reports it
+        } catch {
+            readable = true
+        }
+        if readable {
             do {
                 let message = try await channel.receive()
                 if case .batch(let messages) = message {
@@ -128,8 +140,18 @@ final class PoolWorker: Sendable {
                 return Self.event(of: message)
             } catch is CancellationError {
                 throw CancellationError()
-            } catch {
+            } catch ConnectionError.endOfStream, ConnectionError.peerClosedMidMessage, ConnectionError.closed {
                 // End of stream or a frame cut short: the worker is gone; its exit says how.
+            } catch let error as ConnectionError {
+                // This process could not read (EMFILE making the wait's eventfd, ...): the
+                // worker may be alive and well, so waiting for its exit would wait forever
+                // (the fault matrix hung there). The call fails with the reason; the driver
+                // kills the worker, which cannot be heard any more.
+                if case .system = error { throw error }
+                kill()
+            } catch {
+                // A malformed message: a broken worker, which may still run. It must go.
+                kill()
             }
         }
         return .ended(await termination())

@@ -440,6 +440,20 @@ extension ProcessPool {
                 failure = ProcessPoolError(index: index, worker: worker, reason: .timedOut(timeout ?? .zero))
             case .ended(let termination):
                 retire(worker, kill: false)
+                // The worker may have died before it started this input (the task received,
+                // not yet run) or after answering the one before: then the input is not at
+                // fault, and runs again as it is, as `attribute` does for whole chunks (the
+                // fault matrix failed an input no worker had started). After three such
+                // deaths it fails, so that a worker that dies on anything cannot loop.
+                let running = PoolWorker.Running(worker.running.load())
+                if running != PoolWorker.Running(task: head.id, offset: offset) && chunk.silentDeaths < 2 {
+                    var rest = chunk
+                    rest.start = index
+                    rest.inputs = Array(chunk.inputs[offset...])
+                    rest.silentDeaths += 1
+                    redo.append(rest)
+                    return false
+                }
                 if chunk.attempt <= retries && !MemoryCeiling.noted(worker.process.pid) {  // pool-extras hook
                     // Runs again on its own, on another worker; the outcome so far is delivered.
                     redo.append(

@@ -191,10 +191,18 @@ public final class ProcessPool: Sendable {
 
     /// Marks the start of a call; throws if the pool is closed.
     func beginCall() throws {
-        try state.withLock { state in
+        let missing = try state.withLock { state -> Int in
             if state.closed { throw ProcessPoolError(reason: .closed) }
             state.activeCalls += 1
+            // Replacements that could not start (descriptors or processes exhausted for a
+            // while) are tried again, once per call: a pool left with no worker would
+            // otherwise fail every call for good, though the limit is long gone (the fault
+            // matrix found it), and trying only when asked cannot spin.
+            let missing = max(0, workerCount - state.workers.count - state.starting)
+            state.starting += missing
+            return missing
         }
+        for _ in 0..<missing { Task { await self.startReplacement() } }
     }
 
     /// Marks the end of a call; the last call of a closed pool lets the idle workers go.

@@ -21,6 +21,8 @@ struct ServePool: ProcessTarget {
             broken =
                 "the initializer \(initializer?.readableTypeName ?? "") threw \(ErrorReport(error).typeName): \(error)"
         }
+        // Fault matrix: a worker (a replacement too) that dies set up, before its first task.
+        FaultInjection.step("pool.worker.initialized")
         // Each type name is resolved once: `_typeByName` walks the metadata sections.
         var functions: [String: any ProcessFunction.Type] = [:]
         // The next task often comes within microseconds (the pool sends ahead, or answers
@@ -52,6 +54,8 @@ struct ServePool: ProcessTarget {
                 } catch ConnectionError.endOfStream {
                     return  // the pool is done with this worker
                 }
+                // Fault matrix: tasks taken off the channel, none marked running yet.
+                FaultInjection.step("pool.worker.received")
                 continue
             }
             let message = received[next]
@@ -93,6 +97,8 @@ struct ServePool: ProcessTarget {
         case 1: try await tasks.send(answers[0])
         default: try await tasks.send(.batch(answers))
         }
+        // Fault matrix: answered, before the next task is taken.
+        FaultInjection.step("pool.worker.replied")
         answers.removeAll(keepingCapacity: true)
     }
 
@@ -148,16 +154,27 @@ struct ServePool: ProcessTarget {
         if !eachInput {
             // One call for the chunk, specialised where the function type is declared.
             let running = running
-            outputs = await function._callEach(inputs, starting: { running.store(task | $0) }) { offset, error in
+            // Fault matrix: between two inputs (the one before done, its output not yet
+            // answered) and with an input marked running, before it is called.
+            outputs = await function._callEach(
+                inputs,
+                starting: {
+                    if $0 > 0 { FaultInjection.step("pool.worker.afterItem") }
+                    running.store(task | $0)
+                    FaultInjection.step("pool.worker.beforeItem")
+                }
+            ) { offset, error in
                 failures.append(PoolItemFailure(offset: offset, outcome: .threw(ErrorReport(error))))
             }
         }
         for offset in inputs.indices where eachInput {
             let input = inputs[offset]
             running.store(task | offset)
+            FaultInjection.step("pool.worker.beforeItem")
             let output: Function.Output
             do {
                 output = try await function(input)
+                FaultInjection.step("pool.worker.afterItem")
             } catch {
                 let outcome = ChildOutcome.threw(ErrorReport(error))
                 if eachInput {
@@ -173,8 +190,11 @@ struct ServePool: ProcessTarget {
                 outputs.append(output)
             }
         }
+        // The last input done, not yet marked so: the worker dies "running" it.
+        if !eachInput && count > 0 { FaultInjection.step("pool.worker.afterItem") }
         // Past the last input: a worker that dies from here on was running none of them.
         running.store(task | count)
+        FaultInjection.step("pool.worker.taskDone")
         if eachInput { return }
         let encoded: [UInt8]
         do {
