@@ -476,7 +476,7 @@ final class SharedIndices: Sendable {
     var all: [Int] { Array(storage[0..<next.load()]) }
 }
 
-@Suite("Fault matrix: Barrier")
+@Suite("Fault matrix: Barrier", .serialized)
 struct BarrierFaultTests {
     @Test("Barrier", .timeLimit(.minutes(10)), arguments: Fault.allCases)
     func barrier(_ fault: Fault) async throws {

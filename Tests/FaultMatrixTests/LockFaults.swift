@@ -437,7 +437,7 @@ enum LockScenario: FaultScenario {
     }
 }
 
-@Suite("Fault matrix: Lock")
+@Suite("Fault matrix: Lock", .serialized)
 struct LockFaultTests {
     @Test("Lock", .timeLimit(.minutes(10)), arguments: Fault.allCases)
     func lock(_ fault: Fault) async throws {

@@ -15,7 +15,7 @@ import Testing
 /// timeout where progress was due is a problem); the task count comes out exact; and
 /// nothing is left behind once the queue is released (the runner's leak check).
 
-@Suite("Fault matrix: Queue")
+@Suite("Fault matrix: Queue", .serialized)
 struct QueueFaultTests {
     @Test("Queue", .timeLimit(.minutes(10)), arguments: Fault.allCases)
     func queue(_ fault: Fault) async throws {

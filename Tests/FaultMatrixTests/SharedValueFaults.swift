@@ -283,7 +283,7 @@ enum SharedValueScenario: FaultScenario {
     }
 }
 
-@Suite("Fault matrix: SharedValue")
+@Suite("Fault matrix: SharedValue", .serialized)
 struct SharedValueFaultTests {
     @Test("SharedValue", .timeLimit(.minutes(10)), arguments: Fault.allCases)
     func sharedValue(_ fault: Fault) async throws {
