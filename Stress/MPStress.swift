@@ -23,6 +23,9 @@ struct MPStress: AsyncParsableCommand {
     @Option(help: "full: the numbers of the reliability issue; tiny: a quick check.")
     var size = Size.full
 
+    @Option(help: "How many measured rounds in a row, after the warm-up (growth is counted over all of them).")
+    var rounds = 1
+
     @Option(help: "Milliseconds between two readings of the parent's memory and descriptors.")
     var sampleEvery = 100
 
@@ -31,14 +34,16 @@ struct MPStress: AsyncParsableCommand {
             throw ValidationError(
                 "no scenario named \(scenario); choose all, \(scenarios.map(\.name).joined(separator: ", "))")
         }
+        guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
         guard sampleEvery > 0 else { throw ValidationError("--sample-every must be positive") }
     }
 
     func run() async throws {
+        ParentResources.fixMallocThresholds()
         let selected = scenarios.filter { scenario == "all" || $0.name == scenario }
         var outcomes: [Outcome] = []
         for scenario in selected {
-            let outcome = await measure(scenario, size: size, sampleEvery: .milliseconds(sampleEvery))
+            let outcome = await measure(scenario, size: size, rounds: rounds, sampleEvery: .milliseconds(sampleEvery))
             report(outcome)
             outcomes.append(outcome)
         }

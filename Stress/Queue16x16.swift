@@ -53,7 +53,7 @@ let queue16x16 = Scenario(
 ) { size in
     let processes = 16
     let threads = 4
-    let perProducer = size.pick(20_000, tiny: 200)
+    let perProducer = size.pick(50_000, tiny: 200)
     let queue = try Queue<Ticket>(maxSize: 1_000)
 
     async let consumed = withThrowingTaskGroup(of: [Int].self) { group in

@@ -24,12 +24,15 @@ let starts10k = Scenario(
 ) { size in
     let count = size.pick(10_000, tiny: 100)
     var started: [StartMethod: Int] = [:]
+    var time: [StartMethod: Duration] = [:]
+    let clock = ContinuousClock()
     for index in 0..<count {
         let method: StartMethod = index.isMultiple(of: 2) ? .spawn : .forkserver
         let blocking = index % 4 < 2
         let status = Int32(index % 5)
         let child = ChildProcess(ExitWith(status: status), startMethod: method)
         var thrown: (any Error)?
+        let began = clock.now
         do {
             if blocking {
                 // The blocking calls, on a thread of their own as a script's would be: on a
@@ -42,6 +45,7 @@ let starts10k = Scenario(
         } catch {
             thrown = error
         }
+        time[method, default: .zero] += clock.now - began
         let form = "child \(index) (\(method), \(blocking ? "blocking" : "async"))"
         guard child.termination == .exited(status) else {
             throw StressFailure(
@@ -61,7 +65,11 @@ let starts10k = Scenario(
         if child.isAlive { throw StressFailure("\(form) is still alive after join") }
         started[method, default: 0] += 1
     }
-    return "\(started[.spawn] ?? 0) spawned + \(started[.forkserver] ?? 0) fork-server children, every status right"
+    let mean = { (method: StartMethod) in
+        format(seconds(time[method] ?? .zero) * 1000 / Double(max(1, started[method] ?? 0)))
+    }
+    return "\(started[.spawn] ?? 0) spawned (\(mean(.spawn)) ms each) + \(started[.forkserver] ?? 0) "
+        + "fork-server (\(mean(.forkserver)) ms each) children, start to join, every status right"
 }
 
 /// `start()` and `join()`, the blocking forms.
