@@ -2,13 +2,16 @@
 
 import Multiprocessing
 
-/// A million inputs through one `ProcessPool` of 4 workers, split over the ways of calling
-/// it, all running at the same time: `map` with the automatic chunk size (60%), an unordered
-/// stream (`mapUnordered`, 35%), and `apply` and `submit` from 8 tasks (5%). Every result is
-/// checked: its value, and that each input is answered exactly once.
+/// A million inputs through process pools, split over the ways of calling one, all running
+/// at the same time: `map` with the automatic chunk size (60%) and an unordered stream
+/// (`mapUnordered`, 35%) on a pool of 4 spawned workers, and `apply` and `submit` from 8 tasks
+/// (5%) on a pool of 2 fork-server workers each replaced after 100 tasks (`maxTasksPerWorker`:
+/// 500 worker replacements at full size). Every result is checked: its value, and that each
+/// input is answered exactly once.
 let poolMillion = Scenario(
     name: "pool-1m",
-    summary: "1,000,000 tasks through one pool (map, mapUnordered, apply and submit from 8 tasks, at once)",
+    summary:
+        "1,000,000 tasks: map and mapUnordered on one pool, apply and submit from 8 tasks on a churning one, at once",
     fullDeadline: .seconds(300)
 ) { size in
     let total = size.pick(1_000_000, tiny: 10_000)
@@ -17,6 +20,10 @@ let poolMillion = Scenario(
     let called = streamed.upperBound..<total
     let callers = 8
 
+    // The calls go to a pool of their own whose workers are replaced every 100 tasks: a
+    // worker started and ended every few milliseconds all along.
+    let churning = try await ProcessPool(workers: 2, startMethod: .forkserver, maxTasksPerWorker: 100)
+    defer { churning.terminate() }
     try await withProcessPool(workers: 4) { pool in
         async let map: Void = {
             let outputs = try await pool.map(MixFunction(), Array(mapped))
@@ -43,13 +50,13 @@ let poolMillion = Scenario(
                         // half keep 32 calls in flight (`submit`, then each task's value).
                         if caller.isMultiple(of: 2) {
                             var answers: [Mixed] = []
-                            for input in inputs { answers.append(try await pool.apply(MixFunction(), input)) }
+                            for input in inputs { answers.append(try await churning.apply(MixFunction(), input)) }
                             return answers
                         }
                         var answers: [Mixed] = []
                         for batch in stride(from: 0, to: inputs.count, by: 32) {
                             let tasks = inputs[batch..<min(batch + 32, inputs.count)].map {
-                                pool.submit(MixFunction(), $0)
+                                churning.submit(MixFunction(), $0)
                             }
                             for task in tasks { answers.append(try await task.value) }
                         }
@@ -68,5 +75,6 @@ let poolMillion = Scenario(
         try await stream
         try await calls
     }
+    await churning.join()
     return "\(mapped.count) map + \(streamed.count) mapUnordered + \(called.count) apply/submit results checked"
 }
