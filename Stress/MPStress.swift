@@ -26,6 +26,9 @@ struct MPStress: AsyncParsableCommand {
     @Option(help: "How many measured rounds in a row, after the warm-up (growth is counted over all of them).")
     var rounds = 1
 
+    @Option(help: "Seconds each measured round may take before it counts as a hang (default: the scenario's own).")
+    var deadline: Int?
+
     @Option(help: "Milliseconds between two readings of the parent's memory and descriptors.")
     var sampleEvery = 100
 
@@ -34,6 +37,7 @@ struct MPStress: AsyncParsableCommand {
             throw ValidationError(
                 "no scenario named \(scenario); choose all, \(scenarios.map(\.name).joined(separator: ", "))")
         }
+        guard deadline.map({ $0 > 0 }) ?? true else { throw ValidationError("--deadline must be positive") }
         guard rounds > 0 else { throw ValidationError("--rounds must be positive") }
         guard sampleEvery > 0 else { throw ValidationError("--sample-every must be positive") }
     }
@@ -43,7 +47,9 @@ struct MPStress: AsyncParsableCommand {
         let selected = scenarios.filter { scenario == "all" || $0.name == scenario }
         var outcomes: [Outcome] = []
         for scenario in selected {
-            let outcome = await measure(scenario, size: size, rounds: rounds, sampleEvery: .milliseconds(sampleEvery))
+            let outcome = await measure(
+                scenario, size: size, rounds: rounds, deadline: deadline.map { .seconds($0) },
+                sampleEvery: .milliseconds(sampleEvery))
             report(outcome)
             outcomes.append(outcome)
         }

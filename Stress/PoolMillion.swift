@@ -30,6 +30,7 @@ let poolMillion = Scenario(
             guard outputs.count == mapped.count else {
                 throw StressFailure("map: \(outputs.count) outputs for \(mapped.count) inputs")
             }
+            StressProgress.add(outputs.count, to: "map outputs")
             for (input, output) in zip(mapped, outputs) where output != Mixed(input: input) {
                 throw StressFailure("map: output \(input - mapped.lowerBound) is \(output), not that of input \(input)")
             }
@@ -38,6 +39,7 @@ let poolMillion = Scenario(
             var once = ExactlyOnce(streamed)
             for try await output in pool.mapUnordered(MixFunction(), streamed, chunkSize: 256) {
                 try once.record(output, in: "mapUnordered")
+                StressProgress.add(to: "mapUnordered outputs")
             }
             try once.checkComplete("mapUnordered")
         }()
@@ -50,7 +52,10 @@ let poolMillion = Scenario(
                         // half keep 32 calls in flight (`submit`, then each task's value).
                         if caller.isMultiple(of: 2) {
                             var answers: [Mixed] = []
-                            for input in inputs { answers.append(try await churning.apply(MixFunction(), input)) }
+                            for input in inputs {
+                                answers.append(try await churning.apply(MixFunction(), input))
+                                StressProgress.add(to: "apply \(caller)")
+                            }
                             return answers
                         }
                         var answers: [Mixed] = []
@@ -58,7 +63,10 @@ let poolMillion = Scenario(
                             let tasks = inputs[batch..<min(batch + 32, inputs.count)].map {
                                 churning.submit(MixFunction(), $0)
                             }
-                            for task in tasks { answers.append(try await task.value) }
+                            for task in tasks {
+                                answers.append(try await task.value)
+                                StressProgress.add(to: "submit \(caller)")
+                            }
                         }
                         return answers
                     }

@@ -33,7 +33,9 @@ struct Outcome {
 }
 
 /// Runs `scenario` at `size`, `rounds` times in a row, after a warm-up round at the tiny size.
-func measure(_ scenario: Scenario, size: Size, rounds: Int, sampleEvery interval: Duration) async -> Outcome {
+func measure(
+    _ scenario: Scenario, size: Size, rounds: Int, deadline: Duration?, sampleEvery interval: Duration
+) async -> Outcome {
     let sharedMemoryBefore = ParentResources.sharedMemoryNames()
 
     // Warm-up: the fork server, the library's threads, the cooperative pool's threads and
@@ -50,7 +52,7 @@ func measure(_ scenario: Scenario, size: Size, rounds: Int, sampleEvery interval
 
     let childrenAtStart = ParentResources.children()
     let start = ParentResources.readTrimmed()
-    printError("\(scenario.name): measured round (\(size)), deadline \(scenario.deadline(size))")
+    printError("\(scenario.name): measured round (\(size)), deadline \(deadline ?? scenario.deadline(size))")
     let sampler = Sampler(interval: interval)
     let clock = ContinuousClock()
     let began = clock.now
@@ -59,7 +61,7 @@ func measure(_ scenario: Scenario, size: Size, rounds: Int, sampleEvery interval
     var end = start
     for round in 1...rounds {
         do {
-            result = try await withDeadline(scenario, size) { try await scenario.run(size) }
+            result = try await withDeadline(scenario, size, deadline) { try await scenario.run(size) }
         } catch {
             failures.append("\(error)")
             break
@@ -118,15 +120,17 @@ func measure(_ scenario: Scenario, size: Size, rounds: Int, sampleEvery interval
 
 /// Runs `body`, ending the program with a message if it passes the scenario's deadline.
 private func withDeadline<Value>(
-    _ scenario: Scenario, _ size: Size, _ body: () async throws -> Value
+    _ scenario: Scenario, _ size: Size, _ chosen: Duration? = nil, _ body: () async throws -> Value
 ) async throws -> Value {
-    let deadline = scenario.deadline(size)
+    let deadline = chosen ?? scenario.deadline(size)
     let watchdog = Watchdog(deadline: deadline) {
         let children = ParentResources.children().sorted().map(ParentResources.describe)
         return "\(scenario.name) (\(size)) did not finish within \(deadline): a hang. "
+            + "Progress: \(StressProgress.summary). "
             + "Children now: \(children.isEmpty ? "none" : children.joined(separator: ", "))"
     }
     defer { watchdog.disarm() }
+    StressProgress.reset()
     return try await body()
 }
 

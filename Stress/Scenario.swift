@@ -2,6 +2,7 @@
 // checked. The runner (Runner.swift) measures the parent around it.
 
 import ArgumentParser
+import Synchronization
 
 /// How big a run is.
 enum Size: String, CaseIterable, ExpressibleByArgument, Sendable {
@@ -42,3 +43,23 @@ struct StressFailure: Error, CustomStringConvertible {
 
 /// Every scenario, in the order `all` runs them.
 let scenarios: [Scenario] = [poolMillion, workers64, starts10k, queue16x16]
+
+/// How far each part of the running scenario has got, for the watchdog's message: a hang is
+/// found faster when it says which call stopped.
+enum StressProgress {
+    private static let counts = Mutex<[String: Int]>([:])
+
+    /// Adds `amount` to `part`'s count.
+    static func add(_ amount: Int = 1, to part: String) {
+        counts.withLock { $0[part, default: 0] += amount }
+    }
+
+    /// Forgets every count (a new round).
+    static func reset() { counts.withLock { $0.removeAll() } }
+
+    /// `part: count` for every part, sorted.
+    static var summary: String {
+        counts.withLock { counts in counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" } }
+            .joined(separator: ", ")
+    }
+}
