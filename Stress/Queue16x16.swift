@@ -141,7 +141,9 @@ let queue16x16 = Scenario(
             }
             try await group.waitForAll()
         }
+        StressProgress.add(to: "parent's puts done")
         for producer in producers { try await producer.join() }
+        StressProgress.add(to: "producers joined")
     } catch {
         // The getters would wait for items forever: closing the queue ends them.
         queue.close()

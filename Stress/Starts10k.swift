@@ -20,7 +20,7 @@ struct ExitWith: ProcessTarget {
 let starts10k = Scenario(
     name: "starts-10k",
     summary: "10,000 process starts in a row (spawn and fork server, blocking and async), each exit status checked",
-    fullDeadline: .seconds(420)
+    fullDeadline: .seconds(600)
 ) { size in
     let count = size.pick(10_000, tiny: 100)
     var started: [StartMethod: Int] = [:]
@@ -64,6 +64,7 @@ let starts10k = Scenario(
         }
         if child.isAlive { throw StressFailure("\(form) is still alive after join") }
         started[method, default: 0] += 1
+        StressProgress.add(to: "children started and joined")
     }
     let mean = { (method: StartMethod) in
         format(seconds(time[method] ?? .zero) * 1000 / Double(max(1, started[method] ?? 0)))

@@ -79,6 +79,7 @@ let workers64 = Scenario(
         let wide = 0..<(workers * 20)
         try await checkMap(wide, "map over every worker")
         checked += wide.count
+        StressProgress.add(to: "first map done")
 
         let count = workers * 10
         let middle = count / 2
@@ -101,6 +102,7 @@ let workers64 = Scenario(
         }
         try await submitted
         checked += 2 * count + workers
+        StressProgress.add(to: "crash, timeout and submits done")
 
         try await checkMap(0..<(workers * 20), "map after the crash and the timeout")
         checked += workers * 20
