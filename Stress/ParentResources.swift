@@ -76,12 +76,14 @@ enum ParentResources {
         readingLock.withLock { _ in Set(directoryEntries("/dev/shm")) }
     }
 
-    /// Whether a /dev/shm entry was made by another program: the library names a segment
-    /// `mp-PID-RANDOM` after its creator, and PID is alive and neither this process nor one
-    /// of its descendants.
+    /// Whether a /dev/shm entry was made by another program. The scenarios name no segment,
+    /// so the library could only have made one here under the names it chooses itself,
+    /// `mp-PID-RANDOM` after the creator: any other name is another program's (the test
+    /// suites of other checkouts on the machine make `fm-pool-ledger-…` ones), and so is a
+    /// library name whose PID is alive and neither this process nor one of its descendants.
     static func isOtherProgramsSegment(_ name: String) -> Bool {
         let parts = name.split(separator: "-")
-        guard parts.count == 3, parts[0] == "mp", var pid = pid_t(parts[1]) else { return false }
+        guard parts.count == 3, parts[0] == "mp", var pid = pid_t(parts[1]) else { return true }
         let me = getpid()
         // Up the tree from the creator: reaching this process makes it ours.
         while pid > 1 {

@@ -102,8 +102,8 @@ func measure(
         failures.append("the end state took longer than \(settleTime) to settle")
     }
     // Other programs on the machine (test suites of this library among them) come and go in
-    // /dev/shm meanwhile: a segment the library names after a live process outside this
-    // program's tree is theirs. Any other new entry counts against the scenario.
+    // /dev/shm meanwhile: only a segment the library could have made for this program counts
+    // against the scenario (`isOtherProgramsSegment`).
     let added = ParentResources.sharedMemoryNames().subtracting(sharedMemoryBefore)
     let ours = added.filter { !ParentResources.isOtherProgramsSegment($0) }.sorted()
     if !ours.isEmpty {
