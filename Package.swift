@@ -37,6 +37,9 @@ let package = Package(
             name: "MultiprocessingTests",
             dependencies: ["Multiprocessing", .product(name: "Logging", package: "swift-log")]
         ),
+        // Every object against every fault at seeded points, each case in a process of its
+        // own (RELIABILITY.md).
+        .testTarget(name: "FaultMatrixTests", dependencies: ["Multiprocessing"]),
 
         // Examples: one runnable executable per scenario; Examples/tour.sh runs them all.
         .executableTarget(name: "workers", dependencies: ["Multiprocessing"], path: "Examples/workers"),

@@ -3,6 +3,11 @@
 # the first failure. Concurrency bugs show up only under load: with --busy, two CPU hogs
 # run meanwhile, so the suite competes for this machine's 2 cores as CI's would.
 #
+# The fault matrix (FaultMatrixTests) runs in every repetition at 5 points per object and
+# fault (MP_FAULT_POINTS overrides), each repetition with a seed of its own: run r uses
+# MP_FAULT_SEED=r, printed on failure, so the repetitions add new points rather than repeat
+# the 50 of the main run.
+#
 #     bash Scripts/test-repeatedly.sh [N] [--busy]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +30,9 @@ trap stop_hogs EXIT
 
 for run in $(seq 1 "$runs"); do
   log=$(mktemp)
-  if ! timeout 900 swift test --skip-build >"$log" 2>&1; then
+  if ! MP_FAULT_POINTS="${MP_FAULT_POINTS:-5}" MP_FAULT_SEED="$run" timeout 900 swift test --skip-build >"$log" 2>&1; then
     grep -E "✘|error|Fatal" "$log" | head -40 >&2
-    echo "run $run of $runs FAILED (log: $log)" >&2
+    echo "run $run of $runs FAILED (log: $log; fault-matrix seed MP_FAULT_SEED=$run)" >&2
     exit 1
   fi
   summary=$(grep -E "Test run with" "$log" | tail -1)

@@ -47,6 +47,8 @@ __attribute__((constructor)) static void mp_catch_child(void) {
 
 int mp_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 
+int mp_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0); }
+
 int mp_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int mp_pidfd_send_signal(int pidfd, int sig) {
@@ -135,6 +137,8 @@ int mp_set_cloexec(int fd, int on) {
   return fcntl(fd, F_SETFD, flags);
 }
 
+int mp_dup_cloexec(int fd, int target) { return dup3(fd, target, O_CLOEXEC); }
+
 pid_t mp_clone_sibling(void) {
   // glibc's fork() would re-register the robust-futex list in the child; a raw clone does
   // not, so do it here: process-shared robust mutexes must be released if this worker dies.
@@ -167,7 +171,9 @@ int mp_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *until) {
   return pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until);
 }
 
-int mp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int mp_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
+
+int mp_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); }
 
 int mp_cpu_count(void) {
   cpu_set_t set;
@@ -210,3 +216,5 @@ void mp_serve_main_queue(int handle) {
     _dispatch_main_queue_callback_4CF(NULL);
   }
 }
+
+const char *mp_errno_name(int code) { return strerrorname_np(code); }

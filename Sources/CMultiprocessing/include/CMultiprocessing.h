@@ -21,6 +21,10 @@ const char *mp_child_marker(void);
 /// `prctl(PR_SET_PDEATHSIG, sig)`; prctl is variadic, which Swift cannot call.
 int mp_set_parent_death_signal(int sig);
 
+/// `prctl(PR_SET_CHILD_SUBREAPER, on)`: orphaned descendants are re-parented to this
+/// process instead of init (the fault-matrix runner uses it to find every process a case left).
+int mp_set_child_subreaper(int on);
+
 /// `pidfd_open(2)`, `pidfd_send_signal(2)`: glibc 2.36 declares them, but older headers do not.
 int mp_pidfd_open(pid_t pid);
 int mp_pidfd_send_signal(int pidfd, int sig);
@@ -43,6 +47,10 @@ ssize_t mp_receive_with_fds(int sock, void *buf, size_t len, int *fds, int max_f
 
 /// `fcntl(fd, F_GETFD/F_SETFD)` to set or clear FD_CLOEXEC (fcntl is variadic).
 int mp_set_cloexec(int fd, int on);
+
+/// `dup3(fd, target, O_CLOEXEC)`: a copy at `target` that is close-on-exec from the start
+/// (declared only with _GNU_SOURCE).
+int mp_dup_cloexec(int fd, int target);
 
 /// Clone the calling process as a *sibling*: the new process's parent is the caller's parent
 /// (CLONE_PARENT), so the process that asked a forkserver for a worker can reap it with a
@@ -72,9 +80,13 @@ int mp_main_queue_handle(void);
 /// (the main queue's eventfd, `handle`, and the call that drains it). Never returns.
 void mp_serve_main_queue(int handle) __attribute__((noreturn));
 
-/// `memfd_create(name, MFD_CLOEXEC)`: anonymous memory with a descriptor, shareable by passing
-/// the descriptor; nothing appears in /dev/shm.
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: anonymous memory with a descriptor,
+/// shareable by passing the descriptor; nothing appears in /dev/shm.
 int mp_memfd_create(const char *name);
+
+/// Seals a memory file's size for good (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`; fcntl is
+/// variadic): no process holding it can shrink it under another's mapping (SIGBUS there).
+int mp_memfd_seal_size(int fd);
 
 /// `pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, until)` (glibc >= 2.30, declared only with
 /// _GNU_SOURCE): a timed lock measured on the monotonic clock, not the wall clock.
@@ -91,5 +103,9 @@ static inline void mp_cpu_relax(void) {
 
 /// CPUs in this process's affinity mask (what it may run on), at least 1.
 int mp_cpu_count(void);
+
+/// The symbol of an errno value ("EMFILE"), or NULL for an unknown one (`strerrorname_np`,
+/// glibc >= 2.32, declared only with _GNU_SOURCE).
+const char *mp_errno_name(int code);
 
 #endif

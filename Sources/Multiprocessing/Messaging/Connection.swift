@@ -134,6 +134,10 @@ public final class ReceivingConnection<Message: Codable>: Sendable, Codable {
     }
     /// Receives the next message as raw bytes.
     public func receiveBytes() throws -> [UInt8] { try stream.receivePayload(deadline: nil)! }
+    /// Receives the next message as raw bytes, or `nil` after `timeout`.
+    public func receiveBytes(timeout: Duration) throws -> [UInt8]? {
+        try stream.receivePayload(deadline: Optional(timeout).deadline)
+    }
     /// Receives the next message into `buffer`; see ``Connection/receiveBytes(into:)``.
     public func receiveBytes(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         try stream.receiveBytes(into: buffer)

@@ -1,3 +1,4 @@
+import CMultiprocessing
 import SystemPackage
 
 /// What can go wrong on a connection, besides a malformed message (``WireError``).
@@ -35,7 +36,14 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
         case .descriptorsLost(let expected, let received):
             "a message carried \(expected) handles but only \(received) arrived: the system dropped the rest "
                 + "(is this process at its descriptor limit, RLIMIT_NOFILE?); the message was refused"
-        case .system(let errno, let during): "\(during) failed: \(errno)"
+        case .system(let errno, let during):
+            // The symbol too ("EMFILE"): the words alone ("Too many open files") do not say
+            // which limit to look at, and the symbol is what one searches for.
+            if let name = mp_errno_name(errno.rawValue) {
+                "\(during) failed: \(errno) (\(String(cString: name)))"
+            } else {
+                "\(during) failed: \(errno)"
+            }
         }
     }
 }

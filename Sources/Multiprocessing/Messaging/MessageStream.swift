@@ -339,6 +339,14 @@ final class MessageStream: Sendable {
                     // The descriptors went out with these first bytes: the handles moved.
                     for handle in moving { handle.close() }
                 }
+                if sent > 0 && offset + sent < frame.count {
+                    // Cut: the receiver holds a header (and descriptors) and part of a payload.
+                    if offset == 0 {
+                        FaultInjection.step("stream.send.afterFirstWrite")
+                    } else {
+                        FaultInjection.step("stream.send.midPayload")
+                    }
+                }
                 offset += sent
                 if offset < frame.count {
                     _ = try await waitSuspending(descriptor, for: .writable, deadline: nil, cancellable: offset == 0)
@@ -378,6 +386,7 @@ final class MessageStream: Sendable {
             } catch {
                 throw Self.sendError(error)
             }
+            let first = !started
             if !started {
                 started = true
                 attached = []
@@ -387,6 +396,14 @@ final class MessageStream: Sendable {
             head = UnsafeRawBufferPointer(rebasing: head[fromHead...])
             sent -= fromHead
             tail = UnsafeRawBufferPointer(rebasing: tail[sent...])
+            if head.count + tail.count > 0 {
+                // Cut: the receiver holds a header (and descriptors) and part of a payload.
+                if first {
+                    FaultInjection.step("stream.send.afterFirstWrite")
+                } else {
+                    FaultInjection.step("stream.send.midPayload")
+                }
+            }
         }
         return true
     }
@@ -440,6 +457,8 @@ final class MessageStream: Sendable {
             frame.withUnsafeMutableBytes {
                 FrameHeader(length: length, descriptorCount: outbox.descriptors.count).write(to: $0)
             }
+            // Encoded, nothing sent: a sender that dies here loses only its own message.
+            FaultInjection.step("stream.send.encoded")
             return try frame.withUnsafeBytes { bytes in
                 try sendAll(
                     bytes, descriptors: outbox.descriptors, moving: outbox.moved, on: descriptor, startBy: deadline)
@@ -618,6 +637,8 @@ extension MessageStream {
                     throw error
                 }
                 head += FrameHeader.size
+                // The header is taken from the buffer: the payload is still to come.
+                FaultInjection.step("stream.receive.afterHeader")
                 if header.length > limit {
                     // Refuse this one message but keep the stream in step: skip its bytes and
                     // close its descriptors, and let later messages through.
@@ -697,6 +718,10 @@ extension MessageStream {
                     }
                     received = try result.get()
                     currentFilled += received.count
+                    if received.count > 0 && currentFilled < header.length {
+                        // Part of a large payload read; the sender still has more to write.
+                        FaultInjection.step("stream.receive.midPayload")
+                    }
                 } else {
                     if head == tail {
                         head = 0

@@ -412,7 +412,11 @@ public final class ProcessPool: Sendable {
                 _ = await worker.termination()
                 _ = state.withLock { $0.ending.removeValue(forKey: ObjectIdentifier(worker)) }
             }
-            if starting > 0 || workers.isEmpty { try? await Task.sleep(for: .milliseconds(5)) }
+            if starting > 0 || workers.isEmpty {
+                // A task of its own: in a cancelled task `Task.sleep` throws at once, and this
+                // loop spun on a CPU until the starting workers were done (seen under load).
+                await Task { try? await Task.sleep(for: .milliseconds(5)) }.value
+            }
         }
     }
 

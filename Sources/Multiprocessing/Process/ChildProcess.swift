@@ -173,6 +173,8 @@ public final class ChildProcess: Sendable {
                 throw error
             }
             let running = try watch(pid, channel: parentEnd)
+            // The child exists and waits for its work: this process is all it has.
+            FaultInjection.step("child.start.beforeHandOver")
             var start = frame
             do {
                 try parentEnd.send(frame: &start, descriptors: outbox.descriptors, moving: outbox.moved)
@@ -204,6 +206,7 @@ public final class ChildProcess: Sendable {
                 throw error
             }
             let running = try watch(pid, channel: parentEnd)
+            FaultInjection.step("child.start.beforeHandOver")
             do {
                 // Not cancellable once the child exists: it must get its work or be ended.
                 try await Task { [frame] in

@@ -35,7 +35,9 @@ public struct ChildProcessError: Error, Sendable, CustomStringConvertible {
         /// The target threw this error.
         case threw(RemoteError)
         /// The process ended without reporting a result: a crash, a signal, or `exit` called
-        /// by the work itself. `.signaled(.kill)` when it was killed.
+        /// by the work itself. `.signaled(.kill)` when it was killed; `.exited(0)` when a
+        /// function's process exited with success before its output came (no output, so
+        /// `ChildProcess.run` cannot succeed).
         case terminated(Termination)
         /// The child could not run the work: its type is not in the child's binary, or the
         /// work could not be decoded there. Says which type.
@@ -66,6 +68,9 @@ public struct ChildProcessError: Error, Sendable, CustomStringConvertible {
         let who = "process \"\(processName)\" (pid \(pid))"
         switch reason {
         case .threw(let error): return "\(who) threw \(error)"
+        case .terminated(let termination) where termination.isSuccess:
+            // Only a function's run throws this: a target that exits 0 succeeded, as in Python.
+            return "\(who) exited with status 0 before reporting its output (the work called exit?)"
         case .terminated(let termination): return "\(who) \(termination)"
         case .couldNotStart(let why): return "\(who) could not start: \(why)"
         case .refusedReport(let why): return "\(who) \(termination); its report was refused: \(why)"

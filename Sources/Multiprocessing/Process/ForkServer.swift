@@ -36,7 +36,10 @@ enum ForkServer {
     /// What the server answers to a fork request.
     private struct Reply: Codable {
         var pid: Int32?
+        /// Why there is no worker: the request was malformed, or clone(2) failed.
         var error: String?
+        /// clone(2)'s errno, when it failed.
+        var errno: Int32?
     }
 
     // MARK: Requester side
@@ -48,16 +51,18 @@ enum ForkServer {
         try client.withLock { client throws -> pid_t in
             var lastError: any Error = ConnectionError.endOfStream
             for attempt in 0..<2 {
+                let reply: Reply
                 do {
                     // A server found dead (killed, or unable to bind its symbols early) is
                     // replaced once, the second time without LD_BIND_NOW.
                     if client == nil { client = try startServer(bindNow: attempt == 0) }
-                    return try request(socket, typeName: typeName, on: client!.control)
+                    reply = try request(socket, typeName: typeName, on: client!.control)
                 } catch ConnectionError.peerGone {
                     // The request never reached a server: safe to ask another.
                     lastError = ConnectionError.peerGone
                     client?.close()
                     client = nil
+                    continue
                 } catch let error as ConnectionError {
                     // The server died after taking the request: it may have forked a worker
                     // that holds `socket`, so asking again with it could give two workers one
@@ -70,6 +75,16 @@ enum ForkServer {
                     throw ConnectionError.system(
                         .noSuchProcess, during: "asking the fork server for a worker (it died: \(error))")
                 }
+                if let pid = reply.pid { return pid }
+                // The server is alive and answered: the system refused it a process (the
+                // process limit, memory). Not a dead server: keep it, and say why.
+                if let code = reply.errno {
+                    throw ConnectionError.system(
+                        Errno(rawValue: code), during: "starting a process (clone in the fork server)")
+                }
+                throw ConnectionError.system(
+                    .invalidArgument,
+                    during: "asking the fork server for a worker (\(reply.error ?? "no reason given"))")
             }
             throw ConnectionError.system(.noSuchProcess, during: "asking the fork server for a worker (\(lastError))")
         }
@@ -88,17 +103,16 @@ enum ForkServer {
         _ = try? process.reap(wait: true)
     }
 
-    private static func request(_ socket: FileDescriptor, typeName: String, on control: MessageStream) throws -> pid_t {
+    /// Sends one fork request and returns the server's answer; throws only when the
+    /// exchange itself failed (the server is gone, or silent for ``replyTimeout``).
+    private static func request(_ socket: FileDescriptor, typeName: String, on control: MessageStream) throws -> Reply {
         var (frame, _) = try MessageStream.encodeFrame(typeName)
         try control.send(frame: &frame, descriptors: [socket])
         let deadline = Optional(replyTimeout).deadline
         guard let reply = try control.receiveValue(deadline: deadline) as Reply? else {
             throw ConnectionError.system(.timedOut, during: "waiting \(replyTimeout) for the fork server's answer")
         }
-        guard let pid = reply.pid else {
-            throw ConnectionError.system(.noSuchProcess, during: "forking a worker: \(reply.error ?? "unknown")")
-        }
-        return pid
+        return reply
     }
 
     private static func startServer(bindNow: Bool) throws -> Client {
@@ -150,14 +164,16 @@ enum ForkServer {
                 continue
             }
             let bootstrap = frame.descriptors[0]
+            // A request taken, no worker yet: the requester waits for the answer.
+            FaultInjection.step("forkserver.beforeFork")
             let pid = mp_clone_sibling()
             if pid == 0 {
                 becomeWorker(bootstrap: bootstrap, requester: requester)
             }
             bootstrap.closeIgnoringErrors()
-            let reply =
-                pid > 0
-                ? Reply(pid: pid, error: nil) : Reply(pid: nil, error: "clone failed: \(Errno(rawValue: errno))")
+            // A worker exists (the requester's child) but the requester has not heard of it.
+            if pid > 0 { FaultInjection.step("forkserver.afterFork") }
+            let reply = pid > 0 ? Reply(pid: pid) : Reply(error: "clone(2) failed", errno: Glibc.errno)
             do {
                 try control.sendValue(reply)
             } catch {
@@ -166,8 +182,9 @@ enum ForkServer {
         }
     }
 
-    /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3), then run
-    /// the work like a spawned child.
+    /// In the new worker: keep only stdin/out/err and the bootstrap socket (as 3, close-on-exec;
+    /// it replaces the server's control socket there, so a worker cannot ask the server for
+    /// anything), then run the work like a spawned child.
     private static func becomeWorker(bootstrap: FileDescriptor, requester: pid_t) -> Never {
         do {
             try bootstrap.duplicate(as: bootstrapDescriptor)
@@ -177,6 +194,8 @@ enum ForkServer {
         mp_close_from(bootstrapDescriptor + 1)
         signal(SIGINT, SIG_DFL)  // the server's SIG_IGN is not the worker's
         dieWithParent(expected: requester)
+        // Forked, not yet the worker: the requester has its pid and is sending the work.
+        FaultInjection.step("forkserver.worker.beforeStart")
         WorkerMain.start(bootstrap: FileDescriptor(rawValue: bootstrapDescriptor))
     }
 }

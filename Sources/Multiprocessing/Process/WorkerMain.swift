@@ -12,11 +12,16 @@ func childMain(_ marker: UnsafePointer<CChar>) {
         printToStandardError("swift-multiprocessing: malformed child marker \(String(cString: marker))")
         _exit(70)
     }
+    // The bootstrap socket came through exec, so it lost close-on-exec (posix_spawn's dup2).
+    // Set it again first, before any thread or work of ours exists: a program this process
+    // starts must not inherit it. (A fork-server worker gets it with close-on-exec already.)
+    _ = mp_set_cloexec(descriptor, 1)
     if fields[0] == "segment-watcher" {
         // No parent-death signal: it must outlive its parent long enough to clean up.
         SegmentWatcher.serve(control: FileDescriptor(rawValue: descriptor))
     }
     dieWithParent(expected: parent)
+    FaultInjection.armFromEnvironment()
     // A worker's messages are often large and alike (arrays of the same size): keep freed
     // memory for the next one. Touching fresh pages (a fault each, charged to the memory
     // cgroup) costs more than filling them; 1 MiB messages went from ~70 faults each to none.
@@ -61,8 +66,13 @@ enum WorkerMain {
         let mainQueue = mp_main_queue_handle()
         let started = startDetachedThread { run(bootstrap: bootstrap) }
         if started != 0 {
-            printToStandardError(
-                "swift-multiprocessing: a worker could not start its thread: \(Errno(rawValue: started))")
+            let reason =
+                "the worker could not start its thread: \(ConnectionError.system(Errno(rawValue: started), during: "pthread_create"))"
+            printToStandardError("swift-multiprocessing: \(reason)")
+            // Said to the parent too, as the report (it is read whether or not the work was
+            // sent): under a process limit its `join` names the cause, not just status 71.
+            let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
+            try? channel.sendValue(ChildOutcome.couldNotStart(reason: reason))
             _exit(71)
         }
         mp_serve_main_queue(mainQueue)
@@ -73,8 +83,6 @@ enum WorkerMain {
         // The parent-death signal belongs to the thread that asked for it (the kernel
         // sends it if any thread of this process has it): ask again from this one.
         _ = mp_set_parent_death_signal(SIGKILL)
-        // Programs this worker starts must not inherit the bootstrap socket.
-        _ = mp_set_cloexec(bootstrap.rawValue, 1)
         let channel = MessageStream(descriptor: bootstrap, maximumMessageSize: FrameHeader.maximumLength)
         guard let frame = try? channel.receive(deadline: nil) else {
             _exit(1)  // the parent went away before sending the work
@@ -86,6 +94,8 @@ enum WorkerMain {
             finish(.couldNotStart(reason: "the start message could not be decoded: \(error)"), on: channel, exitCode: 1)
         }
         CurrentProcess.setName(message.processName)
+        // The work arrived; the parent waits for its report.
+        FaultInjection.step("child.afterStartMessage")
         let outcome = perform(message, descriptors: frame.descriptors)
         if case .threw(let report) = outcome {
             // As Python prints a child's traceback: the error is visible even if no one joins.
@@ -123,7 +133,10 @@ enum WorkerMain {
     }
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
+        FaultInjection.step("child.beforeReport")
         try? channel.sendValue(outcome)
+        // Reported: the parent has the outcome, and learns how the process ended from its pidfd.
+        FaultInjection.step("child.afterReport")
         // As Python's workers do: finish the library's own duties (this worker's children
         // are joined, its daemons ended), flush stdio, and leave with _exit. The program's
         // atexit handlers and the unloading of every library belong to the program, which

@@ -224,6 +224,7 @@ struct QueueRing: Sendable {
         precondition(size <= capacity / 2, "swift-multiprocessing: a queue record larger than half its ring")
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
+            FaultInjection.step("queue.put.locked")
             if isClosed {
                 producers.unlock()
                 throw QueueError.closed
@@ -244,9 +245,12 @@ struct QueueRing: Sendable {
                 prepare(upTo: (Int(tail.bytes) & (capacity - 1)) + size)
                 write(payload, at: Int(tail.bytes))
                 afterWrite()
+                FaultInjection.step("queue.put.afterCopy")
                 let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
                 publishTail(next, after: tail)
+                FaultInjection.step("queue.put.afterPublish")
                 producers.unlock()
+                FaultInjection.step("queue.put.afterUnlock")
                 post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                 return true
             }
@@ -295,6 +299,7 @@ struct QueueRing: Sendable {
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[..<record.length])
                 read(into: bytes, at: record.offset + 4)
                 afterCopy()
+                FaultInjection.step("queue.get.afterCopy")
                 take(record)
                 return try body(UnsafeRawBufferPointer(bytes))
             }
@@ -337,6 +342,7 @@ struct QueueRing: Sendable {
             UnsafeRawBufferPointer(start: ring + start, count: first),
             UnsafeRawBufferPointer(start: ring, count: record.length - first))
         afterCopy()
+        FaultInjection.step("queue.get.afterCopy")
         take(record)
         return true
     }
@@ -359,6 +365,7 @@ struct QueueRing: Sendable {
     private func nextRecord(deadline: Deadline?, check: () throws -> Void) throws -> Record? {
         while true {
             guard try lock(consumers, deadline: deadline, check: check) else { return nil }
+            FaultInjection.step("queue.get.locked")
             // Closed is read before tail: every put that finished before the close is then seen
             // (a copy of the tail is used only when it shows an item).
             let closed = isClosed
@@ -371,6 +378,7 @@ struct QueueRing: Sendable {
                     // The rest of the ring was skipped (`recycle`): step over it, then look again.
                     let next = Position(items: head.items, bytes: head.bytes &+ UInt32(capacity - offset))
                     atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+                    FaultInjection.step("queue.get.afterSkip")
                     consumers.unlock()
                     continue
                 }
@@ -399,7 +407,9 @@ struct QueueRing: Sendable {
         let next = Position(
             items: record.head.items &+ 1, bytes: record.head.bytes &+ UInt32(Self.recordSize(record.length)))
         atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
+        FaultInjection.step("queue.get.afterStep")
         consumers.unlock()
+        FaultInjection.step("queue.get.afterUnlock")
         post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
     }
 
@@ -473,8 +483,11 @@ struct QueueRing: Sendable {
         // Under the producers' lock: a put either finished before (its item is seen by the
         // gets that drain the queue) or sees the flag.
         _ = lock(producers, deadline: nil, check: {})
+        FaultInjection.step("queue.close.locked")
         atomic32(Offset.closed).store(1, ordering: .sequentiallyConsistent)
+        FaultInjection.step("queue.close.afterFlag")
         producers.unlock()
+        FaultInjection.step("queue.close.beforeWake")
         for word in [Offset.itemsPosted, Offset.spacePosted] {
             atomic32(word).wrappingIncrement(ordering: .sequentiallyConsistent)
             _ = mp_futex_wake(futex(word), Int32.max)
@@ -494,16 +507,19 @@ struct QueueRing: Sendable {
         ring.storeBytes(of: Self.skipMarker, toByteOffset: offset, as: UInt32.self)
         let next = Position(items: tail.items, bytes: tail.bytes &+ UInt32(capacity - offset))
         publishTail(next, after: tail)
+        FaultInjection.step("queue.recycle.afterMarker")
         // Never waits for the consumers' lock (consumers never take the producers'): a busy
         // consumer steps over the marker itself.
         guard let acquisition = try? consumers.tryLock() else { return next }
         if acquisition == .previousOwnerDied { consumers.markConsistent() }
+        FaultInjection.step("queue.recycle.holdingConsumers")
         let head = head
         if head.bytes == tail.bytes {
             // The consumers' copies of the tail are now behind the head: they see so (the copy
             // is used only while ahead of the head) and read the tail afresh.
             atomic64(Offset.head).store(
                 Position(items: head.items, bytes: next.bytes).word, ordering: .sequentiallyConsistent)
+            FaultInjection.step("queue.recycle.afterHeadStep")
         }
         consumers.unlock()
         return next
@@ -534,6 +550,7 @@ struct QueueRing: Sendable {
             let seen = done.load(ordering: .sequentiallyConsistent)
             if seen == tail.items { return false }
             if done.compareExchange(expected: seen, desired: seen &+ 1, ordering: .sequentiallyConsistent).exchanged {
+                FaultInjection.step("queue.taskDone.afterCount")
                 if seen &+ 1 == tail.items {
                     post(Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted)
                 }
@@ -546,6 +563,7 @@ struct QueueRing: Sendable {
     func join(deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
         while unfinishedTasks != 0 {
             if deadline.hasPassed { return false }
+            FaultInjection.step("queue.join.waiting")
             try sleep(
                 on: Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted, deadline: deadline,
                 check: check
@@ -610,6 +628,9 @@ struct QueueRing: Sendable {
         let count = atomic32(sleepers)
         count.wrappingIncrement(ordering: .sequentiallyConsistent)
         atomic32(wanted).store(1, ordering: .sequentiallyConsistent)
+        // Counted among the sleepers and not sleeping: a waiter that dies here leaves the
+        // count one too high for good, which only costs the other side a futex wake per post.
+        FaultInjection.step("queue.wait.counted")
         let seen = atomic32(word).load(ordering: .sequentiallyConsistent)
         if !ready() && !isClosed {
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
@@ -711,6 +732,7 @@ extension QueueRing {
         let size = Self.recordSize(8)
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
+            FaultInjection.step("queue.putSide.locked")
             if isClosed {
                 producers.unlock()
                 throw QueueError.closed
@@ -723,6 +745,7 @@ extension QueueRing {
                 let counter = atomic64(Offset.sideSequence)
                 let sequence = counter.load(ordering: .sequentiallyConsistent) &+ 1
                 counter.store(sequence, ordering: .sequentiallyConsistent)
+                FaultInjection.step("queue.putSide.numbered")
                 let sent: Bool
                 do {
                     sent = try send(sequence)
@@ -732,6 +755,7 @@ extension QueueRing {
                 }
                 if sent {
                     afterSend()
+                    FaultInjection.step("queue.putSide.afterSend")
                     let offset = Int(tail.bytes) & (capacity - 1)
                     if tail.bytes == head.bytes && offset >= Self.hotWindow && size <= offset {
                         tail = recycle(tail)
@@ -740,9 +764,12 @@ extension QueueRing {
                     withUnsafeBytes(of: sequence) { write($0, at: Int(tail.bytes)) }
                     ring.storeBytes(
                         of: Self.placeholderFlag | 8, toByteOffset: Int(tail.bytes) & (capacity - 1), as: UInt32.self)
+                    FaultInjection.step("queue.putSide.afterCopy")
                     let next = Position(items: tail.items &+ 1, bytes: tail.bytes &+ UInt32(size))
                     publishTail(next, after: tail)
+                    FaultInjection.step("queue.putSide.afterPublish")
                     producers.unlock()
+                    FaultInjection.step("queue.putSide.afterUnlock")
                     post(Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted)
                     return true
                 }
@@ -751,6 +778,7 @@ extension QueueRing {
                 // no placeholder can appear or be half taken, so every datagram is an orphan.
                 if self.head.items == tail.items, let acquisition = try? consumers.tryLock() {
                     if acquisition == .previousOwnerDied { consumers.markConsistent() }
+                    FaultInjection.step("queue.putSide.droppingOrphans")
                     let dropped = self.head.items == tail.items ? dropOrphans() : 0
                     consumers.unlock()
                     if dropped > 0 {
@@ -804,10 +832,13 @@ extension QueueRing {
             throw error
         }
         afterCopy()
+        FaultInjection.step("queue.getSide.afterPeek")
         let next = Position(items: head.items &+ 1, bytes: head.bytes &+ UInt32(size))
         atomic64(Offset.head).store(next.word, ordering: .sequentiallyConsistent)
         afterStep()
+        FaultInjection.step("queue.getSide.afterStep")
         if item != nil { side.dropFront() }
+        FaultInjection.step("queue.getSide.afterDrop")
         consumers.unlock()
         post(Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted)
         return item

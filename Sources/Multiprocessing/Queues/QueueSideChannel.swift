@@ -242,6 +242,7 @@ final class QueueSideChannel: Sendable {
         while true {
             guard let header = try peekHeader() else { return nil }
             if header.sequence < sequence {
+                FaultInjection.step("queue.getSide.droppingOrphan")
                 dropFront()
                 continue
             }

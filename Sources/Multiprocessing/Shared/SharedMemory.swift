@@ -17,7 +17,10 @@ import SystemPackage
 ///   closes. Pass `unlinkWhenOwnerExits: false` to keep it, and call ``unlink()`` yourself.
 ///   Attaching never registers anything (Python's resource tracker unlinks a segment when a
 ///   process that merely attached exits; this does not).
-/// - **Private to the user**: created with mode 0600, exclusively (`O_EXCL`).
+/// - **Private to the user**: created with mode 0600, exclusively (`O_EXCL`: creating never
+///   opens a segment someone else made), and attaching accepts only this user's segments.
+///   Any process of the same user can attach by the name (`/dev/shm` lists it): for memory
+///   only your own children should see, use ``SharedArray`` or ``SharedValue``.
 /// - New memory reads as zeros. Unnamed memory (``SharedArray``, ``SharedValue``) needs
 ///   none of this: it has no name to leak, and is the better choice between a parent and
 ///   its children.
@@ -77,8 +80,11 @@ public final class SharedMemory: Sendable, Codable {
         tracked = unlinkWhenOwnerExits
     }
 
-    /// Attaches to the segment named `name`, created by this or another process.
-    /// - Throws: ``SharedMemoryError/notFound(_:)`` if there is none.
+    /// Attaches to the segment named `name`, created by this or another process of the same
+    /// user.
+    /// - Throws: ``SharedMemoryError/notFound(_:)`` if there is none;
+    ///   ``SharedMemoryError/system(_:during:)`` with `EACCES` if it belongs to another user
+    ///   (checked even where the system would allow it, as for root).
     public init(attachingTo name: String) throws {
         try Self.check(name)
         let opened = shm_open("/" + name, O_RDWR | O_CLOEXEC, 0)
@@ -88,6 +94,16 @@ public final class SharedMemory: Sendable, Codable {
             throw SharedMemoryError.system(error, during: "attaching to shared memory \"\(name)\" (shm_open)")
         }
         let descriptor = FileDescriptor(rawValue: opened)
+        // Only this user's segments: a name is known to every process (/dev/shm is listed),
+        // and a segment another user made under it (after ours was unlinked, or before we
+        // looked) would feed us bytes that user controls. Root, which could open any, too.
+        var status = stat()
+        if fstat(opened, &status) == 0 && status.st_uid != geteuid() {
+            descriptor.closeIgnoringErrors()
+            throw SharedMemoryError.system(
+                .permissionDenied,
+                during: "attaching to shared memory \"\(name)\" of user \(status.st_uid) as user \(geteuid())")
+        }
         do throws(Errno) {
             mapping = try MemoryMapping(wholeFileOf: descriptor)
         } catch {

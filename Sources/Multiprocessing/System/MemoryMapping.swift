@@ -41,13 +41,24 @@ struct MemoryMapping: Sendable {
     func unmap() { munmap(base, size) }
 }
 
-/// An anonymous memory file (`memfd_create(2)`), close-on-exec, `size` bytes of zeros. It
-/// has no name in any directory: when the last descriptor and mapping are gone, so is the
-/// memory, whatever way the processes ended.
+/// An anonymous memory file (`memfd_create(2)`), close-on-exec, mode 0600, `size` bytes of
+/// zeros, its size sealed. It has no name in any directory: when the last descriptor and
+/// mapping are gone, so is the memory, whatever way the processes ended.
+///
+/// Sealed (`F_SEAL_SHRINK`, `F_SEAL_GROW`): every process that holds the descriptor maps the
+/// whole file, and one that shrank it would make the others' next access to the lost pages a
+/// SIGBUS. No process can, whatever it runs; nothing of the library resizes a region.
+///
+/// Mode 0600 because the kernel makes a memory file 0777, execute bits included (shared bytes
+/// could be run with `fexecve`). Only a process allowed into this one's `/proc/<pid>/fd` can
+/// reach it by a path, and that is this user's (see SECURITY.md); 0600 says the same in the
+/// file's own mode, as for named segments.
 func makeMemoryFile(size: Int) throws(Errno) -> FileDescriptor {
     let descriptor = FileDescriptor(rawValue: try systemCall { mp_memfd_create("swift-multiprocessing") })
     do throws(Errno) {
+        _ = try systemCall { fchmod(descriptor.rawValue, 0o600) }
         _ = try systemCall { ftruncate(descriptor.rawValue, off_t(size)) }
+        _ = try systemCall { mp_memfd_seal_size(descriptor.rawValue) }
     } catch {
         descriptor.closeIgnoringErrors()
         throw error

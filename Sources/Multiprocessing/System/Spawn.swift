@@ -11,7 +11,9 @@ let bootstrapDescriptor: Int32 = 3
 ///
 /// The child gets stdin, stdout and stderr, `socket` as descriptor 3, and nothing else:
 /// every other descriptor is closed in the child (`closefrom`), whether or not it was
-/// opened close-on-exec. Signal mask and dispositions are reset to the defaults.
+/// opened close-on-exec. Signal mask and dispositions are reset to the defaults. Descriptor
+/// 3 loses close-on-exec through the exec, as it must to get there; the child sets it again
+/// before anything else (`childMain`).
 ///
 /// - Important: call this only on ``Reactor``'s thread, which lives as long as the process:
 ///   the child's parent-death signal fires when the *thread* that started it exits.
@@ -24,9 +26,13 @@ func spawnSelf(mode: String, socket: FileDescriptor, extraEnvironment: [String] 
     defer { posix_spawnattr_destroy(&attributes) }
 
     // dup2 onto the same number clears close-on-exec (glibc >= 2.29), so this also works
-    // when the socket already is descriptor 3.
-    posix_spawn_file_actions_adddup2(&actions, socket.rawValue, bootstrapDescriptor)
-    mp_spawn_add_close_from(&actions, bootstrapDescriptor + 1)
+    // when the socket already is descriptor 3. Each action is checked: a child started
+    // without its closefrom would inherit every descriptor the program opened without
+    // close-on-exec.
+    var added = posix_spawn_file_actions_adddup2(&actions, socket.rawValue, bootstrapDescriptor)
+    if added != 0 { throw Errno(rawValue: added) }
+    added = mp_spawn_add_close_from(&actions, bootstrapDescriptor + 1)
+    if added != 0 { throw Errno(rawValue: added) }
 
     var noSignals = sigset_t()
     sigemptyset(&noSignals)

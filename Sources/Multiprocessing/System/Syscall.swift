@@ -28,13 +28,14 @@ func systemCallOnce<Result: FixedWidthInteger>(_ body: () -> Result) throws(Errn
 }
 
 extension FileDescriptor {
-    /// Makes `target` a copy of this descriptor (`dup2(2)`), without close-on-exec; a
-    /// descriptor that already is `target` just loses close-on-exec.
+    /// Makes `target` a copy of this descriptor, close-on-exec like every descriptor of the
+    /// library (`dup3(2)` with `O_CLOEXEC`: `dup2` would clear the flag, and a program
+    /// started meanwhile would inherit the copy).
     func duplicate(as target: Int32) throws(Errno) {
         if rawValue == target {
-            _ = try systemCall { mp_set_cloexec(target, 0) }
+            _ = try systemCall { mp_set_cloexec(target, 1) }  // dup3 refuses the same number
         } else {
-            _ = try systemCall { Glibc.dup2(rawValue, target) }
+            _ = try systemCall { mp_dup_cloexec(rawValue, target) }
         }
     }
 
