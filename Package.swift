@@ -15,6 +15,8 @@ let package = Package(
         // handlers implement `log(event:)`; the older entry point is deprecated there, and
         // implementing it instead would warn.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The stress program's command line (mp-stress); the library does not use it.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         // What Swift cannot say: the constructor that catches a child before `main`,
@@ -51,6 +53,12 @@ let package = Package(
         // Benchmarks: the Swift harness. Its raw-syscall floor, Benchmarks/Floor/floor.c, is no target:
         // the harness builds it with the system C compiler, as SwiftPM would link in the Swift runtime.
         .executableTarget(name: "mp-benchmarks", dependencies: ["Multiprocessing"], path: "Benchmarks/Harness"),
+        // Stress: a million pool tasks, 64 workers, 10,000 starts, a 16x16 queue; the parent's memory,
+        // descriptors and children checked flat (RELIABILITY.md, "Stress").
+        .executableTarget(
+            name: "mp-stress",
+            dependencies: ["Multiprocessing", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Stress"),
     ],
     swiftLanguageModes: [.v6]
 )

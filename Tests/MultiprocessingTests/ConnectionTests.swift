@@ -434,10 +434,25 @@ struct WaitingTests {
         var skipped = 0
         while !policy.shouldSpin() { skipped += 1 }
         #expect(skipped == 1024, "the back-off is capped")
-        policy.found()
+        policy.found(after: .microseconds(10))
         policy.missed()
         spins = (0..<3).map { _ in policy.shouldSpin() }
         #expect(spins == [false, false, true], "a find resets the back-off")
+    }
+
+    // Found by mp-stress: with the CPUs held by other programs, a look's `sched_yield` lasts
+    // a whole time slice and the answer has always come by then, so every look "found" and
+    // none backed off; pool-1m took 148 s under 2 CPU hogs instead of 16 s without looking.
+    @Test("a find that came only after the look overran its window counts as a miss")
+    func lateFindBacksOff() {
+        var policy = SpinPolicy()
+        var spins = [policy.shouldSpin()]
+        policy.found(after: .milliseconds(4))
+        spins += (0..<3).map { _ in policy.shouldSpin() }
+        #expect(spins == [true, false, false, true], "descheduled: the next two receives sleep instead of looking")
+        policy.found(after: SpinPolicy.window / 2)
+        spins = (0..<2).map { _ in policy.shouldSpin() }
+        #expect(spins == [true, true], "a find within the window keeps looking")
     }
 
     @Test("a blocking receive that waits long sleeps: it burns almost no CPU")

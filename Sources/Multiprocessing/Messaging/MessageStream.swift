@@ -535,7 +535,7 @@ extension MessageStream {
             let start = ContinuousClock.now
             repeat {
                 if let frame = try next(from: descriptor, limit: limit) {
-                    spin.found()
+                    spin.found(after: ContinuousClock.now - start)
                     return frame
                 }
                 if sawEnd || failure != nil { return nil }
@@ -779,7 +779,19 @@ struct SpinPolicy {
         return true
     }
 
-    mutating func found() { misses = 0 }
+    /// A look found a message `elapsed` after it began. Within the window, looking paid off.
+    /// Past it, a `sched_yield` gave the CPU away for a whole time slice (other programs keep
+    /// the CPUs busy): the message came meanwhile, but the look cost far more than sleeping
+    /// would have, and would again on every receive, since it keeps "finding" (measured: a
+    /// pool of 2 workers with 2 CPU hogs running took 148 s for what took 16 s without
+    /// looking). So it counts as a miss, and the next receives sleep.
+    mutating func found(after elapsed: Duration) {
+        if elapsed > Self.window {
+            missed()
+        } else {
+            misses = 0
+        }
+    }
 
     mutating func missed() {
         misses = min(misses + 1, 10)

@@ -198,7 +198,7 @@ extension Connection {
         repeat {
             sched_yield()
             if (try? poll()) != false {
-                policy.found()
+                policy.found(after: ContinuousClock.now - start)
                 return true
             }
         } while ContinuousClock.now - start < SpinPolicy.window

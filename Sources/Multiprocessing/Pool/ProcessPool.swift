@@ -273,8 +273,11 @@ public final class ProcessPool: Sendable {
 
     /// Gives a worker back after a task: to the first waiter, to the idle list, or (its
     /// task budget spent) to retirement with a replacement.
+    ///
+    /// The driver counted each task as its answer came (`finishedTask`): counting here too
+    /// made a worker with a budget of n serve n / 2 calls of `apply`.
     func release(_ worker: PoolWorker) {
-        let served = worker.tasksServed.add(1, ordering: .relaxed).newValue
+        let served = worker.tasksServed.load(ordering: .relaxed)
         if let limit = maxTasksPerWorker, served >= limit {
             retire(worker, kill: false)
             return
