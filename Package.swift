@@ -39,7 +39,10 @@ let package = Package(
         ),
         // Every object against every fault at seeded points, each case in a process of its
         // own (RELIABILITY.md).
-        .testTarget(name: "FaultMatrixTests", dependencies: ["Multiprocessing"]),
+        .testTarget(
+            name: "FaultMatrixTests",
+            dependencies: ["Multiprocessing", .product(name: "Logging", package: "swift-log")]
+        ),
 
         // Examples: one runnable executable per scenario; Examples/tour.sh runs them all.
         .executableTarget(name: "workers", dependencies: ["Multiprocessing"], path: "Examples/workers"),
