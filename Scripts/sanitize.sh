@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the package and its tests with a sanitizer and runs the whole suite under it:
+#
+#     bash Scripts/sanitize.sh address|thread [more `swift test` arguments, e.g. --filter Queue]
+#
+# Each sanitizer has its own build directory (.build-asan, .build-tsan), so the plain build
+# in .build is left alone and a second run rebuilds only what changed.
+#
+# The library's children re-run the test binary, so they are sanitized too, and they inherit
+# the options below through the environment. Every process writes its reports to a file of
+# its own (`log_path`, suffixed with its pid): a child whose report ends it is often one a
+# test expects to fail anyway, and its stderr may not reach the log, so the run fails when
+# ANY process wrote a report, even if every test passed. See RELIABILITY.md, "Sanitizers".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+sanitizer=${1:-}
+case "$sanitizer" in
+  address) scratch=.build-asan ;;
+  thread) scratch=.build-tsan ;;
+  *)
+    echo "usage: bash Scripts/sanitize.sh address|thread [swift test arguments]" >&2
+    exit 2
+    ;;
+esac
+shift
+
+reports=$(mktemp -d "/tmp/mp-sanitize-$sanitizer.XXXXXX")
+
+case "$sanitizer" in
+  address)
+    # halt_on_error=1: the first report ends the process (ASan cannot go on after one
+    # without -fsanitize-recover anyway; said here so no inherited setting changes it).
+    # detect_leaks=1: LeakSanitizer runs at exit in the test runner. Workers leave with
+    # _exit (like Python's), which skips the leak check by design: their memory is the
+    # process's, returned whole.
+    export ASAN_OPTIONS="suppressions=$root/Sanitizers/asan.supp:log_path=$reports/asan:halt_on_error=1:detect_leaks=1"
+    export LSAN_OPTIONS="suppressions=$root/Sanitizers/lsan.supp"
+    ;;
+  thread)
+    # halt_on_error=0: a report does not end the process, so one run lists every race;
+    # the run fails afterwards if any process wrote one.
+    export TSAN_OPTIONS="suppressions=$root/Sanitizers/tsan.supp:log_path=$reports/tsan:halt_on_error=0"
+    # The Swift runtime's crash handler cannot run under ThreadSanitizer: it clones the
+    # crashed process to start swift-backtrace, and TSan's fork handling in that clone
+    # fails an internal CHECK, so a child that crashes on purpose exits with status 66
+    # instead of dying by its signal. Not a sanitizer check: the handler only prints the
+    # backtrace. Sanitizers/Reproductions/swift-backtracer.swift shows it.
+    export SWIFT_BACKTRACE=enable=no
+    ;;
+esac
+
+started=$(date +%s)
+echo "== build with --sanitize=$sanitizer in $scratch =="
+log="$reports/build.log"
+swift build --build-tests --sanitize="$sanitizer" --scratch-path "$scratch" 2>&1 | tee "$log" | grep -E "error|Compiling|Build complete" || true
+if [ "${PIPESTATUS[0]}" != 0 ] || ! grep -q "Build complete" "$log"; then
+  echo "the build failed (log: $log)" >&2
+  exit 1
+fi
+if grep -E "^$root/(Sources|Tests|Examples|Benchmarks)/.*warning:" "$log"; then
+  echo "warnings in the package's code" >&2
+  exit 1
+fi
+built=$(date +%s)
+
+echo "== swift test --sanitize=$sanitizer (reports go to $reports) =="
+status=0
+timeout 1500 swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" "$@" >"$reports/test.log" 2>&1 || status=$?
+ended=$(date +%s)
+grep -E "✘|Test run with" "$reports/test.log" | tail -40 || true
+
+# A report is an ERROR (ASan, LSan), a WARNING (TSan) or a CHECK failure of the runtime;
+# ASan's "ignoring requested __asan_handle_no_return" note is a warning about stack
+# switching, not a finding, and is left out.
+found=$(grep -lE "ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|CHECK failed" "$reports"/asan.* "$reports"/tsan.* 2>/dev/null || true)
+for file in $found; do
+  echo "---- $file" >&2
+  cat "$file" >&2
+done
+
+echo "build $((built - started)) s, tests $((ended - built)) s"
+if [ "$status" != 0 ]; then
+  echo "swift test failed under --sanitize=$sanitizer (status $status, log: $reports/test.log)" >&2
+  exit 1
+fi
+if [ -n "$found" ]; then
+  echo "$(echo "$found" | wc -l) process(es) wrote a $sanitizer sanitizer report (above)" >&2
+  exit 1
+fi
+echo "the whole suite passed under --sanitize=$sanitizer, with no report from any process"
+rm -rf "$reports"
