@@ -18,10 +18,12 @@ let box = Box()
 var threads: [pthread_t] = []
 for _ in 0..<4 {
     var thread = pthread_t()
-    pthread_create(&thread, nil, { _ in
-        for _ in 0..<10_000 { box.counter.withLock { $0 += 1 } }
-        return nil
-    }, nil)
+    pthread_create(
+        &thread, nil,
+        { _ in
+            for _ in 0..<10_000 { box.counter.withLock { $0 += 1 } }
+            return nil
+        }, nil)
     threads.append(thread)
 }
 for thread in threads { pthread_join(thread, nil) }

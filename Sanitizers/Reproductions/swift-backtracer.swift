@@ -34,5 +34,9 @@ import Glibc
 
 // On a thread of its own, as a worker's work runs: the memory server reads that stack.
 var thread = pthread_t()
-pthread_create(&thread, nil, { _ in crash([1]); return nil }, nil)
+pthread_create(
+    &thread, nil,
+    { _ in
+        crash([1]); return nil
+    }, nil)
 pthread_join(thread, nil)
