@@ -65,9 +65,18 @@ if grep -E "^$root/(Sources|Tests|Examples|Benchmarks)/.*warning:" "$log"; then
 fi
 built=$(date +%s)
 
-echo "== swift test --sanitize=$sanitizer (reports go to $reports) =="
+# --no-parallel: one test at a time. Swift Testing runs a synchronous test on a thread of
+# the cooperative pool (two threads on two cores), and many tests here block on a child
+# (join, a blocking receive). Sanitized, every process runs several times slower, so in a
+# parallel run those tests held both threads for minutes: tests that had started but could
+# not get a thread ran past their time limits, and the cancellation left some of them waiting
+# forever (an async send cancelled in the middle of a message finishes it, and its reader had
+# been cancelled). Measured: a parallel ASan run had 10 tests past their limit and never
+# ended; the same tests pass alone.
+echo "== swift test --sanitize=$sanitizer --no-parallel (reports go to $reports) =="
 status=0
-timeout 1500 swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" "$@" >"$reports/test.log" 2>&1 || status=$?
+timeout 1500 swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" --no-parallel "$@" \
+  >"$reports/test.log" 2>&1 || status=$?
 ended=$(date +%s)
 grep -E "✘|Test run with" "$reports/test.log" | tail -40 || true
 
