@@ -98,5 +98,5 @@ if [ -n "$found" ]; then
   echo "$(echo "$found" | wc -l) process(es) wrote a $sanitizer sanitizer report (above)" >&2
   exit 1
 fi
-echo "the whole suite passed under --sanitize=$sanitizer, with no report from any process"
+echo "every test run passed under --sanitize=$sanitizer, with no report from any process"
 rm -rf "$reports"
