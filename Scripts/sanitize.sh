@@ -85,14 +85,35 @@ timeout 1500 swift test --skip-build --sanitize="$sanitizer" --scratch-path "$sc
 ended=$(date +%s)
 grep -E "✘|Test run with" "$reports/test.log" | tail -40 || true
 
-# A report is an ERROR (ASan, LSan), a WARNING (TSan) or a CHECK failure of the runtime;
-# ASan's "ignoring requested __asan_handle_no_return" note is a warning about stack
-# switching, not a finding, and is left out.
-found=$(grep -lE "ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|CHECK failed" "$reports"/asan.* "$reports"/tsan.* 2>/dev/null || true)
+# A report is an ERROR (ASan, LSan, a TSan deadly signal), a WARNING (a TSan race) or a
+# CHECK failure of the runtime; ASan's "ignoring requested __asan_handle_no_return" note is
+# a warning about stack switching, not a finding, and is left out.
+reported="ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|WARNING: ThreadSanitizer|CHECK failed"
+# Expected, and only this: the fault matrix's injected segmentation fault (a store through
+# address 8 in FaultInjection.perform, Sources/Multiprocessing/System/FaultInjection.swift),
+# which the sanitizer's own SIGSEGV handler reports before the process dies (with status 1
+# instead of the signal; the matrix checks the other processes, not how this one ended).
+# A sanitizer's SEGV report cannot be suppressed by its suppressions file, so it is
+# recognised here: a process whose every report is that one is not counted.
+injected="^SUMMARY: (AddressSanitizer|ThreadSanitizer): SEGV .*FaultInjection.swift:[0-9:]* in [$]s15Multiprocessing14FaultInjectionO7perform"
+found=""
+injected_count=0
+for file in "$reports"/asan.* "$reports"/tsan.*; do
+  [ -e "$file" ] || continue
+  grep -qE "$reported" "$file" || continue
+  summaries=$(grep -c "^SUMMARY:" "$file" || true)
+  expected=$(grep -cE "$injected" "$file" || true)
+  if [ "$summaries" -gt 0 ] && [ "$summaries" = "$expected" ]; then
+    injected_count=$((injected_count + 1))
+    continue
+  fi
+  found="$found $file"
+done
 for file in $found; do
   echo "---- $file" >&2
   cat "$file" >&2
 done
+[ "$injected_count" = 0 ] || echo "$injected_count fault-matrix segmentation fault(s) reported as injected (expected)"
 
 echo "build $((built - started)) s, tests $((ended - built)) s"
 if [ "$status" != 0 ]; then
@@ -100,7 +121,7 @@ if [ "$status" != 0 ]; then
   exit 1
 fi
 if [ -n "$found" ]; then
-  echo "$(echo "$found" | wc -l) process(es) wrote a $sanitizer sanitizer report (above)" >&2
+  echo "$(echo $found | wc -w) process(es) wrote a $sanitizer sanitizer report (above)" >&2
   exit 1
 fi
 echo "every test run passed under --sanitize=$sanitizer, with no report from any process"
