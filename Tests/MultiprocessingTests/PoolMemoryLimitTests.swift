@@ -54,7 +54,13 @@ struct PoolMemoryLimitTests {
         }
     }
 
-    @Test("work within the limit is unaffected, and map throws the limit's error")
+    @Test(
+        "work within the limit is unaffected, and map throws the limit's error",
+        // The limit is on resident memory, which AddressSanitizer inflates: freed blocks stay
+        // in its quarantine (up to 256 MiB) and every touched byte costs an eighth more in
+        // shadow memory, so a worker that allocated and freed 20 + 40 + 60 MiB can pass 200 MiB.
+        // Measured: "item 5 failed: worker ... exceeded the memory limit" under ASan only.
+        .disabled(if: Sanitizer.address, "AddressSanitizer's quarantine and shadow memory count as resident"))
     func withinLimit() async throws {
         try await withProcessPool(workers: 2, memoryLimit: 200 << 20) { (pool: ProcessPool) async throws in
             #expect(try await pool.map(PoolAllocate(), [20, 40, 60, 20, 40, 60]).count == 6)

@@ -80,6 +80,9 @@ enum SecurityProbe {
         for line in ((try? readFile("/proc/\(pid)/maps")) ?? "").split(separator: "\n") {
             guard let start = line.firstIndex(of: "/") else { continue }
             let path = String(line[start...])
+            // ThreadSanitizer's runtime maps its own read-only shadow from a deleted file,
+            // /tmp/tsan.rodata.<pid> (a fork-server worker inherits the server's): not the library's.
+            if Sanitizer.thread && path.hasPrefix("/tmp/tsan.rodata.") && path.hasSuffix(" (deleted)") { continue }
             if (path.hasPrefix("/dev/shm/") && !allowedSegments.contains(path)) || path.hasPrefix("/tmp/") {
                 problems.append("process \(pid) maps \(path)")
             }
