@@ -68,7 +68,7 @@ enum FaultLock: Codable, Sendable {
 }
 
 /// Everything the processes of a lock case share.
-struct LockCase: Codable, Sendable {
+struct LockCase: ContendedCase {
     var lock: FaultLock
     /// A count written in two halves under the lock: equal whenever no update is cut short.
     let data: SharedArray<Int>
@@ -177,6 +177,19 @@ struct LockCase: Codable, Sendable {
         }
     }
 
+    /// Half the main thread's operations go through the `async` `withLock`.
+    func operateOnMainThread(using random: inout SeededRandom) async {
+        if Bool.random(using: &random) {
+            await operateAsync()
+        } else {
+            operate(mode: Int.random(in: 0..<4, using: &random))
+        }
+    }
+
+    func checkFinished() throws {
+        if failures.load() > 0 { throw PlainFailure("\(failures.load()) operations failed") }
+    }
+
     /// One operation through the `async` `withLock`.
     func operateAsync() async {
         while true {
@@ -194,58 +207,8 @@ struct LockCase: Codable, Sendable {
     }
 }
 
-/// A process of a lock case: `threads` threads taking the lock `operations` times each
-/// (0: until `stop`), one of them through the `async` form; and, for the parent faults, its
-/// own `children` doing the same.
-struct LockUser: ProcessTarget {
-    var shared: LockCase
-    var threads: Int
-    var operations: Int
-    var seed: UInt64
-    var fault: ArmedFault?
-    var children: Int = 0
-
-    func run() async throws {
-        fault?.arm()
-        var random = SeededRandom(seed: seed)
-        var started: [ChildProcess] = []
-        for index in 0..<children {
-            let child = ChildProcess(
-                LockUser(shared: shared, threads: threads, operations: operations, seed: seed &+ UInt64(index + 1)),
-                startMethod: startMethod(&random))
-            try await child.start()
-            started.append(child)
-        }
-        guard try await shared.gate.wait(timeout: .seconds(30)) else { throw PlainFailure("the gate never opened") }
-        let (shared, operations) = (self.shared, self.operations)
-        let workers = (1..<max(1, threads)).map { thread in
-            let threadSeed = seed &+ UInt64(thread) &* 7919
-            return FaultThread {
-                var random = SeededRandom(seed: threadSeed)
-                var done = 0
-                while operations == 0 ? !shared.stop.isSet : done < operations {
-                    shared.operate(mode: Int.random(in: 0..<4, using: &random))
-                    done += 1
-                }
-            }
-        }
-        var done = 0
-        while operations == 0 ? !shared.stop.isSet : done < operations {
-            if Bool.random(using: &random) {
-                await shared.operateAsync()
-            } else {
-                shared.operate(mode: Int.random(in: 0..<4, using: &random))
-            }
-            done += 1
-        }
-        for worker in workers where !worker.join(timeout: .seconds(60)) {
-            throw PlainFailure("a thread did not finish")
-        }
-        for child in started { try await child.join() }
-        if fault != nil { throw PlainFailure.faultMissed }
-        if shared.failures.load() > 0 { throw PlainFailure("\(shared.failures.load()) operations failed") }
-    }
-}
+/// A process of a lock case (see ``ContendedUser``).
+typealias LockUser = ContendedUser<LockCase>
 
 enum LockScenario: FaultScenario {
     static let object = "Lock"

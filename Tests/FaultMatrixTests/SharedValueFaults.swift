@@ -24,7 +24,7 @@ struct Quad: Equatable, BitwiseCopyable, Sendable {
 }
 
 /// Everything the processes of a SharedValue case share.
-struct ValueCase: Codable, Sendable {
+struct ValueCase: ContendedCase {
     let counter: SharedValue<Int>
     let quad: SharedValue<Quad>
     /// Calls that returned: lock-free increments, locked updates.
@@ -78,52 +78,8 @@ struct ValueCase: Codable, Sendable {
     }
 }
 
-/// A process of a SharedValue case: `threads` threads of `operations` operations each (0:
-/// until `stop`); for the parent faults, its own `children` too.
-struct ValueUser: ProcessTarget {
-    var shared: ValueCase
-    var threads: Int
-    var operations: Int
-    var seed: UInt64
-    var fault: ArmedFault?
-    var children: Int = 0
-
-    func run() async throws {
-        fault?.arm()
-        var random = SeededRandom(seed: seed)
-        var started: [ChildProcess] = []
-        for index in 0..<children {
-            let child = ChildProcess(
-                ValueUser(shared: shared, threads: threads, operations: operations, seed: seed &+ UInt64(index + 1)),
-                startMethod: startMethod(&random))
-            try await child.start()
-            started.append(child)
-        }
-        guard try await shared.gate.wait(timeout: .seconds(30)) else { throw PlainFailure("the gate never opened") }
-        let (shared, operations) = (self.shared, self.operations)
-        let workers = (1..<max(1, threads)).map { thread in
-            let threadSeed = seed &+ UInt64(thread) &* 7919
-            return FaultThread {
-                var random = SeededRandom(seed: threadSeed)
-                var done = 0
-                while operations == 0 ? !shared.stop.isSet : done < operations {
-                    shared.operate(mode: Int.random(in: 0..<4, using: &random))
-                    done += 1
-                }
-            }
-        }
-        var done = 0
-        while operations == 0 ? !shared.stop.isSet : done < operations {
-            shared.operate(mode: Int.random(in: 0..<4, using: &random))
-            done += 1
-        }
-        for worker in workers where !worker.join(timeout: .seconds(60)) {
-            throw PlainFailure("a thread did not finish")
-        }
-        for child in started { try await child.join() }
-        if fault != nil { throw PlainFailure.faultMissed }
-    }
-}
+/// A process of a SharedValue case (see ``ContendedUser``).
+typealias ValueUser = ContendedUser<ValueCase>
 
 enum SharedValueScenario: FaultScenario {
     static let object = "SharedValue"

@@ -167,3 +167,75 @@ struct PlainFailure: Error, CustomStringConvertible {
     /// What a child armed with a fault throws if it reaches its end alive.
     static let faultMissed = PlainFailure("the armed fault never struck")
 }
+
+/// The shared state of a case whose processes all hammer one object (a lock, a shared
+/// value): a gate that starts them together, a stop event, and one operation.
+protocol ContendedCase: Codable, Sendable {
+    var gate: ProcessEvent { get }
+    var stop: ProcessEvent { get }
+    /// One operation of the kind `mode` (0..<4) names.
+    func operate(mode: Int)
+    /// One operation of the process's main thread (by default `operate` of a random mode).
+    func operateOnMainThread(using random: inout SeededRandom) async
+    /// Throws when the case saw operations fail (by default nothing to check).
+    func checkFinished() throws
+}
+
+extension ContendedCase {
+    func operateOnMainThread(using random: inout SeededRandom) async {
+        operate(mode: Int.random(in: 0..<4, using: &random))
+    }
+
+    func checkFinished() throws {}
+}
+
+/// A process of a contended case: `threads` threads (the main one included) of `operations`
+/// operations each (0: until `stop`), started together by the gate; for the parent faults,
+/// its own `children` doing the same. A process armed with a fault that runs to its end
+/// throws `faultMissed`.
+struct ContendedUser<Case: ContendedCase>: ProcessTarget {
+    var shared: Case
+    var threads: Int
+    var operations: Int
+    var seed: UInt64
+    var fault: ArmedFault?
+    var children: Int = 0
+
+    func run() async throws {
+        fault?.arm()
+        var random = SeededRandom(seed: seed)
+        var started: [ChildProcess] = []
+        for index in 0..<children {
+            let child = ChildProcess(
+                ContendedUser(
+                    shared: shared, threads: threads, operations: operations, seed: seed &+ UInt64(index + 1)),
+                startMethod: startMethod(&random))
+            try await child.start()
+            started.append(child)
+        }
+        guard try await shared.gate.wait(timeout: .seconds(30)) else { throw PlainFailure("the gate never opened") }
+        let (shared, operations) = (self.shared, self.operations)
+        let workers = (1..<max(1, threads)).map { thread in
+            let threadSeed = seed &+ UInt64(thread) &* 7919
+            return FaultThread {
+                var random = SeededRandom(seed: threadSeed)
+                var done = 0
+                while operations == 0 ? !shared.stop.isSet : done < operations {
+                    shared.operate(mode: Int.random(in: 0..<4, using: &random))
+                    done += 1
+                }
+            }
+        }
+        var done = 0
+        while operations == 0 ? !shared.stop.isSet : done < operations {
+            await shared.operateOnMainThread(using: &random)
+            done += 1
+        }
+        for worker in workers where !worker.join(timeout: .seconds(60)) {
+            throw PlainFailure("a thread did not finish")
+        }
+        for child in started { try await child.join() }
+        if fault != nil { throw PlainFailure.faultMissed }
+        try shared.checkFinished()
+    }
+}
