@@ -692,7 +692,11 @@ enum QueueScenario: FaultScenario {
             if try parent.blockingJoin(timeout: .seconds(10)) {
                 if parent.termination == .signaled(ProcessSignal(rawValue: signal)) {
                     run.outcome.errorSeen = "the parent \(parent.termination!)"
-                } else if signalled {
+                } else if signalled && !(parent.termination == .exited(0) && queue.isClosed) {
+                    // Exit status 0 with the queue closed: the parent had finished its work
+                    // (it closes the queue once its producers are done) and exited before the
+                    // signal arrived; `isAlive` was read just before (seeds 5, 7 and 9 at 5
+                    // points found it).
                     run.problem("the parent \(parent.termination!) after \(ProcessSignal(rawValue: signal))")
                 }
             } else {
