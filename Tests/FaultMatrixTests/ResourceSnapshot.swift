@@ -1,5 +1,7 @@
 import Glibc
 
+@testable import Multiprocessing  // directoryEntries (System/ProcFS.swift)
+
 /// What a runner process holds: its descriptors (with what they point at) and the entries of
 /// /dev/shm. Taken before a case and compared after it.
 struct ResourceSnapshot {
@@ -110,18 +112,6 @@ func descendantProcesses() -> [Int32] {
         next += childProcesses(of: String(pid))
     }
     return result
-}
-
-/// The names in a directory, without "." and "..".
-func directoryEntries(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
 }
 
 /// A small text file's contents, or nil.

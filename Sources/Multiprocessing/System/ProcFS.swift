@@ -22,7 +22,7 @@ func childrenHolding(_ descriptor: FileDescriptor) -> [pid_t] {
 }
 
 /// The names in a directory, without `.` and `..`; empty if it cannot be read.
-private func directoryEntries(_ path: String) -> [String] {
+func directoryEntries(_ path: String) -> [String] {
     guard let directory = opendir(path) else { return [] }
     defer { closedir(directory) }
     var names: [String] = []
