@@ -285,42 +285,45 @@ func applyLatency(size: Size) throws -> Double {
 func cpuSpeedup(size: Size) throws -> Double {
     let function = CountPrimes(limit: size.pick(3_000_000, tiny: 100_000), parts: 16)
     let passes = size.pick(3, tiny: 1)
+    let cpus = allowedCPUs()
     // The serial time is the mean over the CPUs of the best pass pinned to each: this VM's 2 CPUs
     // differ in speed (by about 6% the day this was written: the same C loop took 77 ms on one
     // and 82 ms on the other), so an unpinned serial pass measures whichever the scheduler
     // picked, and the ratio moved by that much from run to run.
-    var serial = 0
-    var serialTimes: [Double] = []
-    for cpu in allowedCPUs() {
-        let best = pinned(to: cpu) {
-            (0..<passes).map { _ in
-                let start = clock.now
-                serial = (0..<16).reduce(0) { $0 + function($1) }
-                return seconds(clock.now - start)
-            }.min()!
-        }
-        serialTimes.append(best)
-    }
-    let serialCount = serial
-    let reportedSerial = serialTimes
-    let bestPooled = try blocking {
+    //
+    // The serial and pooled passes alternate (serial on each CPU, then one pooled map, then
+    // again): the host's own speed drifts by 10-20% over seconds (a round's serial passes on
+    // one CPU measured 663 and 810 ms minutes apart), and passes taken side by side see the
+    // same drift, where all serial passes first and all pooled ones after did not.
+    return try blocking {
         try await withProcessPool(workers: 2, startMethod: .forkserver) { pool in
             _ = try await pool.map(SquareItem(), [0, 1], chunkSize: 1)  // both workers up
-            var times: [Double] = []
+            var serialTimes = [[Double]](repeating: [], count: cpus.count)
+            var pooledTimes: [Double] = []
+            var serialCount = 0
             for _ in 0..<passes {
+                for (slot, cpu) in cpus.enumerated() {
+                    let elapsed = pinned(to: cpu) {
+                        let start = clock.now
+                        serialCount = (0..<16).reduce(0) { $0 + function($1) }
+                        return seconds(clock.now - start)
+                    }
+                    serialTimes[slot].append(elapsed)
+                }
                 let start = clock.now
                 let counts = try await pool.map(function, Array(0..<16), chunkSize: 1)
-                times.append(seconds(clock.now - start))
+                pooledTimes.append(seconds(clock.now - start))
                 guard counts.reduce(0, +) == serialCount else { fatalError("the pool's prime count is wrong") }
             }
             let milliseconds = { (times: [Double]) in times.map { format($0 * 1000) }.joined(separator: ", ") }
+            let serialByCPU = zip(cpus, serialTimes).map { "CPU \($0) \(milliseconds($1))" }
             printError(
-                "cpu-speedup: serial \(milliseconds(reportedSerial)) ms, 2 workers \(milliseconds(times)) ms, "
+                "cpu-speedup: serial \(serialByCPU.joined(separator: "; ")) ms, 2 workers \(milliseconds(pooledTimes)) ms, "
                     + "\(serialCount) primes below \(function.limit)")
-            return times.min()!
+            let bestSerial = serialTimes.map { $0.min()! }
+            return bestSerial.reduce(0, +) / Double(bestSerial.count) / pooledTimes.min()!
         }
     }
-    return serialTimes.reduce(0, +) / Double(serialTimes.count) / bestPooled
 }
 
 // glibc declares these only under _GNU_SOURCE, which the Swift Glibc module does not define.

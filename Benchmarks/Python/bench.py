@@ -389,32 +389,32 @@ def bench_cpu_speedup(size):
     # Each the best of 3 passes, as the Swift side measures it.
     passes = 3 if size == "full" else 1
     # The serial time: the mean over the CPUs of the best pass pinned to each (the VM's CPUs
-    # differ in speed; see cpuSpeedup in PoolWorkloads.swift).
-    serial_times, pool_times = [], []
+    # differ in speed), and serial and pooled passes alternate (the host's speed drifts); see
+    # cpuSpeedup in PoolWorkloads.swift.
     allowed = os.sched_getaffinity(0)
-    for cpu in sorted(allowed):
-        os.sched_setaffinity(0, {cpu})
-        best = None
-        for _ in range(passes):
-            start = time.perf_counter()
-            serial = sum(count_primes(part) for part in parts)
-            elapsed = time.perf_counter() - start
-            best = elapsed if best is None else min(best, elapsed)
-        serial_times.append(best)
-    os.sched_setaffinity(0, allowed)
+    cpus = sorted(allowed)
+    serial_by_cpu, pool_times = {cpu: [] for cpu in cpus}, []
     with multiprocessing.Pool(2) as pool:
         pool.map(square, [0, 1], chunksize=1)
         for _ in range(passes):
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                start = time.perf_counter()
+                serial = sum(count_primes(part) for part in parts)
+                serial_by_cpu[cpu].append(time.perf_counter() - start)
+            os.sched_setaffinity(0, allowed)
             start = time.perf_counter()
             pooled = sum(pool.map(count_primes, parts, chunksize=1))
             pool_times.append(time.perf_counter() - start)
             assert pooled == serial
+    serial_times = [min(serial_by_cpu[cpu]) for cpu in cpus]
     milliseconds = lambda times: ", ".join(f"{t * 1000:.1f}" for t in times)
-    print(f"bench.py cpu-speedup: serial {milliseconds(serial_times)} ms, Pool(2) {milliseconds(pool_times)} ms",
+    serial_text = "; ".join(f"CPU {cpu} {milliseconds(serial_by_cpu[cpu])}" for cpu in cpus)
+    print(f"bench.py cpu-speedup: serial {serial_text} ms, Pool(2) {milliseconds(pool_times)} ms",
           file=sys.stderr)
     return result("cpu-speedup", "x", sum(serial_times) / len(serial_times) / min(pool_times), 1,
                   f"count_primes over 16 interleaved parts below {limit}: mean over the CPUs of the best serial time "
-                  f"pinned to each / best Pool(2).map time, of {passes} passes")
+                  f"pinned to each / best Pool(2).map time, of {passes} alternating passes")
 
 
 def kill_on(x):
