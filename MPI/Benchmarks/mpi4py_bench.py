@@ -23,6 +23,8 @@ Workloads (all on the executor's default settings, the code a Python user would 
 - mpi-map-chunk1: tasks/s of `executor.map(square, range(20000), chunksize=1)`.
 - mpi-apply-latency: µs of `executor.submit(square, i).result()` on an idle executor,
   median of 2,000.
+- mpi-map-chunk100 (only with --only; not one of the issue's four): the same map with
+  chunksize=100, for the per-item cost the scale simulation needs.
 - mpi-rank-killed: item 500 of a 1,000-item map SIGKILLs its worker rank. mpi4py.futures
   does not notice: the map never returns. A watchdog thread reports the hang after the
   timeout (10 s full, 3 s tiny) and ends the whole job (it must run last).
@@ -112,21 +114,25 @@ def bench_start(size):
                   f"{statistics.median(later):.1f} ms; backoff {BACKOFF} s")
 
 
-def bench_map_chunk1(size):
+def bench_map_chunk1(size, chunksize=1):
     count, maps = (20_000, 3) if size == "full" else (500, 1)
-    samples = []
+    name = f"mpi-map-chunk{chunksize}"
+    samples, cpu = [], []
     with MPIPoolExecutor() as executor:
-        list(executor.map(square, range(min(count, 1000)), chunksize=1))  # warm-up
+        list(executor.map(square, range(min(count, 1000)), chunksize=chunksize))  # warm-up
         for _ in range(maps):
-            start = time.perf_counter()
-            outputs = list(executor.map(square, range(count), chunksize=1))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            outputs = list(executor.map(square, range(count), chunksize=chunksize))
             elapsed = time.perf_counter() - start
+            # Rank 0's CPU (all its threads: main and the executor's manager) per task.
+            cpu.append((time.process_time() - cpu_start) / count * 1e6)
             assert len(outputs) == count and outputs[-1] == (count - 1) ** 2
             samples.append(count / elapsed)
-    log(f"mpi-map-chunk1: {', '.join(f'{s:.0f}' for s in samples)} tasks/s")
-    return result("mpi-map-chunk1", "tasks/s", statistics.median(samples), maps,
-                  f"MPIPoolExecutor().map(square, range({count}), chunksize=1) on {WORKERS} worker ranks, "
-                  f"started executor; median of {maps}; backoff {BACKOFF} s")
+    log(f"{name}: {', '.join(f'{s:.0f}' for s in samples)} tasks/s")
+    return result(name, "tasks/s", statistics.median(samples), maps,
+                  f"MPIPoolExecutor().map(square, range({count}), chunksize={chunksize}) on {WORKERS} worker ranks, "
+                  f"started executor; median of {maps}; rank 0 CPU {statistics.median(cpu):.2f} us per task; "
+                  f"backoff {BACKOFF} s")
 
 
 def bench_apply_latency(size):
@@ -187,13 +193,16 @@ def bench_rank_killed(size, emit):
 
 
 WORKLOADS = ["mpi-start", "mpi-map-chunk1", "mpi-apply-latency", "mpi-rank-killed"]
+# Not one of the issue's four: the per-item cost of mpi4py.futures once chunks amortise the
+# per-message one, for the scale simulation (run with --only).
+EXTRA = ["mpi-map-chunk100"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
-    parser.add_argument("--only", choices=WORKLOADS)
+    parser.add_argument("--only", choices=WORKLOADS + EXTRA)
     args = parser.parse_args()  # exits 2 with a message on stderr for an unknown workload
     if WORKERS < 1:
         log("needs at least 2 ranks: run under mpirun -np 4 python3 -m mpi4py.futures")
@@ -214,6 +223,8 @@ def main():
             emit(bench_start(args.size))
         elif name == "mpi-map-chunk1":
             emit(bench_map_chunk1(args.size))
+        elif name == "mpi-map-chunk100":
+            emit(bench_map_chunk1(args.size, chunksize=100))
         elif name == "mpi-apply-latency":
             emit(bench_apply_latency(args.size))
         else:
