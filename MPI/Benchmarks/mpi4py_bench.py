@@ -153,10 +153,27 @@ def bench_apply_latency(size):
                   f"median; backoff {BACKOFF} s")
 
 
+def end_job(pids):
+    """End a job that has lost a rank: on this machine, kill the worker ranks still alive and
+    leave without MPI_Finalize (it would wait for the dead rank); mpirun exits when every rank
+    has. MPI_Abort does not do it: with --enable-recovery and a rank dead, Open MPI 4.1.4's
+    mpirun stayed up."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the rank that item 500 killed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def bench_rank_killed(size, emit):
+    """Reports the outcome itself and ends the job, whatever happens: a rank is dead."""
     limit = 10.0 if size == "full" else 3.0
     executor = MPIPoolExecutor()
     _, pids = wait_all_ranks(executor)
+    what = "MPIPoolExecutor().map(kill_on, range(1000), chunksize=1), item 500 SIGKILLs its worker rank: "
     start = time.perf_counter()
     done = threading.Event()
 
@@ -166,18 +183,8 @@ def bench_rank_killed(size, emit):
             return
         outcome = f"hung: no result after {limit} s (a worker rank SIGKILLed mid-map; job ended by killing the ranks)"
         log(f"mpi-rank-killed: {outcome}")
-        emit(result("mpi-rank-killed", "s", limit, 1,
-                    f"MPIPoolExecutor().map(kill_on, range(1000), chunksize=1), item 500 SIGKILLs its worker rank: {outcome}"))
-        # MPI_Abort does not end a job run with --enable-recovery once a rank is dead (Open MPI
-        # 4.1.4: mpirun stays up), so end it on this machine: kill the worker ranks still alive,
-        # then leave without MPI_Finalize (it would wait for the dead rank). mpirun exits when
-        # every rank has.
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # the rank that item 500 killed
-        os._exit(0)
+        emit(result("mpi-rank-killed", "s", limit, 1, what + outcome))
+        end_job(pids)
 
     threading.Thread(target=watchdog, daemon=True).start()
     try:
@@ -186,10 +193,9 @@ def bench_rank_killed(size, emit):
     except Exception as error:  # noqa: BLE001 - any error is the outcome to report
         outcome = f"raised {type(error).__name__} after {time.perf_counter() - start:.3f} s: {error}"
     done.set()
-    value = time.perf_counter() - start
     log(f"mpi-rank-killed: {outcome}")
-    return result("mpi-rank-killed", "s", value, 1,
-                  f"MPIPoolExecutor().map(kill_on, range(1000), chunksize=1), item 500 SIGKILLs its worker rank: {outcome}")
+    emit(result("mpi-rank-killed", "s", time.perf_counter() - start, 1, what + outcome))
+    end_job(pids)
 
 
 WORKLOADS = ["mpi-start", "mpi-map-chunk1", "mpi-apply-latency", "mpi-rank-killed"]
@@ -228,7 +234,7 @@ def main():
         elif name == "mpi-apply-latency":
             emit(bench_apply_latency(args.size))
         else:
-            emit(bench_rank_killed(args.size, emit))
+            bench_rank_killed(args.size, emit)  # emits, then ends the job
 
 
 if __name__ == "__main__":

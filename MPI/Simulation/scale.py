@@ -173,7 +173,6 @@ def tree(ranks, fanout, task_us, chunk, window, costs, latency, group=None, roun
     finished = [0] * fanout  # ... and whose results it has
     unreported = [0] * fanout  # results a sub holds, not yet sent up
     waiting = [deque() for _ in range(fanout)]  # a sub's workers with a free slot
-    held = [0] * ranks  # chunks outstanding per worker
 
     def push(at, kind, *args):
         nonlocal sequence
@@ -190,7 +189,6 @@ def tree(ranks, fanout, task_us, chunk, window, costs, latency, group=None, roun
     def send_chunk(at, sub, worker):
         tasks = min(chunk, stock[sub])
         stock[sub] -= tasks
-        held[worker] += 1
         leaves = subs[sub].run(at, costs.send + tasks * costs.item)
         push(workers.run(worker, leaves + latency, tasks) + latency, "reply", sub, worker, tasks)
 
@@ -218,7 +216,6 @@ def tree(ranks, fanout, task_us, chunk, window, costs, latency, group=None, roun
         elif kind == "reply":
             sub, worker, tasks = args
             subs[sub].run(at, costs.recv + tasks * costs.item)
-            held[worker] -= 1
             finished[sub] += tasks
             unreported[sub] += tasks
             if stock[sub]:
