@@ -172,7 +172,8 @@ final class EngineLoop {
             let code = MPI_Test(&sends[index].request, &flag, cmpi_status_ignore())
             if code != cmpi_success() || flag != 0 {
                 let send = sends.remove(at: index)
-                send.order.completion.resume(code == cmpi_success() ? .success(()) : .failure(mpiError(code, "MPI_Test")))
+                send.order.completion.resume(
+                    code == cmpi_success() ? .success(()) : .failure(mpiError(code, "MPI_Test")))
                 progressed = true
             } else {
                 index += 1
@@ -344,8 +345,13 @@ final class EngineLoop {
     private func failEndedChannels() {
         guard !ended.isEmpty else { return }
         for (key, end) in ended {
-            guard received[key, default: 0] >= end.count else { continue }
-            if arriving.contains(where: { $0.source == key.source && $0.order.key.tag == key.tag }) { continue }
+            if end.count > 0 {
+                guard received[key, default: 0] >= end.count else { continue }
+                if arriving.contains(where: { $0.source == key.source && $0.order.key.tag == key.tag }) { continue }
+                // Everything it sent is in: only the end remains (and the count can go).
+                ended[key] = (0, end.error)
+                received[key] = nil
+            }
             for receive in waiting.removeValue(forKey: key) ?? [] { receive.completion.resume(.failure(end.error)) }
         }
     }

@@ -161,8 +161,9 @@ public final class MPIWorld: Sendable {
                 } catch {
                     return  // shut down
                 }
-                guard case .jobEnded(let rank, let tag, let count, let failure)? =
-                    try? RankWire.decode(ControlMessage.self, from: sink.elements)
+                guard
+                    case .jobEnded(let rank, let tag, let count, let failure)? =
+                        try? RankWire.decode(ControlMessage.self, from: sink.elements)
                 else { continue }
                 engine.endChannel(
                     source: rank, tag: tag, afterMessages: count,

@@ -88,7 +88,8 @@ struct WorkerRank {
         do {
             job = try RankWire.decode(Job.self, from: payload)
         } catch {
-            throw MPIError.jobFailed(rank: channel.engine.rank, description: "\(Job.self) could not be decoded: \(error)")
+            throw MPIError.jobFailed(
+                rank: channel.engine.rank, description: "\(Job.self) could not be decoded: \(error)")
         }
         try await job.run(channel: channel)
     }

@@ -35,7 +35,10 @@ struct WhoAreYou: RankJob {
     func run(channel: RankChannel) async throws {
         let greeting = try await channel.receive(Greeting.self)
         let world = try await MPIWorld.start()
-        try await channel.send(Greeting(text: greeting.text + " from \(world.rank)", numbers: greeting.numbers.reversed(), ratio: greeting.ratio))
+        try await channel.send(
+            Greeting(
+                text: greeting.text + " from \(world.rank)", numbers: greeting.numbers.reversed(), ratio: greeting.ratio
+            ))
     }
 }
 

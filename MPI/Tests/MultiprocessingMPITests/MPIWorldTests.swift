@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Multiprocessing
 import Testing
@@ -137,6 +138,30 @@ struct MPIWorldTests {
         #expect(try await channel.sendBytes([1], timeout: .seconds(30)))
         #expect(try await channel.sendElements([1.0], timeout: .seconds(30)))
         #expect(try await channel.send("x", timeout: .seconds(30)))
+    }
+
+    @Test("the blocking forms work from a thread of its own, timeouts included")
+    func blockingForms() async throws {
+        let world = try await MPIWorld.start()
+        let rank = try #require(world.liveWorkerRanks.first)
+        let channel = try await world.start(EchoBytes(rounds: 2), on: rank)
+        let outcome: Result<[[UInt8]?], any Error> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(
+                    with: .success(
+                        Result {
+                            let none = try channel.receiveBytes(timeout: .milliseconds(50))
+                            try channel.sendBytes([1, 2, 3])
+                            let echo = try channel.receiveBytes()
+                            #expect(
+                                try channel.send(Greeting(text: "t", numbers: [], ratio: nil), timeout: .seconds(30)))
+                            let greeting = try channel.receive(Greeting.self, timeout: .seconds(30))
+                            #expect(greeting?.text == "t")
+                            return [none, echo]
+                        }))
+            }
+        }
+        #expect(try outcome.get() == [nil, [1, 2, 3]])
     }
 
     @Test("a cancelled receive stops waiting")
