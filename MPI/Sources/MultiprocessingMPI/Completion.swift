@@ -56,11 +56,24 @@ final class Completion: Sendable {
 
     /// Waits, blocking the calling thread (never call it on the cooperative pool).
     func waitBlocking() throws {
-        signal.wait()
+        _ = try waitBlocking(timeout: nil)
+    }
+
+    /// Waits at most `timeout` (nil: as long as it takes), blocking the calling thread;
+    /// false if the operation had not completed by then.
+    func waitBlocking(timeout: Duration?) throws -> Bool {
+        if let timeout {
+            let (seconds, attoseconds) = timeout.components
+            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            if signal.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .timedOut { return false }
+        } else {
+            signal.wait()
+        }
         let result: Result<Void, any Error>? = state.withLock { state in
             if case .finished(let result) = state { return result }
             return nil
         }
         try result?.get()
+        return true
     }
 }

@@ -164,9 +164,14 @@ final class Engine: Sendable {
     /// Finalizes MPI on the engine thread and waits for it (blocking). Later operations
     /// throw ``MPIError/shutDown``. Only the first call does anything.
     func shutDown() throws {
-        guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        _ = try shutDown(timeout: nil)
+    }
+
+    /// ``shutDown()``, waiting at most `timeout`; false if MPI_Finalize had not returned by then.
+    func shutDown(timeout: Duration?) throws -> Bool {
+        guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return true }
         let completion = Completion()
         mailbox.post(.shutDown(completion))
-        try completion.waitBlocking()
+        return try completion.waitBlocking(timeout: timeout)
     }
 }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// How ranks tell each other they are alive, and when silence means death.
 ///
 /// Every rank above 0 sends rank 0 an empty message every ``heartbeatInterval``, and rank 0
@@ -22,5 +24,24 @@ public struct Liveness: Sendable, Hashable {
         self.heartbeatInterval = heartbeatInterval
         self.lostAfter = lostAfter
         self.idleSleepLimit = idleSleepLimit
+    }
+}
+
+extension Liveness {
+    /// The settings of a worker rank, which starts before rank 0's program can say anything:
+    /// the defaults, or the launcher's environment (`mpirun -x NAME=value`):
+    /// `SWIFT_MPI_HEARTBEAT_MS`, `SWIFT_MPI_LOST_AFTER_MS`, `SWIFT_MPI_IDLE_SLEEP_US`.
+    /// Rank 0 reads them too, as the defaults of ``MPIWorld/start(liveness:)``.
+    public static var fromEnvironment: Liveness {
+        var liveness = Liveness()
+        if let value = number("SWIFT_MPI_HEARTBEAT_MS") { liveness.heartbeatInterval = .milliseconds(value) }
+        if let value = number("SWIFT_MPI_LOST_AFTER_MS") { liveness.lostAfter = .milliseconds(value) }
+        if let value = number("SWIFT_MPI_IDLE_SLEEP_US") { liveness.idleSleepLimit = .microseconds(value) }
+        return liveness
+    }
+
+    private static func number(_ name: String) -> Int? {
+        guard let text = getenv(name), let value = Int(String(cString: text)), value > 0 else { return nil }
+        return value
     }
 }

@@ -69,7 +69,7 @@ public final class MPIWorld: Sendable {
     /// before its jobs run). `liveness` applies on the first call only.
     ///
     /// Throws ``MPIError/notStartedByMPIRun`` when no launcher started this process.
-    public static func start(liveness: Liveness = Liveness()) async throws -> MPIWorld {
+    public static func start(liveness: Liveness = .fromEnvironment) async throws -> MPIWorld {
         try await start(liveness: liveness, rank: Int(mpi_bootstrap_rank()))
     }
 
@@ -176,17 +176,14 @@ public final class MPIWorld: Sendable {
     /// world first if the program never did, so that the worker ranks (waiting in MPI_Init)
     /// are released and the job ends cleanly.
     static func finishRankZero() {
-        let world: MPIWorld?
-        switch state.withLock({ $0 }) {
-        case .started(let started): world = started
-        case .starting, .idle:
-            world = nil
-        }
         let engine: Engine
-        if let world {
+        switch state.withLock({ $0 }) {
+        case .started(let world):
             engine = world.engine
-        } else {
-            guard let started = try? Engine.startBlocking(liveness: Liveness()) else { return }
+        case .starting:
+            return  // MPI is being initialized by a task that exit overtook: it cannot be finished here
+        case .idle:
+            guard let started = try? Engine.startBlocking(liveness: .fromEnvironment) else { return }
             engine = started
         }
         let stop = try? RankWire.encode(ControlMessage.stop)
@@ -197,8 +194,14 @@ public final class MPIWorld: Sendable {
                 _ = try? engine.sendBlocking(payload, to: rank, tag: ReservedTag.control, deadline: deadline)
             }
         }
+        // Bounded: MPI_Finalize waits for every live rank to finalize too, and a rank that is
+        // alive but frozen (not yet declared lost) would hold rank 0's exit forever.
+        let bound = engine.liveness.lostAfter + .seconds(10)
         do {
-            try engine.shutDown()
+            if try !engine.shutDown(timeout: bound) {
+                printToStandardError(
+                    "swift-multiprocessing-mpi: MPI_Finalize did not complete within \(bound); exiting without it")
+            }
         } catch {
             printToStandardError("swift-multiprocessing-mpi: \(error)")
         }

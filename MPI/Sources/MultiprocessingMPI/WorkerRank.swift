@@ -8,7 +8,7 @@ import Glibc
 func rankMain(_ rank: Int32) {
     let engine: Engine
     do {
-        engine = try Engine.startBlocking(liveness: Liveness())
+        engine = try Engine.startBlocking(liveness: .fromEnvironment)
     } catch {
         printToStandardError("swift-multiprocessing-mpi: rank \(rank) could not start MPI: \(error)")
         _exit(71)
