@@ -147,7 +147,8 @@ public final class SharedMemory: Sendable, Codable {
                 .init(
                     codingPath: encoder.codingPath,
                     debugDescription:
-                        "shared memory can only be encoded by swift-multiprocessing, for another process on this machine"))
+                        "shared memory can only be encoded by swift-multiprocessing, for another process on this machine"
+                ))
         }
         var container = encoder.singleValueContainer()
         try container.encode(name)
