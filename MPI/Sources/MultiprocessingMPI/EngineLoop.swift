@@ -304,8 +304,8 @@ final class EngineLoop {
                 } catch {
                     // The message is matched and must be taken off the queue all the same.
                     if message != cmpi_message_null() {
-                        let scratch = [UInt8](repeating: 0, count: Int(byteCount))
-                        let base = UnsafeMutableRawPointer(mutating: scratch.withUnsafeBytes { $0.baseAddress })
+                        let scratch = ElementSink<UInt8>()
+                        let base = try? scratch.prepare(byteCount: Int(byteCount))
                         if MPI_Imrecv(base, byteCount, byte, &message, &request) == cmpi_success() {
                             abandoned.append((request, scratch))
                         }
@@ -357,6 +357,7 @@ final class EngineLoop {
     }
 
     private func expireDeadlines(_ now: ContinuousClock.Instant) {
+        if waiting.isEmpty && sends.isEmpty { return }
         for key in Array(waiting.keys) {
             waiting[key]!.removeAll { receive in
                 guard let deadline = receive.deadline, deadline <= now else { return false }
