@@ -164,6 +164,62 @@ struct MPIWorldTests {
         #expect(try outcome.get() == [nil, [1, 2, 3]])
     }
 
+    @Test("threads and tasks use the transport at once")
+    func threadsAndTasks() async throws {
+        let world = try await MPIWorld.start()
+        let ranks = world.liveWorkerRanks
+        let rounds = 20
+        var channels: [RankChannel] = []
+        for rank in ranks {
+            for _ in 0..<2 { channels.append(try await world.start(EchoBytes(rounds: rounds), on: rank)) }
+        }
+        let done = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, channel) in channels.enumerated() {
+                if index % 2 == 0 {
+                    // A thread of its own, with the blocking forms.
+                    group.addTask {
+                        try await withCheckedThrowingContinuation { continuation in
+                            DispatchQueue.global().async {
+                                continuation.resume(
+                                    with: Result {
+                                        for round in 0..<rounds {
+                                            try channel.sendBytes([UInt8(index), UInt8(round)])
+                                            guard try channel.receiveBytes() == [UInt8(index), UInt8(round)] else {
+                                                return 0
+                                            }
+                                        }
+                                        return rounds
+                                    })
+                            }
+                        }
+                    }
+                } else {
+                    group.addTask {
+                        for round in 0..<rounds {
+                            try await channel.sendBytes([UInt8(index), UInt8(round)])
+                            guard try await channel.receiveBytes() == [UInt8(index), UInt8(round)] else { return 0 }
+                        }
+                        return rounds
+                    }
+                }
+            }
+            var total = 0
+            for try await count in group { total += count }
+            return total
+        }
+        #expect(done == channels.count * rounds)
+    }
+
+    @Test("a large send that nobody receives gives up at its timeout")
+    func unreceivedLargeSendTimesOut() async throws {
+        let world = try await MPIWorld.start()
+        let rank = try #require(world.liveWorkerRanks.first)
+        let channel = try await world.start(Silent(), on: rank)
+        // 8 MB: past the eager limit, so MPI waits for the receiver to match it (rendezvous).
+        let values = [Double](repeating: 1, count: 1 << 20)
+        #expect(try await channel.sendElements(values, timeout: .milliseconds(200)) == false)
+    }
+
     @Test("a cancelled receive stops waiting")
     func cancelledReceive() async throws {
         let world = try await MPIWorld.start()
