@@ -1,4 +1,5 @@
 import Glibc
+import Multiprocessing
 import MultiprocessingMPI
 
 /// A value with a bit of everything the binary wire carries.
@@ -67,5 +68,24 @@ struct KillOwnRank: RankJob {
     func run(channel: RankChannel) async throws {
         try await channel.send("about to die")
         kill(getpid(), SIGKILL)
+    }
+}
+
+/// Squares a number in a child process (the root library's ProcessFunction).
+struct Square: ProcessFunction {
+    func callAsFunction(_ x: Int) -> Int { x * x }
+}
+
+/// Runs work in local processes of its worker rank (a child process and a one-worker
+/// pool), as the pool's backend will, and sends the results back.
+struct LocalProcesses: RankJob {
+    func run(channel: RankChannel) async throws {
+        let input = try await channel.receive(Int.self)
+        let child = try await ChildProcess.run(Square(), with: input)
+        let pool = try await ProcessPool(workers: 1)
+        let pooled = try await pool.map(Square(), [input, input + 1])
+        pool.close()
+        await pool.join()
+        try await channel.send([child] + pooled + [Int(getpid())])
     }
 }

@@ -220,6 +220,43 @@ struct MPIWorldTests {
         #expect(try await channel.sendElements(values, timeout: .milliseconds(200)) == false)
     }
 
+    @Test("a job on a worker rank runs local child processes and a pool (not taken for ranks)")
+    func localProcessesOnRank() async throws {
+        let world = try await MPIWorld.start()
+        let rank = try #require(world.liveWorkerRanks.first)
+        let channel = try await world.start(LocalProcesses(), on: rank)
+        try await channel.send(7)
+        let results = try await channel.receive([Int].self)
+        #expect(results.prefix(3) == [49, 49, 64])
+        #expect(results.last != Int(getpid()))
+    }
+
+    @Test("jobs, messages and failures leave no descriptor behind on rank 0")
+    func noDescriptorLeak() async throws {
+        let world = try await MPIWorld.start()
+        let rank = try #require(world.liveWorkerRanks.first)
+        func openDescriptors() -> Int {
+            guard let directory = opendir("/proc/self/fd") else { return -1 }
+            defer { closedir(directory) }
+            var count = 0
+            while readdir(directory) != nil { count += 1 }
+            return count
+        }
+        // Once first: MPI may open what it needs on first use of a path.
+        let warmUp = try await world.start(EchoBytes(rounds: 1), on: rank)
+        try await warmUp.sendBytes([0])
+        _ = try await warmUp.receiveBytes()
+        let before = openDescriptors()
+        for round in 0..<50 {
+            let channel = try await world.start(EchoBytes(rounds: 1), on: rank)
+            try await channel.sendBytes([UInt8(round)])
+            #expect(try await channel.receiveBytes() == [UInt8(round)])
+            let failing = try await world.start(Thrower(), on: rank)
+            await #expect(throws: MPIError.self) { _ = try await failing.receiveBytes(timeout: .seconds(30)) }
+        }
+        #expect(openDescriptors() == before)
+    }
+
     @Test("a cancelled receive stops waiting")
     func cancelledReceive() async throws {
         let world = try await MPIWorld.start()
