@@ -55,6 +55,13 @@ public final class MPIWorld: Sendable {
     /// True when a launcher (`mpirun`, `srun`) started this process as a rank.
     public static var isLaunchedByMPI: Bool { mpi_bootstrap_rank() >= 0 }
 
+    /// The number of ranks the launcher announced in the environment, before MPI is
+    /// initialized; nil if it said nothing.
+    public static var launchedSize: Int? {
+        let size = mpi_bootstrap_world_size()
+        return size >= 0 ? Int(size) : nil
+    }
+
     // MARK: Starting
 
     private enum State {
