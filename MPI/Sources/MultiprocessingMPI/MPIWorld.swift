@@ -83,10 +83,11 @@ public final class MPIWorld: Sendable {
     /// ``start(liveness:)`` with the rank found in the environment passed in (-1: none).
     static func start(liveness: Liveness, rank: Int) async throws -> MPIWorld {
         guard rank >= 0 else { throw MPIError.notStartedByMPIRun }
-        let task: Task<MPIWorld, any Error> = state.withLock { state in
+        // The started world without a task (the common case); a task to await otherwise.
+        let (found, task): (MPIWorld?, Task<MPIWorld, any Error>?) = state.withLock { state in
             switch state {
-            case .started(let world): return Task { world }
-            case .starting(let task): return task
+            case .started(let world): return (world, nil)
+            case .starting(let task): return (nil, task)
             case .idle:
                 let task = Task<MPIWorld, any Error> {
                     let world = MPIWorld(engine: try await Engine.start(liveness: liveness))
@@ -95,10 +96,11 @@ public final class MPIWorld: Sendable {
                     return world
                 }
                 state = .starting(task)
-                return task
+                return (nil, task)
             }
         }
-        return try await task.value
+        if let found { return found }
+        return try await task!.value
     }
 
     /// Installs a worker rank's world (before `main`, on the worker's bootstrap).
