@@ -104,6 +104,22 @@ struct MPIWorldTests {
         }
     }
 
+    @Test("a job whose bytes do not decode is refused, saying so")
+    func undecodableJob() async throws {
+        let world = try await MPIWorld.start()
+        let rank = try #require(world.liveWorkerRanks.first)
+        let name = try #require(_mangledTypeName(EchoBytes.self))
+        let channel = try await world.startJob(
+            typeName: name, readableTypeName: "EchoBytes", payload: [0xFF], on: rank)
+        do {
+            _ = try await channel.receiveBytes(timeout: .seconds(30))
+            Issue.record("the job was not refused")
+        } catch MPIError.jobFailed(let failedRank, let description) {
+            #expect(failedRank == rank)
+            #expect(description.contains("could not be decoded"))
+        }
+    }
+
     @Test("a job that throws fails its channel with the error's description")
     func jobThrows() async throws {
         let world = try await MPIWorld.start()
