@@ -138,8 +138,18 @@ public final class SharedMemory: Sendable, Codable {
         if tracked { SegmentWatcher.shared.forget(name) }
     }
 
-    /// Encodes the name; the receiver attaches.
+    /// Encodes the name; the receiver attaches. Refused by an encoder whose message leaves
+    /// this machine: the name means nothing on another.
     public func encode(to encoder: any Encoder) throws {
+        if encoder.userInfo[.leavesMachine] as? Bool == true {
+            throw EncodingError.invalidValue(
+                name,
+                .init(
+                    codingPath: encoder.codingPath,
+                    debugDescription:
+                        "shared memory can only be encoded by swift-multiprocessing, for another process on this machine"
+                ))
+        }
         var container = encoder.singleValueContainer()
         try container.encode(name)
     }

@@ -6,6 +6,11 @@ extension CodingUserInfoKey {
     static let descriptorOutbox = CodingUserInfoKey(rawValue: "swift-multiprocessing.descriptor-outbox")!
     /// Where a handle being decoded finds the descriptors that came with the message.
     static let descriptorInbox = CodingUserInfoKey(rawValue: "swift-multiprocessing.descriptor-inbox")!
+
+    /// Set to `true` by an encoder whose messages leave this machine (the MPI transport,
+    /// MultiprocessingMPI). A handle that travels by descriptor already refuses an encoder
+    /// with no descriptor outbox; one that travels by name (``SharedMemory``) checks this key.
+    @_spi(MPI) public static let leavesMachine = CodingUserInfoKey(rawValue: "swift-multiprocessing.leaves-machine")!
 }
 
 /// A handle that moves with the message that carries it: the sender's copy is closed once
