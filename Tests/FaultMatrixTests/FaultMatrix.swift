@@ -172,9 +172,11 @@ func startSanitizerSymbolizer() {
         @convention(c) (
             UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafeMutablePointer<CChar>?, Int
         ) -> Void
-    guard let entry = dlsym(nil, "__sanitizer_symbolize_pc"), let pc = dlsym(nil, "main") else { return }
+    // Any code address will do: the entry point's own (`main` is not in the dynamic symbol
+    // table, so `dlsym` cannot find it).
+    guard let entry = dlsym(nil, "__sanitizer_symbolize_pc") else { return }
     var text = [CChar](repeating: 0, count: 256)
-    unsafeBitCast(entry, to: SymbolizePC.self)(pc, "%f", &text, text.count)
+    unsafeBitCast(entry, to: SymbolizePC.self)(entry, "%f", &text, text.count)
 }
 
 /// Does nothing: warms the runner up.
