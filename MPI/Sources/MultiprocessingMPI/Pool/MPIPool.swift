@@ -1,0 +1,274 @@
+import Multiprocessing
+import Synchronization
+
+/// A process pool whose workers are MPI ranks: the same calls as
+/// ``Multiprocessing/ProcessPool`` (`map`, `results`, `apply`, `submit`), over every rank
+/// of an `mpirun` job.
+///
+/// ```swift
+/// // mpirun -np 4 .build/release/my-tool   (rank 0 runs main; ranks 1-3 serve it)
+/// let squares = try await withMPIPool { pool in
+///     try await pool.map(Square(), [1, 2, 3, 4, 5])   // [1, 4, 9, 16, 25]
+/// }
+/// ```
+///
+/// Each worker rank runs the items in a local pool of its own (``workersPerRank`` processes
+/// on its machine): a crash, a `fatalError` or a timeout ends one local process, the item
+/// fails with an error naming it and its rank, and the rank goes on with a new process.
+/// A rank that dies, or goes silent past the liveness bound (``MPIWorld/liveness``), fails
+/// the items it held with ``MPIPoolError/Reason/rankLost(silentFor:)`` naming it; the other
+/// ranks finish the rest. Launch with `mpirun --enable-recovery`: without it, Open MPI ends
+/// the whole job, rank 0 included, when one rank dies (see MPI/README.md).
+public final class MPIPool: Sendable {
+    /// The MPI job this pool runs on.
+    public let world: MPIWorld
+    /// The local worker processes of each rank.
+    public let workersPerRank: Int
+    private let links: [RankLink]
+    private let receivers: [Task<Void, Never>]
+    private let nextID = Atomic<UInt64>(1)
+    private let closed = Atomic<Bool>(false)
+
+    /// Starts a pool service on every live worker rank and waits until each has its local
+    /// workers up.
+    /// - Parameters:
+    ///   - workersPerRank: local worker processes per rank (default 1: one rank per core is
+    ///     the usual `mpirun` layout).
+    ///   - startMethod: how a rank starts its local workers (default `.forkserver`).
+    ///   - maxTasksPerWorker, retries, memoryLimit: as for ``Multiprocessing/ProcessPool``,
+    ///     applied by each rank to its local workers.
+    /// - Throws: ``MPIError/notStartedByMPIRun`` outside `mpirun`; ``MPIPoolError`` when this
+    ///   is not rank 0, there is no worker rank, or a rank's service did not start.
+    public init(
+        workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil,
+        retries: Int = 0, memoryLimit: Int? = nil
+    ) async throws {
+        precondition(workersPerRank > 0, "an MPI pool needs at least one worker per rank")
+        let world = try await MPIWorld.start()
+        guard world.rank == 0 else {
+            throw MPIPoolError(reason: .couldNotRun("an MPI pool is made on rank 0, not on rank \(world.rank)"))
+        }
+        let service = PoolService(
+            workers: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
+            memoryLimit: memoryLimit)
+        // Every rank's service starts at once; each says `ready` once its local pool is up.
+        let links = try await withThrowingTaskGroup(of: RankLink.self) { group in
+            for rank in world.liveWorkerRanks {
+                group.addTask {
+                    let channel = try await world.start(service, on: rank)
+                    guard let reply = try await channel.receive(PoolReply.self, timeout: .seconds(60)) else {
+                        throw MPIPoolError(
+                            rank: rank, reason: .couldNotRun("the rank's pool did not start within 60 s"))
+                    }
+                    guard case .ready = reply else {
+                        throw MPIPoolError(
+                            rank: rank, reason: .couldNotRun("the rank's pool answered \(reply) at start"))
+                    }
+                    return RankLink(rank: rank, channel: channel)
+                }
+            }
+            var links: [RankLink] = []
+            for try await link in group { links.append(link) }
+            return links.sorted { $0.rank < $1.rank }
+        }
+        guard !links.isEmpty else { throw MPIPoolError(reason: .noRanks) }
+        self.world = world
+        self.workersPerRank = workersPerRank
+        self.links = links
+        receivers = links.map { link in Task { await link.receiveReplies() } }
+    }
+
+    /// The worker ranks still serving the pool.
+    public var liveRanks: [Int] { links.filter { !$0.isGone }.map(\.rank) }
+
+    // MARK: Calls
+
+    /// Calls `function` on every input, on the worker ranks, and returns the outputs in input
+    /// order.
+    /// - Parameters:
+    ///   - chunkSize: inputs per request to a rank; default: the inputs spread over four
+    ///     requests per local worker.
+    ///   - timeout: the longest one item may run; its local worker is then killed and
+    ///     replaced, and the item fails.
+    /// - Throws: ``MPIPoolError`` naming the first failed item (the lowest index);
+    ///   `CancellationError` when the calling task is cancelled (the ranks end the items).
+    public func map<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
+    ) async throws -> [Function.Output] {
+        let results = try await run(function, inputs, chunkSize: chunkSize, timeout: timeout)
+        return try results.map { try $0.get() }
+    }
+
+    /// Calls `function` on every input and returns one `Result` per input, in input order:
+    /// the failures in place instead of thrown. A cancelled call fails its unfinished items
+    /// with ``MPIPoolError/Reason/cancelled``.
+    public func results<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
+    ) async -> [Result<Function.Output, MPIPoolError>] {
+        do {
+            return try await run(function, inputs, chunkSize: chunkSize, timeout: timeout)
+        } catch let error as MPIPoolError {
+            return inputs.indices.map { .failure(MPIPoolError(index: $0, rank: error.rank, reason: error.reason)) }
+        } catch {
+            return inputs.indices.map { .failure(MPIPoolError(index: $0, reason: .cancelled)) }
+        }
+    }
+
+    /// Calls `function` on one input on a worker rank.
+    /// - Throws: ``MPIPoolError`` (index 0) if the item failed; `CancellationError`.
+    public func apply<Function: ProcessFunction>(
+        _ function: Function, _ input: Function.Input, timeout: Duration? = nil
+    ) async throws -> Function.Output {
+        try await map(function, [input], chunkSize: 1, timeout: timeout)[0]
+    }
+
+    /// Starts `function` on one input and returns a task to await or cancel (cancelling it
+    /// ends the item on its rank).
+    public func submit<Function: ProcessFunction>(
+        _ function: Function, _ input: Function.Input, timeout: Duration? = nil
+    ) -> Task<Function.Output, any Error> {
+        Task { try await self.apply(function, input, timeout: timeout) }
+    }
+
+    // MARK: Closing
+
+    /// Ends the services on the ranks once their requests are answered; the pool takes no
+    /// more calls. The ranks stay in the job, free for another pool.
+    public func close() async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for link in links where !link.isGone {
+            _ = try? await link.channel.send(PoolRequest.stop, timeout: .seconds(5))
+        }
+        for receiver in receivers { receiver.cancel() }
+    }
+
+    // MARK: Dispatch
+
+    /// The call's chunks go to the ranks as they free up: each rank has up to two requests
+    /// per local worker in flight, so that its workers never wait for the network.
+    private func run<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?
+    ) async throws -> [Result<Function.Output, MPIPoolError>] {
+        guard !closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
+        guard !inputs.isEmpty else { return [] }
+        guard let typeName = _mangledTypeName(Function.self) else {
+            throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
+        }
+        let encodedFunction = try RankWire.encode(function)
+        let live = links.filter { !$0.isGone }
+        guard !live.isEmpty else { throw MPIPoolError(reason: .noRanks) }
+        let inFlight = 2 * workersPerRank
+        let size = max(1, chunkSize ?? inputs.count / (live.count * workersPerRank * 4))
+        let starts = Array(stride(from: 0, to: inputs.count, by: size))
+        let cursor = ChunkCursor()
+        var results = [Result<Function.Output, MPIPoolError>?](repeating: nil, count: inputs.count)
+        try await withThrowingTaskGroup(of: [(Int, Result<Function.Output, MPIPoolError>)].self) { group in
+            for link in live {
+                for _ in 0..<inFlight {
+                    group.addTask {
+                        var done: [(Int, Result<Function.Output, MPIPoolError>)] = []
+                        while !link.isGone {
+                            let taken = cursor.next.add(1, ordering: .relaxed).oldValue
+                            guard taken < starts.count else { break }
+                            let start = starts[taken]
+                            let range = start..<min(start + size, inputs.count)
+                            done += try await self.runChunk(
+                                typeName: typeName, function: encodedFunction, inputs: inputs, range: range,
+                                timeout: timeout, on: link, outputs: Function.Output.self)
+                        }
+                        return done
+                    }
+                }
+            }
+            for try await done in group {
+                for (index, result) in done { results[index] = result }
+            }
+        }
+        // Chunks no rank could take (every rank was lost): failed, not forgotten.
+        return results.enumerated().map { index, result in
+            result ?? .failure(MPIPoolError(index: index, reason: .noRanks))
+        }
+    }
+
+    /// One request: its items' results, or their failure with the rank when it was lost.
+    private func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
+        typeName: String, function: [UInt8], inputs: [Input], range: Range<Int>, timeout: Duration?,
+        on link: RankLink, outputs: Output.Type
+    ) async throws -> [(Int, Result<Output, MPIPoolError>)] {
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        let request = PoolRequest.run(
+            id: id, typeName: typeName, function: function, inputs: try RankWire.encode(Array(inputs[range])),
+            timeout: timeout)
+        let reply: PoolReply
+        do {
+            reply = try await link.call(request, id: id)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            let silence: Duration?
+            if case MPIError.rankLost(_, let silentFor) = error { silence = silentFor } else { silence = nil }
+            return range.map {
+                ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: .rankLost(silentFor: silence))))
+            }
+        }
+        switch reply {
+        case .done(_, let bytes):
+            let outcomes: [PoolItemResult<Output>]
+            do {
+                outcomes = try RankWire.decode([PoolItemResult<Output>].self, from: bytes)
+            } catch {
+                return range.map {
+                    (
+                        $0,
+                        .failure(
+                            MPIPoolError(
+                                index: $0, rank: link.rank, reason: .couldNotRun("the reply did not decode: \(error)")))
+                    )
+                }
+            }
+            return zip(range, outcomes).map { index, outcome in
+                switch outcome {
+                case .output(let output): (index, .success(output))
+                case .failure(let kind, let detail):
+                    (index, .failure(MPIPoolError(index: index, rank: link.rank, reason: .item(kind, detail))))
+                }
+            }
+        case .refused(_, let reason):
+            return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: .couldNotRun(reason)))) }
+        case .ready:
+            return range.map {
+                (
+                    $0,
+                    .failure(
+                        MPIPoolError(index: $0, rank: link.rank, reason: .couldNotRun("the rank answered out of turn")))
+                )
+            }
+        }
+    }
+}
+
+/// The next chunk of a call to hand out, shared by the call's senders.
+private final class ChunkCursor: Sendable {
+    let next = Atomic<Int>(0)
+}
+
+/// Runs `body` with an ``MPIPool`` on the job's worker ranks and closes it afterwards,
+/// whatever `body` did.
+///
+/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:memoryLimit:)``.
+public func withMPIPool<Value>(
+    workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil, retries: Int = 0,
+    memoryLimit: Int? = nil, _ body: (MPIPool) async throws -> Value
+) async throws -> Value {
+    let pool = try await MPIPool(
+        workersPerRank: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker,
+        retries: retries, memoryLimit: memoryLimit)
+    do {
+        let value = try await body(pool)
+        await pool.close()
+        return value
+    } catch {
+        await pool.close()
+        throw error
+    }
+}

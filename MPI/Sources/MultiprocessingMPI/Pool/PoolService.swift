@@ -1,0 +1,132 @@
+import Multiprocessing
+import Synchronization
+
+/// The job an ``MPIPool`` starts on each worker rank: a local ``Multiprocessing/ProcessPool``
+/// whose workers run the items, so that a crash, a timeout or a cancellation on that machine
+/// ends one local process and the rank reports it, as a pool on one machine does.
+struct PoolService: RankJob {
+    var workers: Int
+    var startMethod: StartMethod
+    var maxTasksPerWorker: Int?
+    var retries: Int
+    var memoryLimit: Int?
+
+    func run(channel: RankChannel) async throws {
+        let pool = try await ProcessPool(
+            workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
+            memoryLimit: memoryLimit, forwardsLogs: false)
+        try await channel.send(PoolReply.ready)
+        // Requests run at once, each on a task of its own: rank 0 keeps several in flight so
+        // that the local workers never wait for the network.
+        let running = RunningRequests()
+        defer { pool.terminate() }
+        serving: while true {
+            let request: PoolRequest
+            do {
+                request = try await channel.receive(PoolRequest.self)
+            } catch {
+                break serving  // rank 0 is gone, or MPI failed: nothing more will come
+            }
+            switch request {
+            case .stop:
+                break serving
+            case .cancel(let id):
+                running.cancel(id)
+            case .run(let id, let typeName, let function, let inputs, let timeout):
+                running.start(id) {
+                    let reply = await Self.answer(
+                        id: id, typeName: typeName, function: function, inputs: inputs, timeout: timeout, pool: pool)
+                    _ = try? await channel.send(reply)
+                }
+            }
+        }
+        // Requests in flight are answered before the service ends (a stop comes after the
+        // pool's last call returned, so normally there are none).
+        await running.waitForAll()
+        pool.close()
+        await pool.join()
+    }
+
+    /// Runs one request on the local pool.
+    static func answer(
+        id: UInt64, typeName: String, function: [UInt8], inputs: [UInt8], timeout: Duration?, pool: ProcessPool
+    ) async -> PoolReply {
+        guard let type = _typeByName(typeName) as? any ProcessFunction.Type else {
+            return .refused(id: id, reason: "no ProcessFunction type with the mangled name \(typeName) in this program")
+        }
+        return await answer(type, id: id, function: function, inputs: inputs, timeout: timeout, pool: pool)
+    }
+
+    private static func answer<Function: ProcessFunction>(
+        _ type: Function.Type, id: UInt64, function: [UInt8], inputs: [UInt8], timeout: Duration?, pool: ProcessPool
+    ) async -> PoolReply {
+        let decoded: (Function, [Function.Input])
+        do {
+            decoded = (
+                try RankWire.decode(Function.self, from: function),
+                try RankWire.decode([Function.Input].self, from: inputs)
+            )
+        } catch {
+            return .refused(id: id, reason: "\(Function.self) or its inputs did not decode: \(error)")
+        }
+        // Chunk size 1: rank 0 already cut the call into requests; each item is a task of
+        // the local pool, so that a failure names one item.
+        let results = await pool.results(decoded.0, decoded.1, chunkSize: 1, timeout: timeout)
+        let outcomes = results.map { result -> PoolItemResult<Function.Output> in
+            switch result {
+            case .success(let output): .output(output)
+            case .failure(let error): .failure(kind: kind(of: error), detail: detail(of: error))
+            }
+        }
+        do {
+            return .done(id: id, outcomes: try RankWire.encode(outcomes))
+        } catch {
+            return .refused(id: id, reason: "the outputs of \(Function.self) could not be encoded: \(error)")
+        }
+    }
+
+    static func kind(of error: ProcessPoolError) -> MPIPoolError.Kind {
+        switch error.reason {
+        case .threw: .threw
+        case .workerEnded: .workerEnded
+        case .timedOut: .timedOut
+        case .couldNotRun: .couldNotRun
+        case .memoryLimitExceeded: .memoryLimitExceeded
+        case .cancelled: .cancelled
+        case .closed, .noWorkers: .other
+        }
+    }
+
+    /// The local pool's sentence without its "item k failed: " (k is the local index; rank 0
+    /// names the item by its index in the call).
+    static func detail(of error: ProcessPoolError) -> String {
+        let text = error.description
+        guard let index = error.index else { return text }
+        let prefix = "item \(index) failed: "
+        return text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text
+    }
+}
+
+/// The requests a ``PoolService`` is running, by id, so that rank 0 can cancel one.
+final class RunningRequests: Sendable {
+    private let tasks = Mutex<[UInt64: Task<Void, Never>]>([:])
+
+    /// Runs `body` on a task of its own, known by `id` until it ends.
+    func start(_ id: UInt64, _ body: @escaping @Sendable () async -> Void) {
+        // Inserted under the lock before the task can end and remove itself.
+        tasks.withLock { tasks in
+            tasks[id] = Task {
+                await body()
+                self.tasks.withLock { _ = $0.removeValue(forKey: id) }
+            }
+        }
+    }
+
+    func cancel(_ id: UInt64) {
+        tasks.withLock { $0[id] }?.cancel()
+    }
+
+    func waitForAll() async {
+        for task in tasks.withLock({ Array($0.values) }) { await task.value }
+    }
+}
