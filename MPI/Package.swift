@@ -31,6 +31,15 @@ let package = Package(
                 .product(name: "Multiprocessing", package: "swift-multiprocessing"),
             ]
         ),
+        // The tour's example: the seed's Pool example on 4 ranks.
+        .executableTarget(
+            name: "pool-on-ranks",
+            dependencies: [
+                "MultiprocessingMPI",
+                .product(name: "Multiprocessing", package: "swift-multiprocessing"),
+            ],
+            path: "Examples/pool-on-ranks"
+        ),
         .testTarget(
             name: "MultiprocessingMPITests",
             dependencies: [
