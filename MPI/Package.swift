@@ -40,6 +40,15 @@ let package = Package(
             ],
             path: "Examples/pool-on-ranks"
         ),
+        // The MPI pool's benchmarks (MPI/Benchmarks/run.sh runs them beside mpi4py.futures).
+        .executableTarget(
+            name: "mpi-benchmarks",
+            dependencies: [
+                "MultiprocessingMPI",
+                .product(name: "Multiprocessing", package: "swift-multiprocessing"),
+            ],
+            path: "Benchmarks/Swift"
+        ),
         .testTarget(
             name: "MultiprocessingMPITests",
             dependencies: [

@@ -28,6 +28,8 @@ public final class MPIPool: Sendable {
     private let receivers: [Task<Void, Never>]
     private let nextID = Atomic<UInt64>(1)
     private let closed = Atomic<Bool>(false)
+    /// The most inputs one request to a rank carries.
+    static let maximumRequest = 256
 
     /// Starts a pool service on every live worker rank and waits until each has its local
     /// workers up.
@@ -158,7 +160,13 @@ public final class MPIPool: Sendable {
         let live = links.filter { !$0.isGone }
         guard !live.isEmpty else { throw MPIPoolError(reason: .noRanks) }
         let inFlight = 2 * workersPerRank
-        let size = max(1, chunkSize ?? inputs.count / (live.count * workersPerRank * 4))
+        // Inputs per request: the network's round trip (~100 µs through the engine) costs
+        // more than a trivial item, so a request carries many items even at chunk size 1
+        // (the chunk size is the rank's local pool's, which fails items one by one), up to
+        // `maximumRequest`, and no more than spreads the call four requests deep over every
+        // rank's senders: slow items stay balanced.
+        let spread = inputs.count / (live.count * inFlight * 4)
+        let size = max(chunkSize ?? 1, min(Self.maximumRequest, spread))
         let starts = Array(stride(from: 0, to: inputs.count, by: size))
         let cursor = ChunkCursor()
         var results = [Result<Function.Output, MPIPoolError>?](repeating: nil, count: inputs.count)
@@ -174,7 +182,7 @@ public final class MPIPool: Sendable {
                             let range = start..<min(start + size, inputs.count)
                             done += try await self.runChunk(
                                 typeName: typeName, function: encodedFunction, inputs: inputs, range: range,
-                                timeout: timeout, on: link, outputs: Function.Output.self)
+                                chunkSize: chunkSize, timeout: timeout, on: link, outputs: Function.Output.self)
                         }
                         return done
                     }
@@ -192,13 +200,13 @@ public final class MPIPool: Sendable {
 
     /// One request: its items' results, or their failure with the rank when it was lost.
     private func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
-        typeName: String, function: [UInt8], inputs: [Input], range: Range<Int>, timeout: Duration?,
-        on link: RankLink, outputs: Output.Type
+        typeName: String, function: [UInt8], inputs: [Input], range: Range<Int>, chunkSize: Int?,
+        timeout: Duration?, on link: RankLink, outputs: Output.Type
     ) async throws -> [(Int, Result<Output, MPIPoolError>)] {
         let id = nextID.add(1, ordering: .relaxed).newValue
         let request = PoolRequest.run(
             id: id, typeName: typeName, function: function, inputs: try RankWire.encode(Array(inputs[range])),
-            timeout: timeout)
+            chunkSize: chunkSize, timeout: timeout)
         let reply: PoolReply
         do {
             reply = try await link.call(request, id: id)

@@ -32,10 +32,11 @@ struct PoolService: RankJob {
                 break serving
             case .cancel(let id):
                 running.cancel(id)
-            case .run(let id, let typeName, let function, let inputs, let timeout):
+            case .run(let id, let typeName, let function, let inputs, let chunkSize, let timeout):
                 running.start(id) {
                     let reply = await Self.answer(
-                        id: id, typeName: typeName, function: function, inputs: inputs, timeout: timeout, pool: pool)
+                        id: id, typeName: typeName, function: function, inputs: inputs, chunkSize: chunkSize,
+                        timeout: timeout, pool: pool)
                     _ = try? await channel.send(reply)
                 }
             }
@@ -49,16 +50,19 @@ struct PoolService: RankJob {
 
     /// Runs one request on the local pool.
     static func answer(
-        id: UInt64, typeName: String, function: [UInt8], inputs: [UInt8], timeout: Duration?, pool: ProcessPool
+        id: UInt64, typeName: String, function: [UInt8], inputs: [UInt8], chunkSize: Int?, timeout: Duration?,
+        pool: ProcessPool
     ) async -> PoolReply {
         guard let type = _typeByName(typeName) as? any ProcessFunction.Type else {
             return .refused(id: id, reason: "no ProcessFunction type with the mangled name \(typeName) in this program")
         }
-        return await answer(type, id: id, function: function, inputs: inputs, timeout: timeout, pool: pool)
+        return await answer(
+            type, id: id, function: function, inputs: inputs, chunkSize: chunkSize, timeout: timeout, pool: pool)
     }
 
     private static func answer<Function: ProcessFunction>(
-        _ type: Function.Type, id: UInt64, function: [UInt8], inputs: [UInt8], timeout: Duration?, pool: ProcessPool
+        _ type: Function.Type, id: UInt64, function: [UInt8], inputs: [UInt8], chunkSize: Int?, timeout: Duration?,
+        pool: ProcessPool
     ) async -> PoolReply {
         let decoded: (Function, [Function.Input])
         do {
@@ -69,9 +73,8 @@ struct PoolService: RankJob {
         } catch {
             return .refused(id: id, reason: "\(Function.self) or its inputs did not decode: \(error)")
         }
-        // Chunk size 1: rank 0 already cut the call into requests; each item is a task of
-        // the local pool, so that a failure names one item.
-        let results = await pool.results(decoded.0, decoded.1, chunkSize: 1, timeout: timeout)
+        // The call's chunk size, for the local pool: each item still fails alone.
+        let results = await pool.results(decoded.0, decoded.1, chunkSize: chunkSize, timeout: timeout)
         let outcomes = results.map { result -> PoolItemResult<Function.Output> in
             switch result {
             case .success(let output): .output(output)

@@ -3,8 +3,9 @@ import Multiprocessing
 /// What rank 0 asks of a worker rank's ``PoolService``.
 enum PoolRequest: Codable, Sendable {
     /// Runs the function (its mangled type name and encoded value) on the inputs (an encoded
-    /// `[Input]`), each within `timeout` if one is given; answered by ``PoolReply/done(id:outcomes:)``.
-    case run(id: UInt64, typeName: String, function: [UInt8], inputs: [UInt8], timeout: Duration?)
+    /// `[Input]`) in the rank's local pool with `chunkSize` (nil: the local pool's own),
+    /// each within `timeout` if one is given; answered by ``PoolReply/done(id:outcomes:)``.
+    case run(id: UInt64, typeName: String, function: [UInt8], inputs: [UInt8], chunkSize: Int?, timeout: Duration?)
     /// Rank 0 no longer waits for request `id`: its items still running are ended (their
     /// local workers killed).
     case cancel(id: UInt64)
