@@ -121,7 +121,7 @@ if wanted("mpi-start") {
     }
     emit(
         "mpi-start", "ms", median(samples), samples: samples.count,
-        "MPIPool() until each of the \(ranks) worker ranks answered one task (each rank starts a 1-worker local pool, fork server); median of \(samples.count)"
+        "MPIPool() until each of the \(ranks) worker ranks answered one task (each rank starts a 1-worker local pool from the fork server it started at launch); median of \(samples.count), the job's first pool \(samples[0]) ms"
     )
 }
 

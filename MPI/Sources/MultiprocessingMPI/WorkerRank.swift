@@ -1,6 +1,7 @@
 import CMPIBootstrap
 import Dispatch
 import Glibc
+import Multiprocessing
 
 /// A worker rank's life, entered from the bootstrap constructor before `main`: initialize
 /// MPI, run the jobs rank 0 starts until it says stop (or is lost), finalize, exit.
@@ -14,6 +15,13 @@ func rankMain(_ rank: Int32) {
         _exit(71)
     }
     let world = MPIWorld.install(engine: engine)
+    // The fork server a pool's local workers come from, started now, while the rank waits
+    // for its first order: a pool made later starts its workers with a fork each.
+    Task.detached {
+        let warmUp = ChildProcess(RankWarmUp(), startMethod: .forkserver)
+        try? await warmUp.start()
+        try? await warmUp.join()
+    }
     WorkerRank(world: world).serve()
     do {
         try engine.shutDown()
@@ -93,4 +101,10 @@ struct WorkerRank {
         }
         try await job.run(channel: channel)
     }
+}
+
+/// Does nothing, in a child started from the fork server: makes this rank start its fork
+/// server before a pool needs it.
+struct RankWarmUp: ProcessTarget {
+    func run() {}
 }
