@@ -110,9 +110,10 @@ let world = try await MPIWorld.start()
 let ranks = world.liveWorkerRanks.count
 
 if wanted("mpi-start") {
-    // From creating the pool until every worker rank has answered one task.
+    // From creating the pool until every worker rank has answered one task: the job's first
+    // pool (the figure, as mpi4py_bench.py times its first executor), then later ones.
     var samples: [Double] = []
-    for _ in 0..<(tiny ? 2 : 10) {
+    for _ in 0..<(tiny ? 2 : 6) {
         let start = clock.now
         let pool = try await MPIPool()
         _ = try await pool.map(Square(), Array(0..<ranks), chunkSize: 1)
@@ -120,8 +121,8 @@ if wanted("mpi-start") {
         await pool.close()
     }
     emit(
-        "mpi-start", "ms", median(samples), samples: samples.count,
-        "MPIPool() until each of the \(ranks) worker ranks answered one task (each rank starts a 1-worker local pool from the fork server it started at launch); median of \(samples.count), the job's first pool \(samples[0]) ms"
+        "mpi-start", "ms", samples[0], samples: 1,
+        "the job's first MPIPool() until each of the \(ranks) worker ranks answered one task (each rank starts a 1-worker local pool); later pools median \(median(Array(samples.dropFirst()))) ms"
     )
 }
 
