@@ -15,13 +15,9 @@ func rankMain(_ rank: Int32) {
         _exit(71)
     }
     let world = MPIWorld.install(engine: engine)
-    // The fork server a pool's local workers come from, started now, while the rank waits
-    // for its first order: a pool made later starts its workers with a fork each.
-    Task.detached {
-        let warmUp = ChildProcess(RankWarmUp(), startMethod: .forkserver)
-        try? await warmUp.start()
-        try? await warmUp.join()
-    }
+    // The local pool an MPIPool with default settings uses, started now, while the rank
+    // waits for its first order (see ``RankLocalPool``).
+    RankLocalPool.prepare()
     WorkerRank(world: world).serve()
     do {
         try engine.shutDown()
@@ -101,10 +97,4 @@ struct WorkerRank {
         }
         try await job.run(channel: channel)
     }
-}
-
-/// Does nothing, in a child started from the fork server: makes this rank start its fork
-/// server before a pool needs it.
-struct RankWarmUp: ProcessTarget {
-    func run() {}
 }

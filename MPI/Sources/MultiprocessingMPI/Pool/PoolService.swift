@@ -12,14 +12,22 @@ struct PoolService: RankJob {
     var memoryLimit: Int?
 
     func run(channel: RankChannel) async throws {
-        let pool = try await ProcessPool(
-            workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-            memoryLimit: memoryLimit, forwardsLogs: false)
+        // The rank's shared pool for the default settings (started at launch), else one of
+        // this service's own.
+        let shared = await RankLocalPool.pool(for: self)
+        let pool: ProcessPool
+        if let shared {
+            pool = shared
+        } else {
+            pool = try await ProcessPool(
+                workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
+                memoryLimit: memoryLimit, forwardsLogs: false)
+        }
         try await channel.send(PoolReply.ready)
         // Requests run at once, each on a task of its own: rank 0 keeps several in flight so
         // that the local workers never wait for the network.
         let running = RunningRequests()
-        defer { pool.terminate() }
+        defer { if shared == nil { pool.terminate() } }
         serving: while true {
             let request: PoolRequest
             do {
@@ -44,8 +52,10 @@ struct PoolService: RankJob {
         // Requests in flight are answered before the service ends (a stop comes after the
         // pool's last call returned, so normally there are none).
         await running.waitForAll()
-        pool.close()
-        await pool.join()
+        if shared == nil {
+            pool.close()
+            await pool.join()
+        }
     }
 
     /// Runs one request on the local pool.
