@@ -1,5 +1,6 @@
 import Glibc
 import Multiprocessing
+import Synchronization
 import Testing
 
 @testable import MultiprocessingMPI
@@ -128,6 +129,53 @@ extension MPIWorldTests {
         }
     }
 
+    @Test("an ordered stream gives every output in input order; an unordered one gives each once")
+    func streams() async throws {
+        try await withMPIPool { pool async throws in
+            var ordered: [Int] = []
+            for try await output in pool.mapStream(WhereRun(napMicroseconds: 300), 0..<400, chunkSize: 2) {
+                ordered.append(output.value)
+            }
+            #expect(ordered == (0..<400).map { $0 * 3 })
+            var unordered: [Int] = []
+            for try await output in pool.mapUnordered(RankSquare(), 0..<300) { unordered.append(output) }
+            #expect(unordered.sorted() == (0..<300).map { $0 * $0 })
+        }
+    }
+
+    @Test("a stream ends with the first failed item's error, after the outputs before it")
+    func streamFailure() async throws {
+        try await withMPIPool { pool async throws in
+            var seen: [Int] = []
+            do {
+                for try await output in pool.mapStream(FailOn(indices: [37]), 0..<100) { seen.append(output) }
+                Issue.record("the stream did not throw")
+            } catch let error as MPIPoolError {
+                #expect(error.index == 37, "\(error)")
+                #expect(seen == Array(0..<37))
+            }
+            #expect(try await pool.apply(RankSquare(), 4) == 16)
+        }
+    }
+
+    @Test("a stream pulls its inputs only as fast as the ranks take them, and a dropped one stops")
+    func streamBoundedMemory() async throws {
+        try await withMPIPool { pool async throws in
+            let pulled = PullCounter()
+            var taken = 0
+            for try await _ in pool.mapStream(RankSquare(), CountingInputs(counter: pulled, limit: 1_000_000)) {
+                taken += 1
+                if taken == 20 { break }
+            }
+            // Taken, buffered (2 requests of 1 per rank), in flight (2 per rank): well under 100.
+            #expect(pulled.count < 100, "\(pulled.count) inputs pulled for 20 outputs")
+            try await Task.sleep(for: .milliseconds(200))
+            let after = pulled.count
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(pulled.count == after, "the dropped stream went on pulling")
+        }
+    }
+
     @Test(
         "a rank killed in the middle of a map fails the items it held, naming it; the others finish",
         .enabled(if: (MPIWorld.launchedSize ?? 0) >= 4, "needs at least 4 ranks"))
@@ -230,4 +278,29 @@ struct HoldsQueue: Codable, Sendable {
 
 struct QueueLength: ProcessFunction {
     func callAsFunction(_ input: HoldsQueue) -> Int { 0 }
+}
+
+/// How many inputs a ``CountingInputs`` gave.
+final class PullCounter: Sendable {
+    private let pulled = Atomic<Int>(0)
+    var count: Int { pulled.load(ordering: .relaxed) }
+    func add() { pulled.add(1, ordering: .relaxed) }
+}
+
+/// 0, 1, 2, ... up to `limit`, counting each one pulled.
+struct CountingInputs: Sequence, Sendable {
+    let counter: PullCounter
+    let limit: Int
+    func makeIterator() -> Iterator { Iterator(counter: counter, limit: limit) }
+    struct Iterator: IteratorProtocol {
+        let counter: PullCounter
+        let limit: Int
+        var position = 0
+        mutating func next() -> Int? {
+            guard position < limit else { return nil }
+            counter.add()
+            defer { position += 1 }
+            return position
+        }
+    }
 }

@@ -132,6 +132,92 @@ public final class MPIPool: Sendable {
         Task { try await self.apply(function, input, timeout: timeout) }
     }
 
+    /// Calls `function` on every input of `inputs` (any `Sequence`, pulled only as fast as the
+    /// ranks take its items) and gives the outputs in input order, as they are ready.
+    ///
+    /// The stream ends with the first failed item's ``MPIPoolError`` (in input order: the
+    /// outputs before it come first); the items still running are then ended.
+    public func mapStream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
+        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
+    ) -> MPIPoolStream<Function.Output> {
+        stream(function, inputs, ordered: true, chunkSize: chunkSize, timeout: timeout)
+    }
+
+    /// Calls `function` on every input and gives each output as soon as its item is done,
+    /// in no particular order. Ends with the first failure to arrive.
+    public func mapUnordered<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
+        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
+    ) -> MPIPoolStream<Function.Output> {
+        stream(function, inputs, ordered: false, chunkSize: chunkSize, timeout: timeout)
+    }
+
+    private func stream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
+        _ function: Function, _ inputs: Inputs, ordered: Bool, chunkSize: Int, timeout: Duration?
+    ) -> MPIPoolStream<Function.Output> {
+        precondition(chunkSize > 0, "chunkSize must be positive")
+        let slotsPerRank = 2 * workersPerRank
+        return MPIPoolStream(capacity: links.count * slotsPerRank * chunkSize) { buffer in
+            guard !self.closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
+            guard let typeName = _mangledTypeName(Function.self) else {
+                throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
+            }
+            let encodedFunction = try RankWire.encode(function)
+            var iterator = inputs.makeIterator()
+            // A sender slot per request in flight: `slotsPerRank` for each rank still there.
+            var free: [RankLink] = self.links.filter { !$0.isGone }.flatMap {
+                Array(repeating: $0, count: slotsPerRank)
+            }
+            var nextIndex = 0
+            var nextRequest = 0
+            var nextToGive = 0
+            var finished: [Int: [(Int, Result<Function.Output, MPIPoolError>)]] = [:]
+            var exhausted = false
+            try await withThrowingTaskGroup(of: (Int, RankLink, [(Int, Result<Function.Output, MPIPoolError>)]).self) {
+                group in
+                var running = 0
+                while true {
+                    // Fill every free slot of a rank still there with the next inputs.
+                    while !exhausted, let slot = free.popLast() {
+                        if slot.isGone { continue }
+                        var chunk: [Function.Input] = []
+                        while chunk.count < chunkSize, let input = iterator.next() { chunk.append(input) }
+                        guard !chunk.isEmpty else {
+                            exhausted = true
+                            break
+                        }
+                        let (request, first) = (nextRequest, nextIndex)
+                        nextRequest += 1
+                        nextIndex += chunk.count
+                        running += 1
+                        group.addTask {
+                            let results = try await self.runChunk(
+                                typeName: typeName, function: encodedFunction, chunk: chunk, firstIndex: first,
+                                chunkSize: chunkSize, timeout: timeout, on: slot, outputs: Function.Output.self)
+                            return (request, slot, results)
+                        }
+                    }
+                    if running == 0 {
+                        if !exhausted { throw MPIPoolError(index: nextIndex, reason: .noRanks) }
+                        return
+                    }
+                    guard let done = try await group.next() else { return }
+                    let (request, slot, results) = done
+                    running -= 1
+                    free.append(slot)
+                    if ordered {
+                        finished[request] = results
+                        while let ready = finished.removeValue(forKey: nextToGive) {
+                            nextToGive += 1
+                            for (_, result) in ready { try await buffer.push(try result.get()) }
+                        }
+                    } else {
+                        for (_, result) in results { try await buffer.push(try result.get()) }
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: Closing
 
     /// Ends the services on the ranks once their requests are answered; the pool takes no
@@ -181,8 +267,9 @@ public final class MPIPool: Sendable {
                             let start = starts[taken]
                             let range = start..<min(start + size, inputs.count)
                             done += try await self.runChunk(
-                                typeName: typeName, function: encodedFunction, inputs: inputs, range: range,
-                                chunkSize: chunkSize, timeout: timeout, on: link, outputs: Function.Output.self)
+                                typeName: typeName, function: encodedFunction, chunk: Array(inputs[range]),
+                                firstIndex: start, chunkSize: chunkSize, timeout: timeout, on: link,
+                                outputs: Function.Output.self)
                         }
                         return done
                     }
@@ -200,12 +287,13 @@ public final class MPIPool: Sendable {
 
     /// One request: its items' results, or their failure with the rank when it was lost.
     private func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
-        typeName: String, function: [UInt8], inputs: [Input], range: Range<Int>, chunkSize: Int?,
+        typeName: String, function: [UInt8], chunk: [Input], firstIndex: Int, chunkSize: Int?,
         timeout: Duration?, on link: RankLink, outputs: Output.Type
     ) async throws -> [(Int, Result<Output, MPIPoolError>)] {
+        let range = firstIndex..<(firstIndex + chunk.count)
         let id = nextID.add(1, ordering: .relaxed).newValue
         let request = PoolRequest.run(
-            id: id, typeName: typeName, function: function, inputs: try RankWire.encode(Array(inputs[range])),
+            id: id, typeName: typeName, function: function, inputs: try RankWire.encode(chunk),
             chunkSize: chunkSize, timeout: timeout)
         let reply: PoolReply
         do {
