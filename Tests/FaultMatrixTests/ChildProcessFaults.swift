@@ -477,6 +477,21 @@ enum ChildProcessScenario: FaultScenario {
 
 @Suite("Fault matrix: ChildProcess", .serialized, .timeLimit(.minutes(10)))
 struct ChildProcessFaultTests {
+    /// One point, to look at a failing one again: `MP_CHILD_POINT=<fault>:<index>`.
+    @Test(.timeLimit(.minutes(2)), .enabled(if: getenv("MP_CHILD_POINT") != nil))
+    func onePoint() async throws {
+        let parts = String(cString: getenv("MP_CHILD_POINT")!).split(separator: ":")
+        let fault = try #require(Fault(rawValue: String(parts[0])))
+        let point = FaultPoint(
+            object: ChildProcessScenario.object, fault: fault, index: Int(parts[1])!, seed: FaultMatrix.seed)
+        let outcome = try await ChildProcess.run(
+            CaseRunner<ChildProcessScenario>(), with: point, timeout: .seconds(90))
+        print(
+            "\(point): \(outcome.map { "lost \($0.lost), problems \($0.problems), leaks \($0.leaks), error \($0.errorSeen)" } ?? "HANG")"
+        )
+        #expect(outcome != nil)
+    }
+
     @Test("ChildProcess", arguments: Fault.allCases)
     func childProcess(_ fault: Fault) async throws {
         try await FaultMatrix.check(ChildProcessScenario.self, fault)

@@ -7,6 +7,11 @@ import Multiprocessing
 /// MPI, run the jobs rank 0 starts until it says stop (or is lost), finalize, exit.
 @_cdecl("mpi_swift_rank_main")
 func rankMain(_ rank: Int32) {
+    // The local pool an MPIPool with default settings uses (see ``RankLocalPool``), started
+    // first: its fork server's exec and first worker (tens of milliseconds) then overlap
+    // MPI_Init, which every rank runs at once with rank 0's, instead of following it.
+    // Started before MPI_Init, the pool's processes are never forks of an MPI process.
+    RankLocalPool.prepare()
     let engine: Engine
     do {
         engine = try Engine.startBlocking(liveness: .fromEnvironment)
@@ -15,9 +20,6 @@ func rankMain(_ rank: Int32) {
         _exit(71)
     }
     let world = MPIWorld.install(engine: engine)
-    // The local pool an MPIPool with default settings uses, started now, while the rank
-    // waits for its first order (see ``RankLocalPool``).
-    RankLocalPool.prepare()
     WorkerRank(world: world).serve()
     // Bounded, as rank 0's: MPI_Finalize waits for every rank the runtime still counts, and
     // one that died a moment ago (a CI run: a rank killed by the last test, rank 0 exiting
