@@ -78,17 +78,11 @@ func monotonicNanoseconds() -> Int {
 }
 
 func emit(_ name: String, _ unit: String, _ value: Double, samples: Int, _ detail: String) {
-    let escaped = detail.replacingOccurrences(of: "\"", with: "'")
+    let escaped = String(detail.map { $0 == "\"" ? "'" : $0 })
     print(
         "{\"name\": \"\(name)\", \"unit\": \"\(unit)\", \"value\": \(value), \"samples\": \(samples), \"detail\": \"\(escaped)\"}"
     )
     fflush(nil)
-}
-
-extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
-    }
 }
 
 /// `--size tiny|full` and `--only NAME`.

@@ -157,11 +157,7 @@ public final class MPIPool: Sendable {
         precondition(chunkSize > 0, "chunkSize must be positive")
         let slotsPerRank = 2 * workersPerRank
         return MPIPoolStream(capacity: links.count * slotsPerRank * chunkSize) { buffer in
-            guard !self.closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
-            guard let typeName = _mangledTypeName(Function.self) else {
-                throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
-            }
-            let encodedFunction = try RankWire.encode(function)
+            let (typeName, encodedFunction) = try self.encodeCall(function)
             var iterator = inputs.makeIterator()
             // A sender slot per request in flight: `slotsPerRank` for each rank still there.
             var free: [RankLink] = self.links.filter { !$0.isGone }.flatMap {
@@ -237,12 +233,8 @@ public final class MPIPool: Sendable {
     private func run<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?
     ) async throws -> [Result<Function.Output, MPIPoolError>] {
-        guard !closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
+        let (typeName, encodedFunction) = try encodeCall(function)
         guard !inputs.isEmpty else { return [] }
-        guard let typeName = _mangledTypeName(Function.self) else {
-            throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
-        }
-        let encodedFunction = try RankWire.encode(function)
         let live = links.filter { !$0.isGone }
         guard !live.isEmpty else { throw MPIPoolError(reason: .noRanks) }
         let inFlight = 2 * workersPerRank
@@ -283,6 +275,16 @@ public final class MPIPool: Sendable {
         return results.enumerated().map { index, result in
             result ?? .failure(MPIPoolError(index: index, reason: .noRanks))
         }
+    }
+
+    /// What every request of a call carries: the function's mangled type name and encoded
+    /// value. Throws if the pool is closed or the function cannot travel.
+    private func encodeCall<Function: ProcessFunction>(_ function: Function) throws -> (String, [UInt8]) {
+        guard !closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
+        guard let typeName = _mangledTypeName(Function.self) else {
+            throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
+        }
+        return (typeName, try RankWire.encode(function))
     }
 
     /// One request: its items' results, or their failure with the rank when it was lost.
