@@ -1,5 +1,5 @@
 // The MPI pool's side of issue 14's benchmarks, run under mpirun (rank 0 runs this `main`;
-// the other ranks serve its pools). MPI/Benchmarks/run.sh runs it and mpi4py_bench.py in
+// the other ranks serve its pools). MPI/Benchmarks/compare.py runs it and mpi4py_bench.py in
 // alternating rounds and prints the table; alone:
 //
 //     mpirun --allow-run-as-root --oversubscribe --enable-recovery -np 4 \
