@@ -2,7 +2,7 @@
 
 Usage: python3 MPI/Simulation/scale.py [--json FILE] [--quick] [--jitter F] [--seed N]
 
-About 45 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
+About 65 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
 the trees of section 4 need the 20 rounds to pass their start-up.
 
 Standard library only, deterministic (no randomness unless --jitter, and then seeded). The
@@ -12,9 +12,10 @@ model and the inputs, and shows the tables.
 The model. Rank 0 is one CPU serving its work in arrival order (a FIFO server): each reply it
 receives costs it `recv + m * item` microseconds (a message of m tasks' results), and each
 chunk it sends `send + m * item`. A message takes `latency` microseconds one way, whatever
-the ranks. A worker rank runs the chunks it holds one after the other: `worker` microseconds
-of its own per chunk (its receive, send, and the hop to its local worker process), then m
-tasks of T each; its reply leaves when the chunk ends. Rank 0 keeps up to `window` chunks
+the ranks. A worker rank runs the chunks it holds one after the other: `worker + m *
+worker_item` microseconds of its own per chunk (its receive, send, decoding and encoding, and
+the hop to its local worker process), then m tasks of T each; its reply leaves when the chunk
+ends. Rank 0 keeps up to `window` chunks
 outstanding per worker: it fills every window at the start (round-robin) and refills a
 worker's window as each of its replies is received. A worker is "busy" while it runs tasks
 (its own per-chunk overhead does not count), measured over the middle 60% of the run, past
@@ -46,6 +47,11 @@ class Costs:
     item: float  # a dispatcher's cost per task in a message, each way (encode or decode)
     worker: float  # a worker rank's own cost per chunk (receive, reply, local hop)
     source: str
+    worker_item: float = 0.0  # ... and per task in the chunk, beyond the task's own time
+
+    def worker_cost(self, m):
+        """A worker rank's own time for a chunk of m tasks, besides running them."""
+        return self.worker + m * self.worker_item
 
     def pair(self, m):
         """Dispatcher CPU for one chunk of m tasks, out and back."""
@@ -58,12 +64,15 @@ SCENARIOS = {
         "mpi-floor", send=0.20, recv=0.30, item=0.0, worker=0.5,
         source="mpi_floor.c: MPI_Isend 0.14-0.27 us, MPI_Recv 0.29-0.30 us of rank 0's CPU (16 B, "
                "Open MPI 4.1.4 shared memory); a worker's reply + receive taken as the same 0.5 us"),
-    "library": Costs(
-        "library", send=0.85, recv=0.95, item=0.028, worker=3.0,
-        source="the MPI floor + the root library's one-machine figures as a stand-in for its "
-               "encode/decode/bookkeeping: 1.3 us per message (map-chunk1, 773,750 items/s, all of "
-               "the parent's per-item time), 0.028 us per item (map-auto-1m, 36.1 M items/s); worker "
-               "3 us per chunk (2 pool workers at 773,750 items/s: 2.6 us each per item)"),
+    "mpipool": Costs(
+        "mpipool", send=40.4, recv=40.4, item=3.7, worker=333.0, worker_item=3.6,
+        source="MPI/Benchmarks/engine_costs.py, 5 rounds (14:35 and 14:37 UTC, 2026-12-06): rank 0's "
+               "CPU per request (request + reply) fitted over requests of 1, 16 and 256 tasks, less the "
+               "engine's polling: 80.9 us fixed (median; 43-142), 7.43 us per task (median; 5.1-9.7), "
+               "split evenly between the send and the receive, and between a task's way out and back; "
+               "a worker rank's CPU (the rank and its local pool) 333 us per request of 1 task (median; "
+               "293-372), 3.6 us per further task (median; 2.7-4.1): an upper bound, with its engine's "
+               "polling and on oversubscribed cores"),
     "mpi4py": Costs(
         "mpi4py", send=22.5, recv=22.5, item=0.15, worker=45.0,
         source="mpi4py_bench.py: rank 0 CPU 45.6 us per task at chunksize 1, 0.74 us at chunksize "
@@ -108,7 +117,7 @@ class Workers:
 
     def run(self, worker, arrive, tasks):
         """A chunk of `tasks` reaching `worker` at `arrive`: returns when its reply leaves."""
-        start = max(arrive, self.free_at[worker]) + self.costs.worker
+        start = max(arrive, self.free_at[worker]) + self.costs.worker_cost(tasks)
         if self.random is None:
             duration = tasks * self.task_us
         else:
@@ -250,21 +259,26 @@ def busy_bound(ranks, task_us, chunk, window, costs, latency):
     """Upper bound on the workers' busy share: the least of what rank 0 can feed, and (with
     one chunk outstanding) what the round trip leaves, and the worker's own overhead."""
     work = chunk * task_us
-    cycle = work + costs.worker
+    cycle = work + costs.worker_cost(chunk)
     if window == 1:
         cycle += 2 * latency + costs.pair(chunk)
     fed = capacity(costs, chunk) / (ranks / cycle * chunk * 1e6)
     return min(1.0, fed) * work / cycle
 
 
-def bottleneck_ranks(task_us, chunk, window, costs, latency):
-    """Rank count above which rank 0's CPU cannot keep the workers 95% busy (closed form)."""
+def alone_busy(task_us, chunk, window, costs, latency):
+    """The workers' busy share when rank 0 is never the limit: their own overhead (and, with
+    one chunk outstanding, the round trip) is all that keeps them from their tasks."""
     work = chunk * task_us
-    cycle = work + costs.worker + (2 * latency + costs.pair(chunk) if window == 1 else 0)
-    if work / cycle < 0.95:
-        return 0  # the workers idle more than 5% even when rank 0 is free
-    # ranks * chunk / cycle tasks/us demanded, capacity/1e6 supplied; busy = fed * work/cycle.
-    return capacity(costs, chunk) / 1e6 * cycle / chunk * (work / cycle) / 0.95
+    return work / (work + costs.worker_cost(chunk) + (2 * latency + costs.pair(chunk) if window == 1 else 0))
+
+
+def bottleneck_ranks(task_us, chunk, window, costs, latency):
+    """Rank count above which rank 0's CPU holds the workers below 95% of the busy share they
+    would have with rank 0 free (closed form): demand is ranks * chunk / cycle tasks/us."""
+    work = chunk * task_us
+    cycle = work + costs.worker_cost(chunk) + (2 * latency + costs.pair(chunk) if window == 1 else 0)
+    return capacity(costs, chunk) / 1e6 * cycle / chunk / 0.95
 
 
 # --- the report ----------------------------------------------------------------------
@@ -304,8 +318,8 @@ def main():
     report["inputs"]["scenarios"] = {k: dataclasses.asdict(v) for k, v in SCENARIOS.items()}
     report["inputs"]["networks_us"] = {k: {"latency": v[0], "source": v[1]} for k, v in NETWORKS.items()}
     table("Inputs: rank 0's CPU per message and per task (us), one-way latency (us)",
-          ["scenario", "send", "recv", "per task each way", "worker per chunk"],
-          [[c.name, c.send, c.recv, c.item, c.worker] for c in SCENARIOS.values()], out)
+          ["scenario", "send", "recv", "per task each way", "worker per chunk", "worker per task"],
+          [[c.name, c.send, c.recv, c.item, c.worker, c.worker_item] for c in SCENARIOS.values()], out)
     print("networks: " + ", ".join(f"{k} {v[0]} us" for k, v in NETWORKS.items()), file=out)
 
     # 1. What rank 0 can dispatch: tasks that take no time, 1,000 ranks, a deep window.
@@ -346,14 +360,17 @@ def main():
     table("2. Smallest chunk keeping 1,000 ranks >= 95% busy (simulated busy share / closed-form bound)",
           ["scenario", "network", "task T", "window 1", "window 2"], rows, out)
 
-    # 3. Where rank 0 becomes the bottleneck: the rank count at which busy drops below 95%.
+    # 3. Where rank 0 becomes the bottleneck: the rank count at which the busy share drops
+    # below 95% of what the workers reach with rank 0 free (their own overhead aside).
     rows, report["bottleneck"] = [], []
     latency = NETWORKS["infiniband"][0]
     for costs in SCENARIOS.values():
         for task_us in TASKS_US:
             for chunk in (1, 10, 100):
+                alone = alone_busy(task_us, chunk, 2, costs, latency)
+
                 def busy(ranks):
-                    return flat(ranks, task_us, chunk, 2, costs, latency, rounds=rounds, **common)["busy"]
+                    return flat(ranks, task_us, chunk, 2, costs, latency, rounds=rounds, **common)["busy"] / alone
 
                 last_ok, first_bad = None, None
                 for ranks in RANK_STEPS:
@@ -376,33 +393,36 @@ def main():
                     seen = f"< {first_bad}"
                 else:
                     seen = f"{last_ok}-{first_bad}"
-                rows.append([costs.name, f"{task_us / 1000:g} ms", chunk, seen, f"{formula:,.0f}"])
+                rows.append([costs.name, f"{task_us / 1000:g} ms", chunk, f"{alone:.1%}", seen, f"{formula:,.0f}"])
                 report["bottleneck"].append({"scenario": costs.name, "task_us": task_us, "chunk": chunk,
-                                             "last_ok": last_ok, "first_below_95": first_bad,
+                                             "alone_busy": alone, "last_ok": last_ok, "first_below_95": first_bad,
                                              "closed_form": formula})
-    table("3. Rank count where rank 0 becomes the bottleneck (busy < 95%; window 2, InfiniBand latency)",
-          ["scenario", "task T", "chunk", "simulated (last >= 95%, first below)", "closed form"], rows, out)
+    table("3. Rank count where rank 0 becomes the bottleneck (busy < 95% of the workers' own bound; window 2, "
+          "InfiniBand latency)",
+          ["scenario", "task T", "chunk", "workers' own bound", "simulated (last >= 95%, first below)",
+           "closed form"], rows, out)
 
-    # 3b. The curve itself: the library, tasks of 1 ms, from 10 to 10,000 ranks.
+    # 3b. The curve itself: the MPI pool, tasks of 10 ms, from 10 to 10,000 ranks.
     rows, report["ranks_curve"] = [], []
     latency = NETWORKS["infiniband"][0]
     for ranks in RANK_STEPS:
         row = [ranks]
-        for chunk in (1, 10):
-            sim = flat(ranks, 1000.0, chunk, 2, SCENARIOS["library"], latency, rounds=rounds, **common)
+        for chunk in (1, 10, 100):
+            sim = flat(ranks, 10_000.0, chunk, 2, SCENARIOS["mpipool"], latency, rounds=rounds, **common)
             row += [rate(sim["tasks_per_s"]), f"{sim['busy']:.1%}", f"{sim['rank0_busy']:.0%}"]
-            report["ranks_curve"].append({"scenario": "library", "ranks": ranks, "chunk": chunk,
+            report["ranks_curve"].append({"scenario": "mpipool", "ranks": ranks, "chunk": chunk,
                                           "tasks_per_s": sim["tasks_per_s"], "busy": sim["busy"],
                                           "rank0_busy": sim["rank0_busy"]})
         rows.append(row)
-    table("3b. The library's scenario, tasks of 1 ms, window 2, InfiniBand latency: 10 to 10,000 ranks "
-          f"(ideal: ranks x 1,000 tasks/s)",
-          ["ranks", "chunk 1: tasks/s", "busy", "rank 0 busy", "chunk 10: tasks/s", "busy", "rank 0 busy"],
+    table("3b. The MPI pool's scenario, tasks of 10 ms, window 2, InfiniBand latency: 10 to 10,000 ranks "
+          f"(ideal: ranks x 100 tasks/s)",
+          ["ranks", "chunk 1: tasks/s", "busy", "rank 0 busy", "chunk 10: tasks/s", "busy", "rank 0 busy",
+           "chunk 100: tasks/s", "busy", "rank 0 busy"],
           rows, out)
 
     # 4. A tree of dispatchers: 10,000 ranks, tasks of 1 ms, chunk 1.
     rows, report["tree"] = [], []
-    for name in ("library", "mpi4py"):
+    for name in ("mpipool", "mpi4py"):
         costs = SCENARIOS[name]
         for network in ("infiniband", "ethernet"):
             latency = NETWORKS[network][0]

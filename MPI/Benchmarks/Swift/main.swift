@@ -1,5 +1,5 @@
 // The MPI pool's side of issue 14's benchmarks, run under mpirun (rank 0 runs this `main`;
-// the other ranks serve its pools). MPI/Benchmarks/run.sh runs it and mpi4py_bench.py in
+// the other ranks serve its pools). MPI/Benchmarks/compare.py runs it and mpi4py_bench.py in
 // alternating rounds and prints the table; alone:
 //
 //     mpirun --allow-run-as-root --oversubscribe --enable-recovery -np 4 \
@@ -7,10 +7,12 @@
 //
 // Prints one JSON object line per workload on stdout, as mpi4py_bench.py and bench.py do:
 // {"name", "unit", "value", "samples", "detail"}. mpi-rank-killed kills a worker rank, so it
-// runs last, and only when asked for by name or in a full list.
+// runs last, and only when asked for by name or in a full list. mpi-engine-costs (rank 0's
+// CPU split into per-message work and polling, for MPI/SCALING.md) runs only by name; run it
+// with `-x SWIFT_MPI_ENGINE_STATS=1` for the engine thread's share (MPI/Benchmarks/engine_costs.py).
 import Glibc
 import Multiprocessing
-import MultiprocessingMPI
+@_spi(Benchmarks) import MultiprocessingMPI
 
 struct Square: ProcessFunction {
     func callAsFunction(_ input: Int) -> Int { input * input }
@@ -181,6 +183,10 @@ if wanted("mpi-apply-latency") {
             "apply on an idle pool of \(ranks) worker ranks; median of \(samples.count); rank 0's CPU \(cpu) us per apply (its MPI thread's polling included)"
         )
     }
+}
+
+if only == "mpi-engine-costs" {
+    try await measureEngineCosts()
 }
 
 if only == "mpi-rank-killed" || (only == nil && !tiny) {

@@ -18,6 +18,9 @@ final class EngineLoop {
     private let world = cmpi_comm_world()
     private let byte = cmpi_byte()
     private let clock = ContinuousClock()
+    /// The benchmarks' counts (`SWIFT_MPI_ENGINE_STATS=1`); `counting` is read once.
+    private let counters: EngineCounters
+    private let counting: Bool
 
     private struct ActiveSend {
         var request: MPI_Request?
@@ -54,6 +57,8 @@ final class EngineLoop {
         self.liveness = liveness
         self.rank = rank
         self.size = size
+        counters = mailbox.counters
+        counting = counters.enabled
         peers = rank == 0 ? Array(1..<max(1, size)) : [0]
         let now = clock.now
         for peer in peers { lastHeard[peer] = now }
@@ -89,7 +94,12 @@ final class EngineLoop {
 
     private func serve() {
         var idleRounds = 0
+        counters.calibrate()
+        // With counting on, each round's thread CPU is charged to it at the next round's start.
+        var previousBusy = true
+        var lastReading = counting ? EngineCounters.threadNanoseconds() : 0
         while true {
+            if counting { account(busy: previousBusy, since: &lastReading) }
             var busy = false
             for order in mailbox.takeOrders() {
                 busy = true
@@ -115,6 +125,7 @@ final class EngineLoop {
                 testAbandoned()
                 nextLivenessCheck = now + .milliseconds(10)
             }
+            previousBusy = busy
             if busy {
                 idleRounds = 0
                 continue
@@ -126,8 +137,21 @@ final class EngineLoop {
             let step = min(liveness.idleSleepLimit, .microseconds(16) * (1 << min(idleRounds - 32, 10)))
             let (seconds, attoseconds) = step.components
             let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            if counting { counters.sleeps.wrappingAdd(1, ordering: .relaxed) }
             _ = mailbox.wake.wait(timeout: .now() + .nanoseconds(nanoseconds))
         }
+    }
+
+    private func account(busy: Bool, since lastReading: inout Int) {
+        let now = EngineCounters.threadNanoseconds()
+        if busy {
+            counters.busyNanoseconds.wrappingAdd(now - lastReading, ordering: .relaxed)
+            counters.busyRounds.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            counters.idleNanoseconds.wrappingAdd(now - lastReading, ordering: .relaxed)
+            counters.idleRounds.wrappingAdd(1, ordering: .relaxed)
+        }
+        lastReading = now
     }
 
     // MARK: Orders
@@ -172,6 +196,7 @@ final class EngineLoop {
             let code = MPI_Test(&sends[index].request, &flag, cmpi_status_ignore())
             if code != cmpi_success() || flag != 0 {
                 let send = sends.remove(at: index)
+                if counting { counters.sends.wrappingAdd(1, ordering: .relaxed) }
                 send.order.completion.resume(
                     code == cmpi_success() ? .success(()) : .failure(mpiError(code, "MPI_Test")))
                 progressed = true
@@ -198,6 +223,7 @@ final class EngineLoop {
             // An empty message: MPI accepts a null buffer for a count of 0.
             if MPI_Isend(nil, 0, byte, peer, ReservedTag.heartbeat, world, &request) == cmpi_success() {
                 heartbeats.append((request, peer))
+                if counting { counters.heartbeatsSent.wrappingAdd(1, ordering: .relaxed) }
             }
         }
     }
@@ -213,6 +239,7 @@ final class EngineLoop {
             // Matched and empty: receiving it completes at once.
             _ = MPI_Mrecv(nil, 0, byte, &message, cmpi_status_ignore())
             heard(cmpi_status_source(&status))
+            if counting { counters.heartbeatsReceived.wrappingAdd(1, ordering: .relaxed) }
             drained = true
         }
     }
@@ -327,6 +354,7 @@ final class EngineLoop {
             let code = MPI_Test(&arriving[index].request, &flag, cmpi_status_ignore())
             if code != cmpi_success() || flag != 0 {
                 let receive = arriving.remove(at: index)
+                if counting { counters.receives.wrappingAdd(1, ordering: .relaxed) }
                 received[MessageKey(source: receive.source, tag: receive.order.key.tag), default: 0] += 1
                 heard(receive.source)
                 receive.order.completion.resume(

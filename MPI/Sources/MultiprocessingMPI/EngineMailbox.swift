@@ -9,6 +9,8 @@ final class EngineMailbox: Sendable {
     let wake = DispatchSemaphore(value: 0)
     private let lost = Mutex<LostRanks>(LostRanks())
     private let nextID = Atomic<UInt64>(1)
+    /// The engine thread's counts, for the benchmarks (``EngineCounters``).
+    let counters = EngineCounters()
 
     private struct LostRanks {
         var ranks: [Int: Duration] = [:]
