@@ -24,10 +24,12 @@ public final class MPIPool: Sendable {
     public let world: MPIWorld
     /// The local worker processes of each rank.
     public let workersPerRank: Int
-    private let links: [RankLink]
-    private let receivers: [Task<Void, Never>]
+    let links: [RankLink]
+    /// One task per rank receiving its replies; each ends when the rank's service has ended
+    /// (or the rank is lost): ``join()`` waits for them.
+    let receivers: [Task<Void, Never>]
+    let lifecycle = MPIPoolLifecycle()
     private let nextID = Atomic<UInt64>(1)
-    private let closed = Atomic<Bool>(false)
     /// The most inputs one request to a rank carries.
     static let maximumRequest = 256
 
@@ -132,100 +134,6 @@ public final class MPIPool: Sendable {
         Task { try await self.apply(function, input, timeout: timeout) }
     }
 
-    /// Calls `function` on every input of `inputs` (any `Sequence`, pulled only as fast as the
-    /// ranks take its items) and gives the outputs in input order, as they are ready.
-    ///
-    /// The stream ends with the first failed item's ``MPIPoolError`` (in input order: the
-    /// outputs before it come first); the items still running are then ended.
-    public func mapStream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> MPIPoolStream<Function.Output> {
-        stream(function, inputs, ordered: true, chunkSize: chunkSize, timeout: timeout)
-    }
-
-    /// Calls `function` on every input and gives each output as soon as its item is done,
-    /// in no particular order. Ends with the first failure to arrive.
-    public func mapUnordered<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> MPIPoolStream<Function.Output> {
-        stream(function, inputs, ordered: false, chunkSize: chunkSize, timeout: timeout)
-    }
-
-    private func stream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, ordered: Bool, chunkSize: Int, timeout: Duration?
-    ) -> MPIPoolStream<Function.Output> {
-        precondition(chunkSize > 0, "chunkSize must be positive")
-        let slotsPerRank = 2 * workersPerRank
-        return MPIPoolStream(capacity: links.count * slotsPerRank * chunkSize) { buffer in
-            let (typeName, encodedFunction) = try self.encodeCall(function)
-            var iterator = inputs.makeIterator()
-            // A sender slot per request in flight: `slotsPerRank` for each rank still there.
-            var free: [RankLink] = self.links.filter { !$0.isGone }.flatMap {
-                Array(repeating: $0, count: slotsPerRank)
-            }
-            var nextIndex = 0
-            var nextRequest = 0
-            var nextToGive = 0
-            var finished: [Int: [(Int, Result<Function.Output, MPIPoolError>)]] = [:]
-            var exhausted = false
-            try await withThrowingTaskGroup(of: (Int, RankLink, [(Int, Result<Function.Output, MPIPoolError>)]).self) {
-                group in
-                var running = 0
-                while true {
-                    // Fill every free slot of a rank still there with the next inputs.
-                    while !exhausted, let slot = free.popLast() {
-                        if slot.isGone { continue }
-                        var chunk: [Function.Input] = []
-                        while chunk.count < chunkSize, let input = iterator.next() { chunk.append(input) }
-                        guard !chunk.isEmpty else {
-                            exhausted = true
-                            break
-                        }
-                        let (request, first) = (nextRequest, nextIndex)
-                        nextRequest += 1
-                        nextIndex += chunk.count
-                        running += 1
-                        group.addTask {
-                            let results = try await self.runChunk(
-                                typeName: typeName, function: encodedFunction, chunk: chunk, firstIndex: first,
-                                chunkSize: chunkSize, timeout: timeout, on: slot, outputs: Function.Output.self)
-                            return (request, slot, results)
-                        }
-                    }
-                    if running == 0 {
-                        if !exhausted { throw MPIPoolError(index: nextIndex, reason: .noRanks) }
-                        return
-                    }
-                    guard let done = try await group.next() else { return }
-                    let (request, slot, results) = done
-                    running -= 1
-                    free.append(slot)
-                    if ordered {
-                        finished[request] = results
-                        while let ready = finished.removeValue(forKey: nextToGive) {
-                            nextToGive += 1
-                            for (_, result) in ready { try await buffer.push(try result.get()) }
-                        }
-                    } else {
-                        for (_, result) in results { try await buffer.push(try result.get()) }
-                    }
-                }
-            }
-        }
-    }
-
-    // MARK: Closing
-
-    /// Ends the services on the ranks once their requests are answered; the pool takes no
-    /// more calls. The ranks stay in the job, free for another pool.
-    public func close() async {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        for link in links where !link.isGone {
-            _ = try? await link.channel.send(PoolRequest.stop, timeout: .seconds(5))
-        }
-        for receiver in receivers { receiver.cancel() }
-    }
-
     // MARK: Dispatch
 
     /// The call's chunks go to the ranks as they free up: each rank has up to two requests
@@ -233,10 +141,11 @@ public final class MPIPool: Sendable {
     private func run<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?
     ) async throws -> [Result<Function.Output, MPIPoolError>] {
-        let (typeName, encodedFunction) = try encodeCall(function)
+        let (typeName, encodedFunction) = try beginCall(function)
+        defer { endCall() }
         guard !inputs.isEmpty else { return [] }
         let live = links.filter { !$0.isGone }
-        guard !live.isEmpty else { throw MPIPoolError(reason: .noRanks) }
+        guard !live.isEmpty else { throw MPIPoolError(reason: noRankReason) }
         let inFlight = 2 * workersPerRank
         // Inputs per request: the network's round trip (~100 µs through the engine) costs
         // more than a trivial item, so a request carries many items even at chunk size 1
@@ -271,24 +180,16 @@ public final class MPIPool: Sendable {
                 for (index, result) in done { results[index] = result }
             }
         }
-        // Chunks no rank could take (every rank was lost): failed, not forgotten.
+        // Chunks no rank could take (every rank was lost, or the pool was terminated):
+        // failed, not forgotten.
+        let leftover = noRankReason
         return results.enumerated().map { index, result in
-            result ?? .failure(MPIPoolError(index: index, reason: .noRanks))
+            result ?? .failure(MPIPoolError(index: index, reason: leftover))
         }
-    }
-
-    /// What every request of a call carries: the function's mangled type name and encoded
-    /// value. Throws if the pool is closed or the function cannot travel.
-    private func encodeCall<Function: ProcessFunction>(_ function: Function) throws -> (String, [UInt8]) {
-        guard !closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
-        guard let typeName = _mangledTypeName(Function.self) else {
-            throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
-        }
-        return (typeName, try RankWire.encode(function))
     }
 
     /// One request: its items' results, or their failure with the rank when it was lost.
-    private func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
+    func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
         typeName: String, function: [UInt8], chunk: [Input], firstIndex: Int, chunkSize: Int?,
         timeout: Duration?, on link: RankLink, outputs: Output.Type
     ) async throws -> [(Int, Result<Output, MPIPoolError>)] {
@@ -302,6 +203,9 @@ public final class MPIPool: Sendable {
             reply = try await link.call(request, id: id)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as MPIPoolError {
+            // The pool was terminated while the request ran.
+            return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: error.reason))) }
         } catch {
             let silence: Duration?
             if case MPIError.rankLost(_, let silentFor) = error { silence = silentFor } else { silence = nil }

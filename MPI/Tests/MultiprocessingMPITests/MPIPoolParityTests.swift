@@ -1,0 +1,82 @@
+import Multiprocessing
+import Synchronization
+import Testing
+
+@testable import MultiprocessingMPI
+
+/// What a program written against `ProcessPool` also calls on an ``MPIPool``: streams over an
+/// `AsyncSequence`, progress, an initializer, `terminate` and `join`. An extension of the
+/// serialized MPI suite, run under `mpirun -np 4` (Scripts/test.sh).
+extension MPIWorldTests {
+    @Test("a stream over an AsyncSequence gives every output, in order or as done")
+    func asyncStreams() async throws {
+        try await withMPIPool { pool async throws in
+            var ordered: [Int] = []
+            let inputs = AsyncInputs(counter: PullCounter(), limit: 300)
+            for try await output in pool.mapStream(WhereRun(napMicroseconds: 300), inputs, chunkSize: 3) {
+                ordered.append(output.value)
+            }
+            #expect(ordered == (0..<300).map { $0 * 3 })
+            var unordered: [Int] = []
+            for try await output in pool.mapUnordered(RankSquare(), AsyncInputs(counter: PullCounter(), limit: 200)) {
+                unordered.append(output)
+            }
+            #expect(unordered.sorted() == (0..<200).map { $0 * $0 })
+        }
+    }
+
+    @Test("an AsyncSequence that throws ends the stream with its error, after the items pulled before it")
+    func asyncInputsThrow() async throws {
+        try await withMPIPool { pool async throws in
+            for ordered in [true, false] {
+                // Throws after 30 elements: with requests of 4, the last request holds 2.
+                let inputs = AsyncInputs(counter: PullCounter(), limit: 1_000, failAt: 30)
+                let stream =
+                    ordered
+                    ? pool.mapStream(RankSquare(), inputs, chunkSize: 4)
+                    : pool.mapUnordered(RankSquare(), inputs, chunkSize: 4)
+                var seen: [Int] = []
+                do {
+                    for try await output in stream { seen.append(output) }
+                    Issue.record("the stream did not throw (ordered: \(ordered))")
+                } catch let error as InputsFailed {
+                    #expect(error.position == 30)
+                }
+                let expected = (0..<30).map { $0 * $0 }
+                #expect((ordered ? seen : seen.sorted()) == expected, "ordered: \(ordered)")
+            }
+            #expect(try await pool.apply(RankSquare(), 5) == 25)
+        }
+    }
+}
+
+/// The error an ``AsyncInputs`` throws at `failAt`.
+struct InputsFailed: Error {
+    var position: Int
+}
+
+/// 0, 1, 2, ... up to `limit`, as an `AsyncSequence` that suspends before each element,
+/// counting each one pulled; throws ``InputsFailed`` instead of element `failAt`.
+struct AsyncInputs: AsyncSequence, Sendable {
+    let counter: PullCounter
+    let limit: Int
+    var failAt: Int?
+
+    func makeAsyncIterator() -> Iterator { Iterator(counter: counter, limit: limit, failAt: failAt) }
+
+    struct Iterator: AsyncIteratorProtocol {
+        let counter: PullCounter
+        let limit: Int
+        let failAt: Int?
+        var position = 0
+
+        mutating func next() async throws -> Int? {
+            await Task.yield()
+            guard position < limit else { return nil }
+            if position == failAt { throw InputsFailed(position: position) }
+            counter.add()
+            defer { position += 1 }
+            return position
+        }
+    }
+}
