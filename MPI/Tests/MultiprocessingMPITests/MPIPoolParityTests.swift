@@ -48,6 +48,57 @@ extension MPIWorldTests {
             #expect(try await pool.apply(RankSquare(), 5) == 25)
         }
     }
+
+    @Test("a map's progress rises to the total over the ranks; the last report is final and counts every item")
+    func mapProgress() async throws {
+        try await withMPIPool { pool async throws in
+            let seen = Mutex<[PoolProgress]>([])
+            // Interval zero: every request answered is an update.
+            let reporter = PoolProgressReporter(interval: .zero) { update in seen.withLock { $0.append(update) } }
+            let outputs = try await pool.map(WhereRun(napMicroseconds: 1_000), Array(0..<300), progress: reporter)
+            #expect(outputs.map(\.value) == (0..<300).map { $0 * 3 })
+            #expect(Set(outputs.map(\.rank)) == Set(pool.liveRanks))
+            let updates = seen.withLock { $0 }
+            #expect(updates.allSatisfy { $0.total == 300 && $0.failed == 0 })
+            #expect(zip(updates, updates.dropFirst()).allSatisfy { $0.completed <= $1.completed }, "\(updates)")
+            #expect(updates.contains { $0.completed > 0 && $0.completed < 300 }, "no report between the first and last")
+            let last = try #require(updates.last)
+            #expect(last.isFinished && last.completed == 300, "\(last)")
+            #expect(updates.dropLast().allSatisfy { !$0.isFinished })
+
+            // The closure form, and failures counted.
+            let final = Mutex<PoolProgress?>(nil)
+            let results = await pool.results(FailOn(indices: [3, 40]), Array(0..<50), chunkSize: 2) { update in
+                final.withLock { $0 = update }
+            }
+            #expect(results.count { (try? $0.get()) == nil } == 2)
+            let ended = try #require(final.withLock { $0 })
+            #expect(ended.isFinished && ended.completed == 50 && ended.failed == 2 && ended.total == 50, "\(ended)")
+        }
+    }
+
+    @Test("a stream's progress counts the outputs handed out, read from the reporter's updates")
+    func streamProgress() async throws {
+        try await withMPIPool { pool async throws in
+            for ordered in [true, false] {
+                let reporter = PoolProgressReporter(interval: .zero)
+                let watcher = Task {
+                    var last: PoolProgress?
+                    for await update in reporter.updates { last = update }
+                    return last
+                }
+                var count = 0
+                let stream =
+                    ordered
+                    ? pool.mapStream(RankSquare(), 0..<120, progress: reporter)
+                    : pool.mapUnordered(RankSquare(), 0..<120, progress: reporter)
+                for try await _ in stream { count += 1 }
+                #expect(count == 120)
+                let last = try #require(await watcher.value)
+                #expect(last.isFinished && last.completed == 120 && last.total == 120, "\(last)")
+            }
+        }
+    }
 }
 
 /// The error an ``AsyncInputs`` throws at `failAt`.

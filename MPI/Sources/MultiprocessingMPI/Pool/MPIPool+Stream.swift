@@ -1,4 +1,4 @@
-import Multiprocessing
+@_spi(MPI) import Multiprocessing
 
 /// The streams: outputs as they are ready, inputs pulled only as fast as the ranks take them.
 /// A `Sequence` and an `AsyncSequence` of inputs go through one dispatch (a `Sequence` is read
@@ -64,14 +64,21 @@ extension MPIPool {
     /// Every stream's dispatch: each rank has `2 × workersPerRank` requests in flight; a slot
     /// that answers takes the next `chunkSize` inputs, so inputs are pulled only as requests
     /// end and outputs are taken (the buffer holds a bounded number).
-    private func stream<Function: ProcessFunction, AsyncInputs: AsyncSequence & Sendable>(
-        _ function: Function, _ inputs: AsyncInputs, ordered: Bool, chunkSize: Int, timeout: Duration?
+    ///
+    /// With `progress`, the call begins when the stream starts, counts each output handed to
+    /// the consumer and the failure that ends the stream, and ends with the stream; `total`
+    /// is the inputs' count when known.
+    func stream<Function: ProcessFunction, AsyncInputs: AsyncSequence & Sendable>(
+        _ function: Function, _ inputs: AsyncInputs, ordered: Bool, chunkSize: Int, timeout: Duration?,
+        progress: PoolProgressReporter? = nil, total: Int? = nil
     ) -> MPIPoolStream<Function.Output> where AsyncInputs.Element == Function.Input {
         precondition(chunkSize > 0, "chunkSize must be positive")
         let slotsPerRank = 2 * workersPerRank
         return MPIPoolStream(capacity: links.count * slotsPerRank * chunkSize) { buffer in
             let (typeName, encodedFunction) = try self.beginCall(function)
             defer { self.endCall() }
+            progress?.begin(total: total)
+            defer { progress?.end() }
             var iterator = inputs.makeAsyncIterator()
             // A sender slot per request in flight: `slotsPerRank` for each rank still there.
             var free: [RankLink] = self.links.filter { !$0.isGone }.flatMap {
@@ -126,13 +133,28 @@ extension MPIPool {
                         finished[request] = results
                         while let ready = finished.removeValue(forKey: nextToGive) {
                             nextToGive += 1
-                            for (_, result) in ready { try await buffer.push(try result.get()) }
+                            for (_, result) in ready { try await Self.give(result, to: buffer, progress: progress) }
                         }
                     } else {
-                        for (_, result) in results { try await buffer.push(try result.get()) }
+                        for (_, result) in results { try await Self.give(result, to: buffer, progress: progress) }
                     }
                 }
             }
+        }
+    }
+
+    /// Hands one item's output to the stream's consumer, or throws its failure (which ends
+    /// the stream), counting it in `progress`.
+    private static func give<Output: Sendable>(
+        _ result: Result<Output, MPIPoolError>, to buffer: StreamBuffer<Output>, progress: PoolProgressReporter?
+    ) async throws {
+        switch result {
+        case .success(let output):
+            progress?.record(succeeded: 1, failed: 0)
+            try await buffer.push(output)
+        case .failure(let error):
+            progress?.record(succeeded: 0, failed: 1)
+            throw error
         }
     }
 }

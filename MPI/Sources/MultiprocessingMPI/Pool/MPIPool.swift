@@ -1,4 +1,4 @@
-import Multiprocessing
+@_spi(MPI) import Multiprocessing
 import Synchronization
 
 /// A process pool whose workers are MPI ranks: the same calls as
@@ -109,8 +109,16 @@ public final class MPIPool: Sendable {
     public func results<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
     ) async -> [Result<Function.Output, MPIPoolError>] {
+        await results(function, inputs, chunkSize: chunkSize, timeout: timeout, reportingTo: nil)
+    }
+
+    /// `results`, reporting to `progress` if there is one.
+    func results<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
+        reportingTo progress: PoolProgressReporter?
+    ) async -> [Result<Function.Output, MPIPoolError>] {
         do {
-            return try await run(function, inputs, chunkSize: chunkSize, timeout: timeout)
+            return try await run(function, inputs, chunkSize: chunkSize, timeout: timeout, progress: progress)
         } catch let error as MPIPoolError {
             return inputs.indices.map { .failure(MPIPoolError(index: $0, rank: error.rank, reason: error.reason)) }
         } catch {
@@ -138,11 +146,14 @@ public final class MPIPool: Sendable {
 
     /// The call's chunks go to the ranks as they free up: each rank has up to two requests
     /// per local worker in flight, so that its workers never wait for the network.
-    private func run<Function: ProcessFunction>(
-        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?
+    func run<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
+        progress: PoolProgressReporter? = nil
     ) async throws -> [Result<Function.Output, MPIPoolError>] {
         let (typeName, encodedFunction) = try beginCall(function)
         defer { endCall() }
+        progress?.begin(total: inputs.count)
+        defer { progress?.end() }
         guard !inputs.isEmpty else { return [] }
         let live = links.filter { !$0.isGone }
         guard !live.isEmpty else { throw MPIPoolError(reason: noRankReason) }
@@ -167,10 +178,15 @@ public final class MPIPool: Sendable {
                             guard taken < starts.count else { break }
                             let start = starts[taken]
                             let range = start..<min(start + size, inputs.count)
-                            done += try await self.runChunk(
+                            let results = try await self.runChunk(
                                 typeName: typeName, function: encodedFunction, chunk: Array(inputs[range]),
                                 firstIndex: start, chunkSize: chunkSize, timeout: timeout, on: link,
                                 outputs: Function.Output.self)
+                            if let progress {
+                                let failed = results.count { if case .failure = $0.1 { true } else { false } }
+                                progress.record(succeeded: results.count - failed, failed: failed)
+                            }
+                            done += results
                         }
                         return done
                     }
