@@ -99,6 +99,30 @@ extension MPIWorldTests {
             }
         }
     }
+
+    @Test("an initializer runs in each local worker of each rank; the function sees what it set")
+    func initializer() async throws {
+        let marks = try await withMPIPool(initializer: SetWorkerMark(mark: 42)) { pool async throws in
+            let ranks = pool.liveRanks
+            let marks = try await pool.map(ReadWorkerMark(napMicroseconds: 2_000), Array(0..<120), chunkSize: 1)
+            #expect(Set(marks.map(\.rank)) == Set(ranks))
+            return marks.map(\.value)
+        }
+        #expect(marks == Array(repeating: 42, count: 120))
+        // The ranks' shared local pools (default settings) never ran it.
+        let plain = try await withMPIPool { pool async throws in
+            try await pool.map(ReadWorkerMark(napMicroseconds: 0), Array(0..<12))
+        }
+        #expect(plain.allSatisfy { $0.value == 0 }, "\(plain)")
+    }
+
+    @Test("an initializer holding a one-machine handle is refused before any rank is asked")
+    func initializerRefused() async throws {
+        let queue = try Queue<Int>()
+        try await expectRefused("a Queue in an MPI pool's initializer") {
+            _ = try await MPIPool(initializer: HoldsQueueTarget(queue: queue))
+        }
+    }
 }
 
 /// The error an ``AsyncInputs`` throws at `failAt`.
@@ -130,4 +154,31 @@ struct AsyncInputs: AsyncSequence, Sendable {
             return position
         }
     }
+}
+
+/// What ``SetWorkerMark`` sets in a local worker process.
+enum WorkerMark {
+    static let value = Atomic<Int>(0)
+}
+
+/// An initializer: sets the worker's mark.
+struct SetWorkerMark: ProcessTarget {
+    var mark: Int
+    func run() { WorkerMark.value.store(mark, ordering: .relaxed) }
+}
+
+/// The worker's mark (as `value`) and its rank.
+struct ReadWorkerMark: ProcessFunction {
+    var napMicroseconds: UInt32
+    func callAsFunction(_ input: Int) -> WhereRun.Output {
+        var output = WhereRun(napMicroseconds: napMicroseconds)(input)
+        output.value = WorkerMark.value.load(ordering: .relaxed)
+        return output
+    }
+}
+
+/// An initializer that holds a queue: cannot go to another rank.
+struct HoldsQueueTarget: ProcessTarget {
+    var queue: Queue<Int>
+    func run() {}
 }

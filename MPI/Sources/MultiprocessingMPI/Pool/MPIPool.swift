@@ -41,11 +41,15 @@ public final class MPIPool: Sendable {
     ///   - startMethod: how a rank starts its local workers (default `.forkserver`).
     ///   - maxTasksPerWorker, retries, memoryLimit: as for ``Multiprocessing/ProcessPool``,
     ///     applied by each rank to its local workers.
+    ///   - initializer: a target run once in each local worker process of each rank before it
+    ///     serves (Python's `initializer`), as ``Multiprocessing/ProcessPool``'s. It travels to
+    ///     the ranks on the library's binary wire: one holding a handle that only makes sense
+    ///     on one machine is refused with ``MPIError/notSendableToAnotherRank(type:codingPath:reason:)``.
     /// - Throws: ``MPIError/notStartedByMPIRun`` outside `mpirun`; ``MPIPoolError`` when this
     ///   is not rank 0, there is no worker rank, or a rank's service did not start.
     public init(
         workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil,
-        retries: Int = 0, memoryLimit: Int? = nil
+        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil
     ) async throws {
         precondition(workersPerRank > 0, "an MPI pool needs at least one worker per rank")
         let world = try await MPIWorld.start()
@@ -54,7 +58,7 @@ public final class MPIPool: Sendable {
         }
         let service = PoolService(
             workers: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-            memoryLimit: memoryLimit)
+            initializer: try initializer.map { try EncodedRankTarget($0) }, memoryLimit: memoryLimit)
         // Every rank's service starts at once; each says `ready` once its local pool is up.
         let links = try await withThrowingTaskGroup(of: RankLink.self) { group in
             for rank in world.liveWorkerRanks {
@@ -273,14 +277,14 @@ private final class ChunkCursor: Sendable {
 /// Runs `body` with an ``MPIPool`` on the job's worker ranks and closes it afterwards,
 /// whatever `body` did.
 ///
-/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:memoryLimit:)``.
+/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:)``.
 public func withMPIPool<Value>(
     workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil, retries: Int = 0,
-    memoryLimit: Int? = nil, _ body: (MPIPool) async throws -> Value
+    initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, _ body: (MPIPool) async throws -> Value
 ) async throws -> Value {
     let pool = try await MPIPool(
         workersPerRank: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker,
-        retries: retries, memoryLimit: memoryLimit)
+        retries: retries, initializer: initializer, memoryLimit: memoryLimit)
     do {
         let value = try await body(pool)
         await pool.close()

@@ -9,6 +9,8 @@ struct PoolService: RankJob {
     var startMethod: StartMethod
     var maxTasksPerWorker: Int?
     var retries: Int
+    /// Run once in each local worker before it serves; found by its type's name on the rank.
+    var initializer: EncodedRankTarget?
     var memoryLimit: Int?
 
     func run(channel: RankChannel) async throws {
@@ -21,7 +23,7 @@ struct PoolService: RankJob {
         } else {
             pool = try await ProcessPool(
                 workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-                memoryLimit: memoryLimit, forwardsLogs: false)
+                initializer: try initializer?.decode(), memoryLimit: memoryLimit, forwardsLogs: false)
         }
         try await channel.send(PoolReply.ready)
         // Requests run at once, each on a task of its own: rank 0 keeps several in flight so

@@ -2,7 +2,7 @@ import Multiprocessing
 import Synchronization
 
 /// The local pool of a worker rank for ``MPIPool``s with the default settings (one worker
-/// started from a fork server, no task budget, no retries, no memory limit), started when
+/// started from a fork server, no task budget, no retries, no initializer, no memory limit), started when
 /// the rank is launched and shared by every such pool for the rank's life.
 ///
 /// Starting a local pool costs the fork server's start (a process exec'd and its Swift
@@ -30,7 +30,7 @@ enum RankLocalPool {
     /// The shared pool, when `service`'s settings are the defaults and it started.
     static func pool(for service: PoolService) async -> ProcessPool? {
         guard service.workers == 1, service.startMethod == .forkserver, service.maxTasksPerWorker == nil,
-            service.retries == 0, service.memoryLimit == nil
+            service.retries == 0, service.initializer == nil, service.memoryLimit == nil
         else { return nil }
         guard let task = shared.withLock({ $0 }) else { return nil }
         return await task.value
