@@ -123,6 +123,73 @@ extension MPIWorldTests {
             _ = try await MPIPool(initializer: HoldsQueueTarget(queue: queue))
         }
     }
+
+    @Test("terminate fails the items under way at once and ends them on the ranks; join returns; the ranks serve on")
+    func terminateAndJoin() async throws {
+        // One worker per rank: the ranks' shared local pools; two: local pools of this pool's own.
+        for workers in [1, 2] {
+            let pool = try await MPIPool(workersPerRank: workers)
+            let ranks = pool.liveRanks
+            // Every item sleeps for an hour: only terminate ends this call.
+            let call = Task { await pool.results(SleepOn(index: 0), Array(repeating: 0, count: 8), chunkSize: 1) }
+            try await Task.sleep(for: .milliseconds(300))
+            pool.terminate()
+            let results = await call.value
+            for result in results {
+                guard case .failure(let error) = result, case .closed = error.reason else {
+                    Issue.record("\(workers) per rank: \(result)")
+                    continue
+                }
+            }
+            await pool.join()
+            await #expect(throws: MPIPoolError.self) { try await pool.apply(RankSquare(), 1) }
+            pool.terminate()  // again: nothing more to do
+            // The ranks killed the sleeping workers: a new pool is served at once.
+            let squares = try await withMPIPool(workersPerRank: workers) { next async throws in
+                #expect(next.liveRanks == ranks)
+                return try await next.map(RankSquare(), Array(0..<30))
+            }
+            #expect(squares == (0..<30).map { $0 * $0 })
+        }
+    }
+
+    @Test("close lets the calls under way finish and refuses new ones; join returns once the services ended")
+    func closeThenJoin() async throws {
+        let pool = try await MPIPool()
+        let call = Task { try await pool.map(WhereRun(napMicroseconds: 2_000), Array(0..<200), chunkSize: 1) }
+        try await Task.sleep(for: .milliseconds(50))
+        pool.close()
+        do {
+            _ = try await pool.apply(RankSquare(), 2)
+            Issue.record("a closed pool took a call")
+        } catch let error as MPIPoolError {
+            guard case .closed = error.reason else {
+                Issue.record("\(error)")
+                return
+            }
+        }
+        #expect(try await call.value.map(\.value) == (0..<200).map { $0 * 3 })
+        await pool.join()
+        await pool.join()  // again: returns at once
+    }
+
+    @Test("withMPIPool terminates the pool when its body throws: the items left running do not hold it")
+    func withPoolTerminatesOnThrow() async throws {
+        struct Thrown: Error {}
+        let pending = Mutex<Task<Int, any Error>?>(nil)
+        do {
+            try await withMPIPool { pool async throws in
+                // An item that would run for an hour: a graceful close would wait for it.
+                pending.withLock { $0 = pool.submit(SleepOn(index: 0), 0) }
+                try await Task.sleep(for: .milliseconds(300))
+                throw Thrown()
+            }
+            Issue.record("withMPIPool did not throw")
+        } catch is Thrown {}
+        let task = try #require(pending.withLock { $0 })
+        await #expect(throws: MPIPoolError.self) { _ = try await task.value }
+        #expect(try await withMPIPool { pool async throws in try await pool.apply(RankSquare(), 7) } == 49)
+    }
 }
 
 /// The error an ``AsyncInputs`` throws at `failAt`.

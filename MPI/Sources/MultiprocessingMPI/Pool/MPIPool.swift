@@ -274,8 +274,9 @@ private final class ChunkCursor: Sendable {
     let next = Atomic<Int>(0)
 }
 
-/// Runs `body` with an ``MPIPool`` on the job's worker ranks and closes it afterwards,
-/// whatever `body` did.
+/// Runs `body` with an ``MPIPool`` on the job's worker ranks and always ends the ranks'
+/// services afterwards: closed and joined when `body` returns, terminated (the items still
+/// running ended) and joined when it throws, as `withProcessPool` does.
 ///
 /// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:)``.
 public func withMPIPool<Value>(
@@ -287,10 +288,13 @@ public func withMPIPool<Value>(
         retries: retries, initializer: initializer, memoryLimit: memoryLimit)
     do {
         let value = try await body(pool)
-        await pool.close()
+        pool.close()
+        await pool.join()
         return value
     } catch {
-        await pool.close()
+        // Not a graceful close: the items `body` left running would be waited for.
+        pool.terminate()
+        await pool.join()
         throw error
     }
 }

@@ -30,6 +30,7 @@ struct PoolService: RankJob {
         // that the local workers never wait for the network.
         let running = RunningRequests()
         defer { if shared == nil { pool.terminate() } }
+        var terminated = false
         serving: while true {
             let request: PoolRequest
             do {
@@ -39,6 +40,11 @@ struct PoolService: RankJob {
             }
             switch request {
             case .stop:
+                break serving
+            case .terminate:
+                // Cancelling a request's task kills the local workers running its items.
+                terminated = true
+                running.cancelAll()
                 break serving
             case .cancel(let id):
                 running.cancel(id)
@@ -55,7 +61,7 @@ struct PoolService: RankJob {
         // pool's last call returned, so normally there are none).
         await running.waitForAll()
         if shared == nil {
-            pool.close()
+            if terminated { pool.terminate() } else { pool.close() }
             await pool.join()
         }
     }
@@ -139,6 +145,10 @@ final class RunningRequests: Sendable {
 
     func cancel(_ id: UInt64) {
         tasks.withLock { $0[id] }?.cancel()
+    }
+
+    func cancelAll() {
+        for task in tasks.withLock({ Array($0.values) }) { task.cancel() }
     }
 
     func waitForAll() async {

@@ -11,6 +11,9 @@ enum PoolRequest: Codable, Sendable {
     case cancel(id: UInt64)
     /// The pool is closing: the service ends once its requests are answered.
     case stop
+    /// The pool is terminated: the service ends its requests at once (their local workers
+    /// killed) and ends.
+    case terminate
 }
 
 /// What a worker rank's ``PoolService`` sends rank 0.
