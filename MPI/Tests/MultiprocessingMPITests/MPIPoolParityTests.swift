@@ -1,3 +1,5 @@
+import Glibc
+import Logging
 import Multiprocessing
 import Synchronization
 import Testing
@@ -190,6 +192,33 @@ extension MPIWorldTests {
         await #expect(throws: MPIPoolError.self) { _ = try await task.value }
         #expect(try await withMPIPool { pool async throws in try await pool.apply(RankSquare(), 7) } == 49)
     }
+
+    @Test("the local workers' log records reach rank 0's logging system, tagged with rank, worker and pid")
+    func workerLogs() async throws {
+        RankLogCapture.installed
+        let ranks = try await withMPIPool { pool async throws in
+            let ranks = try await pool.map(LogOnRank(tag: "forwarded"), Array(0..<30), chunkSize: 1)
+            // Not forwarded: below the ranks' level (info).
+            _ = try await pool.map(LogOnRank(tag: "forwarded", level: .debug), Array(100..<103))
+            return ranks
+        }
+        // join (in withMPIPool) waited for the services' end, after their last records.
+        let records = RankLogCapture.records(tagged: "forwarded")
+        #expect(records.map(\.message).sorted() == (0..<30).map { "item \($0)" }.sorted())
+        for record in records {
+            let item = try #require(Int(record.message.dropFirst("item ".count)))
+            #expect(record.metadata["rank"] == "\(ranks[item].rank)", "\(record)")
+            #expect(record.metadata["pid"] == "\(ranks[item].pid)", "\(record)")
+            #expect(record.metadata["worker"]?.isEmpty == false, "\(record)")
+        }
+        #expect(Set(records.compactMap { $0.metadata["rank"] }).count == Set(ranks.map(\.rank)).count)
+
+        // A pool that does not forward its ranks' logs.
+        _ = try await withMPIPool(forwardsLogs: false) { pool async throws in
+            try await pool.map(LogOnRank(tag: "kept"), Array(0..<10))
+        }
+        #expect(RankLogCapture.records(tagged: "kept").isEmpty)
+    }
 }
 
 /// The error an ``AsyncInputs`` throws at `failAt`.
@@ -248,4 +277,53 @@ struct ReadWorkerMark: ProcessFunction {
 struct HoldsQueueTarget: ProcessTarget {
     var queue: Queue<Int>
     func run() {}
+}
+
+/// Logs "item N" tagged `tag` in the local worker, and says where it ran.
+struct LogOnRank: ProcessFunction {
+    var tag: String
+    var level: Logger.Level = .info
+    struct Output: Codable, Sendable {
+        var rank: Int
+        var pid: Int32
+    }
+    func callAsFunction(_ input: Int) -> Output {
+        Logger(label: "mpi-log-test").log(level: level, "item \(input)", metadata: ["tag": "\(tag)"])
+        return Output(rank: Int(String(cString: getenv("OMPI_COMM_WORLD_RANK"))) ?? -1, pid: getpid())
+    }
+}
+
+/// The records logged on rank 0 (the test process) under the label `mpi-log-test`.
+enum RankLogCapture {
+    struct Record: Sendable {
+        var message: String
+        var metadata: [String: String]
+    }
+
+    static let records = Mutex<[Record]>([])
+
+    /// Bootstraps rank 0's logging once (once per process), at level `debug`.
+    static let installed: Void = LoggingSystem.bootstrap { label in Handler(label: label) }
+
+    static func records(tagged tag: String) -> [Record] {
+        records.withLock { $0.filter { $0.metadata["tag"] == tag } }
+    }
+
+    struct Handler: LogHandler {
+        let label: String
+        var logLevel: Logger.Level = .debug
+        var metadata: Logger.Metadata = [:]
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            guard label == "mpi-log-test" else { return }
+            let record = Record(
+                message: event.message.description, metadata: (event.metadata ?? [:]).mapValues(\.description))
+            records.withLock { $0.append(record) }
+        }
+    }
 }

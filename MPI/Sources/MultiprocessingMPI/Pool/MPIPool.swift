@@ -45,11 +45,17 @@ public final class MPIPool: Sendable {
     ///     serves (Python's `initializer`), as ``Multiprocessing/ProcessPool``'s. It travels to
     ///     the ranks on the library's binary wire: one holding a handle that only makes sense
     ///     on one machine is refused with ``MPIError/notSendableToAnotherRank(type:codingPath:reason:)``.
+    ///   - forwardsLogs: whether the swift-log records of the ranks' local workers are logged
+    ///     again in this process (with metadata `rank`, `worker` and `pid`), through this
+    ///     process's logging system, which decides what is printed. On the ranks, records at
+    ///     `info` and above cross (`SWIFT_MPI_LOG_LEVEL` in the job's environment changes
+    ///     that). Default `true`. An initializer that bootstraps `LoggingSystem` itself needs
+    ///     `false`.
     /// - Throws: ``MPIError/notStartedByMPIRun`` outside `mpirun`; ``MPIPoolError`` when this
     ///   is not rank 0, there is no worker rank, or a rank's service did not start.
     public init(
         workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil,
-        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil
+        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true
     ) async throws {
         precondition(workersPerRank > 0, "an MPI pool needs at least one worker per rank")
         let world = try await MPIWorld.start()
@@ -58,7 +64,8 @@ public final class MPIPool: Sendable {
         }
         let service = PoolService(
             workers: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-            initializer: try initializer.map { try EncodedRankTarget($0) }, memoryLimit: memoryLimit)
+            initializer: try initializer.map { try EncodedRankTarget($0) }, memoryLimit: memoryLimit,
+            forwardsLogs: forwardsLogs)
         // Every rank's service starts at once; each says `ready` once its local pool is up.
         let links = try await withThrowingTaskGroup(of: RankLink.self) { group in
             for rank in world.liveWorkerRanks {
@@ -257,7 +264,7 @@ public final class MPIPool: Sendable {
             }
         case .refused(_, let reason):
             return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: .couldNotRun(reason)))) }
-        case .ready:
+        case .ready, .logs:
             return range.map {
                 (
                     $0,
@@ -278,14 +285,15 @@ private final class ChunkCursor: Sendable {
 /// services afterwards: closed and joined when `body` returns, terminated (the items still
 /// running ended) and joined when it throws, as `withProcessPool` does.
 ///
-/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:)``.
+/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
 public func withMPIPool<Value>(
     workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil, retries: Int = 0,
-    initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, _ body: (MPIPool) async throws -> Value
+    initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true,
+    _ body: (MPIPool) async throws -> Value
 ) async throws -> Value {
     let pool = try await MPIPool(
         workersPerRank: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker,
-        retries: retries, initializer: initializer, memoryLimit: memoryLimit)
+        retries: retries, initializer: initializer, memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
     do {
         let value = try await body(pool)
         pool.close()

@@ -12,6 +12,8 @@ struct PoolService: RankJob {
     /// Run once in each local worker before it serves; found by its type's name on the rank.
     var initializer: EncodedRankTarget?
     var memoryLimit: Int?
+    /// Whether the rank's log records go to rank 0 (``RankLogs``).
+    var forwardsLogs: Bool
 
     func run(channel: RankChannel) async throws {
         // The rank's shared pool for the default settings (started at launch), else one of
@@ -23,9 +25,10 @@ struct PoolService: RankJob {
         } else {
             pool = try await ProcessPool(
                 workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-                initializer: try initializer?.decode(), memoryLimit: memoryLimit, forwardsLogs: false)
+                initializer: try initializer?.decode(), memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
         }
         try await channel.send(PoolReply.ready)
+        let forwarding = forwardsLogs ? Task { await RankLogs.forward(over: channel) } : nil
         // Requests run at once, each on a task of its own: rank 0 keeps several in flight so
         // that the local workers never wait for the network.
         let running = RunningRequests()
@@ -64,6 +67,9 @@ struct PoolService: RankJob {
             if terminated { pool.terminate() } else { pool.close() }
             await pool.join()
         }
+        // The last records, before the job ends (rank 0's join waits for that end).
+        forwarding?.cancel()
+        await forwarding?.value
     }
 
     /// Runs one request on the local pool.

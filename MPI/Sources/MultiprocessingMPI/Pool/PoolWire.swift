@@ -25,6 +25,8 @@ enum PoolReply: Codable, Sendable {
     /// Request `id` could not run at all: the function's type is not in this program, or the
     /// function or its inputs did not decode. Says why.
     case refused(id: UInt64, reason: String)
+    /// Log records of the rank (an encoded ``RankLogBatch``), for rank 0's logging system.
+    case logs([UInt8])
 }
 
 /// One item's outcome on a worker rank.

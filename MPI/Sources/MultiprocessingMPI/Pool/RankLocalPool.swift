@@ -18,8 +18,11 @@ enum RankLocalPool {
     static func prepare() {
         shared.withLock { task in
             guard task == nil else { return }
+            // Before the pool: its relay of the workers' records logs through the rank's
+            // logging system, which holds them for rank 0.
+            RankLogs.install()
             task = Task.detached {
-                guard let pool = try? await ProcessPool(workers: 1, startMethod: .forkserver, forwardsLogs: false)
+                guard let pool = try? await ProcessPool(workers: 1, startMethod: .forkserver)
                 else { return nil }
                 _ = await pool.results(RankWarmUpFunction(), [0])
                 return pool
