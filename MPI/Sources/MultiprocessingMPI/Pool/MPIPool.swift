@@ -39,8 +39,10 @@ public final class MPIPool: Sendable {
     ///   - workersPerRank: local worker processes per rank (default 1: one rank per core is
     ///     the usual `mpirun` layout).
     ///   - startMethod: how a rank starts its local workers (default `.forkserver`).
-    ///   - maxTasksPerWorker, retries, memoryLimit: as for ``Multiprocessing/ProcessPool``,
-    ///     applied by each rank to its local workers.
+    ///   - maxTasksPerWorker: as for ``Multiprocessing/ProcessPool``, applied by each rank to
+    ///     its local workers.
+    ///   - retries: as for ``Multiprocessing/ProcessPool``, applied by each rank.
+    ///   - memoryLimit: as for ``Multiprocessing/ProcessPool``, applied by each rank.
     ///   - initializer: a target run once in each local worker process of each rank before it
     ///     serves (Python's `initializer`), as ``Multiprocessing/ProcessPool``'s. It travels to
     ///     the ranks on the library's binary wire: one holding a handle that only makes sense
@@ -101,6 +103,8 @@ public final class MPIPool: Sendable {
     /// Calls `function` on every input, on the worker ranks, and returns the outputs in input
     /// order.
     /// - Parameters:
+    ///   - function: the function, a Codable value sent to the ranks with each request.
+    ///   - inputs: the inputs.
     ///   - chunkSize: inputs per request to a rank; default: the inputs spread over four
     ///     requests per local worker.
     ///   - timeout: the longest one item may run; its local worker is then killed and
