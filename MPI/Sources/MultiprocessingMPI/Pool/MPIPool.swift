@@ -2,8 +2,10 @@
 import Synchronization
 
 /// A process pool whose workers are MPI ranks: the same calls as
-/// ``Multiprocessing/ProcessPool`` (`map`, `results`, `apply`, `submit`), over every rank
-/// of an `mpirun` job.
+/// ``Multiprocessing/ProcessPool`` (`map`, `results`, `apply`, `submit`, the streams over a
+/// `Sequence` or an `AsyncSequence`, `progress:`, an `initializer:`, `close`, `terminate`
+/// and `join`; the workers' log records reach this process), over every rank of an
+/// `mpirun` job.
 ///
 /// ```swift
 /// // mpirun -np 4 .build/release/my-tool   (rank 0 runs main; ranks 1-3 serve it)
