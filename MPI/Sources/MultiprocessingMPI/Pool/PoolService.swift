@@ -28,7 +28,7 @@ struct PoolService: RankJob {
                 initializer: try initializer?.decode(), memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
         }
         try await channel.send(PoolReply.ready)
-        let forwarding = forwardsLogs ? Task { await RankLogs.forward(over: channel) } : nil
+        let forwarding = forwardsLogs ? RankLogs.forward(over: channel) : nil
         // Requests run at once, each on a task of its own: rank 0 keeps several in flight so
         // that the local workers never wait for the network.
         let running = RunningRequests()

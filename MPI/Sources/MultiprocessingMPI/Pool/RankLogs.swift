@@ -42,20 +42,23 @@ enum RankLogs {
         }
     }
 
-    /// Sends the records held to rank 0 over `channel` every ``interval`` until cancelled,
-    /// then once more: run by a ``PoolService`` on a task of its own while it serves.
-    static func forward(over channel: RankChannel) async {
+    /// Sends the records held to rank 0 over `channel` every ``interval``, on the task it
+    /// returns, until that task is cancelled, then once more: a ``PoolService`` forwards while
+    /// it serves. Records are held from this call on (before the service's first request).
+    static func forward(over channel: RankChannel) -> Task<Void, Never> {
         held.withLock { $0.forwarders += 1 }
-        while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await send(over: channel)
+            }
+            // The records of the service's last requests: the local pool's relay (a thread of
+            // the root library) logs them a moment after their items' results came back. A
+            // task of its own: this one is cancelled, and `Task.sleep` would throw at once.
+            await Task { try? await Task.sleep(for: interval) }.value
             await send(over: channel)
+            held.withLock { $0.forwarders -= 1 }
         }
-        // The records of the service's last requests: the local pool's relay (a thread of the
-        // root library) logs them a moment after their items' results came back. A task of
-        // its own: this one is cancelled, and `Task.sleep` would throw at once.
-        await Task { try? await Task.sleep(for: interval) }.value
-        await send(over: channel)
-        held.withLock { $0.forwarders -= 1 }
     }
 
     private static func send(over channel: RankChannel) async {
