@@ -134,9 +134,21 @@ extension MPIWorldTests {
             let ranks = pool.liveRanks
             // Every item sleeps for an hour: only terminate ends this call.
             let call = Task { await pool.results(SleepOn(index: 0), Array(repeating: 0, count: 8), chunkSize: 1) }
+            let stream = Task {
+                for try await _ in pool.mapUnordered(SleepOn(index: 0), repeatElement(0, count: 4)) {}
+            }
             try await Task.sleep(for: .milliseconds(300))
             pool.terminate()
             let results = await call.value
+            do {
+                try await stream.value
+                Issue.record("the stream under way did not throw")
+            } catch let error as MPIPoolError {
+                guard case .closed = error.reason else {
+                    Issue.record("stream: \(error)")
+                    return
+                }
+            }
             for result in results {
                 guard case .failure(let error) = result, case .closed = error.reason else {
                     Issue.record("\(workers) per rank: \(result)")
