@@ -10,7 +10,10 @@ let package = Package(
         .library(name: "MultiprocessingMPI", targets: ["MultiprocessingMPI"])
     ],
     dependencies: [
-        .package(name: "swift-multiprocessing", path: "..")
+        .package(name: "swift-multiprocessing", path: ".."),
+        // The root's own swift-log (same version range): the ranks' worker logs reach rank 0's
+        // logging system.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // mpi.h, and static inline functions for the macros Swift cannot import
@@ -29,6 +32,7 @@ let package = Package(
                 "CMPI",
                 "CMPIBootstrap",
                 .product(name: "Multiprocessing", package: "swift-multiprocessing"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The tour's example: the seed's Pool example on 4 ranks.
@@ -54,6 +58,7 @@ let package = Package(
             dependencies: [
                 "MultiprocessingMPI",
                 .product(name: "Multiprocessing", package: "swift-multiprocessing"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

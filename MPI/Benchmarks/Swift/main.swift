@@ -130,7 +130,8 @@ if wanted("mpi-start") {
         _ = try await pool.map(Square(), Array(0..<ranks), chunkSize: 1)
         samples.append(seconds(clock.now - start) * 1000)
         if firstReady == 0 { firstReady = wallNanoseconds() }
-        await pool.close()
+        pool.close()
+        await pool.join()
     }
     if let launch = getenv("MPI_BENCH_LAUNCH_NS").flatMap({ Int(String(cString: $0)) }) {
         // The whole start as a user sees it: from just before mpirun to the first pool ready.

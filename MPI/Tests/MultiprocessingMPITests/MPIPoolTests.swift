@@ -158,22 +158,35 @@ extension MPIWorldTests {
         }
     }
 
-    @Test("a stream pulls its inputs only as fast as the ranks take them, and a dropped one stops")
+    @Test(
+        "a stream pulls its inputs (a Sequence or an AsyncSequence) only as fast as the ranks take them, and a dropped one stops"
+    )
     func streamBoundedMemory() async throws {
         try await withMPIPool { pool async throws in
             let pulled = PullCounter()
-            var taken = 0
-            for try await _ in pool.mapStream(RankSquare(), CountingInputs(counter: pulled, limit: 1_000_000)) {
-                taken += 1
-                if taken == 20 { break }
-            }
-            // Taken, buffered (2 requests of 1 per rank), in flight (2 per rank): well under 100.
-            #expect(pulled.count < 100, "\(pulled.count) inputs pulled for 20 outputs")
-            try await Task.sleep(for: .milliseconds(200))
-            let after = pulled.count
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(pulled.count == after, "the dropped stream went on pulling")
+            try await expectBoundedPulling(
+                pool.mapStream(RankSquare(), CountingInputs(counter: pulled, limit: 1_000_000)), pulled: pulled)
+            // The same over an AsyncSequence.
+            let pulledAsync = PullCounter()
+            try await expectBoundedPulling(
+                pool.mapStream(RankSquare(), AsyncInputs(counter: pulledAsync, limit: 1_000_000)), pulled: pulledAsync)
         }
+    }
+
+    /// Takes 20 outputs of `stream` and drops it: its inputs were pulled only a little ahead
+    /// of the outputs taken, and no more are pulled once it is dropped.
+    func expectBoundedPulling<Outputs: AsyncSequence>(_ stream: Outputs, pulled: PullCounter) async throws {
+        var taken = 0
+        for try await _ in stream {
+            taken += 1
+            if taken == 20 { break }
+        }
+        // Taken, buffered (2 requests of 1 per rank), in flight (2 per rank): well under 100.
+        #expect(pulled.count < 100, "\(pulled.count) inputs pulled for 20 outputs")
+        try await Task.sleep(for: .milliseconds(200))
+        let after = pulled.count
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(pulled.count == after, "the dropped stream went on pulling")
     }
 
     @Test(

@@ -61,8 +61,9 @@ public final class PoolProgressReporter: Sendable {
     /// The last update sent; `nil` before the first call begins.
     public var latest: PoolProgress? { state.withLock { $0.latest } }
 
-    /// A call with `total` items (`nil`: unknown) begins.
-    func begin(total: Int?) {
+    /// A call with `total` items (`nil`: unknown) begins. (SPI: the MPI pool reports through
+    /// it too.)
+    @_spi(MPI) public func begin(total: Int?) {
         delivery.withLock { _ in
             let update = state.withLock { state -> PoolProgress in
                 let now = ContinuousClock.now
@@ -76,7 +77,7 @@ public final class PoolProgressReporter: Sendable {
     }
 
     /// Items finished: `succeeded` of them with an output, `failed` with an error.
-    func record(succeeded: Int, failed: Int) {
+    @_spi(MPI) public func record(succeeded: Int, failed: Int) {
         delivery.withLock { _ in
             let update = state.withLock { state -> PoolProgress? in
                 state.completed += succeeded + failed
@@ -99,7 +100,7 @@ public final class PoolProgressReporter: Sendable {
     }
 
     /// A call ended; the last one to end sends the final update.
-    func end() {
+    @_spi(MPI) public func end() {
         delivery.withLock { _ in
             let (update, last) = state.withLock { state -> (PoolProgress, Bool) in
                 state.activeCalls -= 1

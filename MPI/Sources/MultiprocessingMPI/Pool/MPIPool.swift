@@ -1,9 +1,11 @@
-import Multiprocessing
+@_spi(MPI) import Multiprocessing
 import Synchronization
 
 /// A process pool whose workers are MPI ranks: the same calls as
-/// ``Multiprocessing/ProcessPool`` (`map`, `results`, `apply`, `submit`), over every rank
-/// of an `mpirun` job.
+/// ``Multiprocessing/ProcessPool`` (`map`, `results`, `apply`, `submit`, the streams over a
+/// `Sequence` or an `AsyncSequence`, `progress:`, an `initializer:`, `close`, `terminate`
+/// and `join`; the workers' log records reach this process), over every rank of an
+/// `mpirun` job.
 ///
 /// ```swift
 /// // mpirun -np 4 .build/release/my-tool   (rank 0 runs main; ranks 1-3 serve it)
@@ -24,10 +26,12 @@ public final class MPIPool: Sendable {
     public let world: MPIWorld
     /// The local worker processes of each rank.
     public let workersPerRank: Int
-    private let links: [RankLink]
-    private let receivers: [Task<Void, Never>]
+    let links: [RankLink]
+    /// One task per rank receiving its replies; each ends when the rank's service has ended
+    /// (or the rank is lost): ``join()`` waits for them.
+    let receivers: [Task<Void, Never>]
+    let lifecycle = MPIPoolLifecycle()
     private let nextID = Atomic<UInt64>(1)
-    private let closed = Atomic<Bool>(false)
     /// The most inputs one request to a rank carries.
     static let maximumRequest = 256
 
@@ -37,13 +41,25 @@ public final class MPIPool: Sendable {
     ///   - workersPerRank: local worker processes per rank (default 1: one rank per core is
     ///     the usual `mpirun` layout).
     ///   - startMethod: how a rank starts its local workers (default `.forkserver`).
-    ///   - maxTasksPerWorker, retries, memoryLimit: as for ``Multiprocessing/ProcessPool``,
-    ///     applied by each rank to its local workers.
+    ///   - maxTasksPerWorker: as for ``Multiprocessing/ProcessPool``, applied by each rank to
+    ///     its local workers.
+    ///   - retries: as for ``Multiprocessing/ProcessPool``, applied by each rank.
+    ///   - memoryLimit: as for ``Multiprocessing/ProcessPool``, applied by each rank.
+    ///   - initializer: a target run once in each local worker process of each rank before it
+    ///     serves (Python's `initializer`), as ``Multiprocessing/ProcessPool``'s. It travels to
+    ///     the ranks on the library's binary wire: one holding a handle that only makes sense
+    ///     on one machine is refused with ``MPIError/notSendableToAnotherRank(type:codingPath:reason:)``.
+    ///   - forwardsLogs: whether the swift-log records of the ranks' local workers are logged
+    ///     again in this process (with metadata `rank`, `worker` and `pid`), through this
+    ///     process's logging system, which decides what is printed. On the ranks, records at
+    ///     `info` and above cross (`SWIFT_MPI_LOG_LEVEL` in the job's environment changes
+    ///     that). Default `true`. An initializer that bootstraps `LoggingSystem` itself needs
+    ///     `false`.
     /// - Throws: ``MPIError/notStartedByMPIRun`` outside `mpirun`; ``MPIPoolError`` when this
     ///   is not rank 0, there is no worker rank, or a rank's service did not start.
     public init(
         workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil,
-        retries: Int = 0, memoryLimit: Int? = nil
+        retries: Int = 0, initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true
     ) async throws {
         precondition(workersPerRank > 0, "an MPI pool needs at least one worker per rank")
         let world = try await MPIWorld.start()
@@ -52,7 +68,8 @@ public final class MPIPool: Sendable {
         }
         let service = PoolService(
             workers: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-            memoryLimit: memoryLimit)
+            initializer: try initializer.map { try EncodedRankTarget($0) }, memoryLimit: memoryLimit,
+            forwardsLogs: forwardsLogs)
         // Every rank's service starts at once; each says `ready` once its local pool is up.
         let links = try await withThrowingTaskGroup(of: RankLink.self) { group in
             for rank in world.liveWorkerRanks {
@@ -88,6 +105,8 @@ public final class MPIPool: Sendable {
     /// Calls `function` on every input, on the worker ranks, and returns the outputs in input
     /// order.
     /// - Parameters:
+    ///   - function: the function, a Codable value sent to the ranks with each request.
+    ///   - inputs: the inputs.
     ///   - chunkSize: inputs per request to a rank; default: the inputs spread over four
     ///     requests per local worker.
     ///   - timeout: the longest one item may run; its local worker is then killed and
@@ -107,8 +126,16 @@ public final class MPIPool: Sendable {
     public func results<Function: ProcessFunction>(
         _ function: Function, _ inputs: [Function.Input], chunkSize: Int? = nil, timeout: Duration? = nil
     ) async -> [Result<Function.Output, MPIPoolError>] {
+        await results(function, inputs, chunkSize: chunkSize, timeout: timeout, reportingTo: nil)
+    }
+
+    /// `results`, reporting to `progress` if there is one.
+    func results<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
+        reportingTo progress: PoolProgressReporter?
+    ) async -> [Result<Function.Output, MPIPoolError>] {
         do {
-            return try await run(function, inputs, chunkSize: chunkSize, timeout: timeout)
+            return try await run(function, inputs, chunkSize: chunkSize, timeout: timeout, progress: progress)
         } catch let error as MPIPoolError {
             return inputs.indices.map { .failure(MPIPoolError(index: $0, rank: error.rank, reason: error.reason)) }
         } catch {
@@ -132,111 +159,21 @@ public final class MPIPool: Sendable {
         Task { try await self.apply(function, input, timeout: timeout) }
     }
 
-    /// Calls `function` on every input of `inputs` (any `Sequence`, pulled only as fast as the
-    /// ranks take its items) and gives the outputs in input order, as they are ready.
-    ///
-    /// The stream ends with the first failed item's ``MPIPoolError`` (in input order: the
-    /// outputs before it come first); the items still running are then ended.
-    public func mapStream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> MPIPoolStream<Function.Output> {
-        stream(function, inputs, ordered: true, chunkSize: chunkSize, timeout: timeout)
-    }
-
-    /// Calls `function` on every input and gives each output as soon as its item is done,
-    /// in no particular order. Ends with the first failure to arrive.
-    public func mapUnordered<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, chunkSize: Int = 1, timeout: Duration? = nil
-    ) -> MPIPoolStream<Function.Output> {
-        stream(function, inputs, ordered: false, chunkSize: chunkSize, timeout: timeout)
-    }
-
-    private func stream<Function: ProcessFunction, Inputs: Sequence<Function.Input> & Sendable>(
-        _ function: Function, _ inputs: Inputs, ordered: Bool, chunkSize: Int, timeout: Duration?
-    ) -> MPIPoolStream<Function.Output> {
-        precondition(chunkSize > 0, "chunkSize must be positive")
-        let slotsPerRank = 2 * workersPerRank
-        return MPIPoolStream(capacity: links.count * slotsPerRank * chunkSize) { buffer in
-            let (typeName, encodedFunction) = try self.encodeCall(function)
-            var iterator = inputs.makeIterator()
-            // A sender slot per request in flight: `slotsPerRank` for each rank still there.
-            var free: [RankLink] = self.links.filter { !$0.isGone }.flatMap {
-                Array(repeating: $0, count: slotsPerRank)
-            }
-            var nextIndex = 0
-            var nextRequest = 0
-            var nextToGive = 0
-            var finished: [Int: [(Int, Result<Function.Output, MPIPoolError>)]] = [:]
-            var exhausted = false
-            try await withThrowingTaskGroup(of: (Int, RankLink, [(Int, Result<Function.Output, MPIPoolError>)]).self) {
-                group in
-                var running = 0
-                while true {
-                    // Fill every free slot of a rank still there with the next inputs.
-                    while !exhausted, let slot = free.popLast() {
-                        if slot.isGone { continue }
-                        var chunk: [Function.Input] = []
-                        while chunk.count < chunkSize, let input = iterator.next() { chunk.append(input) }
-                        guard !chunk.isEmpty else {
-                            exhausted = true
-                            break
-                        }
-                        let (request, first) = (nextRequest, nextIndex)
-                        nextRequest += 1
-                        nextIndex += chunk.count
-                        running += 1
-                        group.addTask {
-                            let results = try await self.runChunk(
-                                typeName: typeName, function: encodedFunction, chunk: chunk, firstIndex: first,
-                                chunkSize: chunkSize, timeout: timeout, on: slot, outputs: Function.Output.self)
-                            return (request, slot, results)
-                        }
-                    }
-                    if running == 0 {
-                        if !exhausted { throw MPIPoolError(index: nextIndex, reason: .noRanks) }
-                        return
-                    }
-                    guard let done = try await group.next() else { return }
-                    let (request, slot, results) = done
-                    running -= 1
-                    free.append(slot)
-                    if ordered {
-                        finished[request] = results
-                        while let ready = finished.removeValue(forKey: nextToGive) {
-                            nextToGive += 1
-                            for (_, result) in ready { try await buffer.push(try result.get()) }
-                        }
-                    } else {
-                        for (_, result) in results { try await buffer.push(try result.get()) }
-                    }
-                }
-            }
-        }
-    }
-
-    // MARK: Closing
-
-    /// Ends the services on the ranks once their requests are answered; the pool takes no
-    /// more calls. The ranks stay in the job, free for another pool.
-    public func close() async {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        for link in links where !link.isGone {
-            _ = try? await link.channel.send(PoolRequest.stop, timeout: .seconds(5))
-        }
-        for receiver in receivers { receiver.cancel() }
-    }
-
     // MARK: Dispatch
 
     /// The call's chunks go to the ranks as they free up: each rank has up to two requests
     /// per local worker in flight, so that its workers never wait for the network.
-    private func run<Function: ProcessFunction>(
-        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?
+    func run<Function: ProcessFunction>(
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int?, timeout: Duration?,
+        progress: PoolProgressReporter? = nil
     ) async throws -> [Result<Function.Output, MPIPoolError>] {
-        let (typeName, encodedFunction) = try encodeCall(function)
+        let (typeName, encodedFunction) = try beginCall(function)
+        defer { endCall() }
+        progress?.begin(total: inputs.count)
+        defer { progress?.end() }
         guard !inputs.isEmpty else { return [] }
         let live = links.filter { !$0.isGone }
-        guard !live.isEmpty else { throw MPIPoolError(reason: .noRanks) }
+        guard !live.isEmpty else { throw MPIPoolError(reason: noRankReason) }
         let inFlight = 2 * workersPerRank
         // Inputs per request: the network's round trip (~100 µs through the engine) costs
         // more than a trivial item, so a request carries many items even at chunk size 1
@@ -258,10 +195,15 @@ public final class MPIPool: Sendable {
                             guard taken < starts.count else { break }
                             let start = starts[taken]
                             let range = start..<min(start + size, inputs.count)
-                            done += try await self.runChunk(
+                            let results = try await self.runChunk(
                                 typeName: typeName, function: encodedFunction, chunk: Array(inputs[range]),
                                 firstIndex: start, chunkSize: chunkSize, timeout: timeout, on: link,
                                 outputs: Function.Output.self)
+                            if let progress {
+                                let failed = results.count { if case .failure = $0.1 { true } else { false } }
+                                progress.record(succeeded: results.count - failed, failed: failed)
+                            }
+                            done += results
                         }
                         return done
                     }
@@ -271,24 +213,16 @@ public final class MPIPool: Sendable {
                 for (index, result) in done { results[index] = result }
             }
         }
-        // Chunks no rank could take (every rank was lost): failed, not forgotten.
+        // Chunks no rank could take (every rank was lost, or the pool was terminated):
+        // failed, not forgotten.
+        let leftover = noRankReason
         return results.enumerated().map { index, result in
-            result ?? .failure(MPIPoolError(index: index, reason: .noRanks))
+            result ?? .failure(MPIPoolError(index: index, reason: leftover))
         }
-    }
-
-    /// What every request of a call carries: the function's mangled type name and encoded
-    /// value. Throws if the pool is closed or the function cannot travel.
-    private func encodeCall<Function: ProcessFunction>(_ function: Function) throws -> (String, [UInt8]) {
-        guard !closed.load(ordering: .acquiring) else { throw MPIPoolError(reason: .closed) }
-        guard let typeName = _mangledTypeName(Function.self) else {
-            throw MPIPoolError(reason: .couldNotRun("\(Function.self) has no mangled name"))
-        }
-        return (typeName, try RankWire.encode(function))
     }
 
     /// One request: its items' results, or their failure with the rank when it was lost.
-    private func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
+    func runChunk<Input: Codable & Sendable, Output: Codable & Sendable>(
         typeName: String, function: [UInt8], chunk: [Input], firstIndex: Int, chunkSize: Int?,
         timeout: Duration?, on link: RankLink, outputs: Output.Type
     ) async throws -> [(Int, Result<Output, MPIPoolError>)] {
@@ -302,6 +236,9 @@ public final class MPIPool: Sendable {
             reply = try await link.call(request, id: id)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as MPIPoolError {
+            // The pool was terminated while the request ran.
+            return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: error.reason))) }
         } catch {
             let silence: Duration?
             if case MPIError.rankLost(_, let silentFor) = error { silence = silentFor } else { silence = nil }
@@ -333,7 +270,7 @@ public final class MPIPool: Sendable {
             }
         case .refused(_, let reason):
             return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: .couldNotRun(reason)))) }
-        case .ready:
+        case .ready, .logs:
             return range.map {
                 (
                     $0,
@@ -350,23 +287,28 @@ private final class ChunkCursor: Sendable {
     let next = Atomic<Int>(0)
 }
 
-/// Runs `body` with an ``MPIPool`` on the job's worker ranks and closes it afterwards,
-/// whatever `body` did.
+/// Runs `body` with an ``MPIPool`` on the job's worker ranks and always ends the ranks'
+/// services afterwards: closed and joined when `body` returns, terminated (the items still
+/// running ended) and joined when it throws, as `withProcessPool` does.
 ///
-/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:memoryLimit:)``.
+/// The parameters are those of ``MPIPool/init(workersPerRank:startMethod:maxTasksPerWorker:retries:initializer:memoryLimit:forwardsLogs:)``.
 public func withMPIPool<Value>(
     workersPerRank: Int = 1, startMethod: StartMethod = .forkserver, maxTasksPerWorker: Int? = nil, retries: Int = 0,
-    memoryLimit: Int? = nil, _ body: (MPIPool) async throws -> Value
+    initializer: (any ProcessTarget)? = nil, memoryLimit: Int? = nil, forwardsLogs: Bool = true,
+    _ body: (MPIPool) async throws -> Value
 ) async throws -> Value {
     let pool = try await MPIPool(
         workersPerRank: workersPerRank, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker,
-        retries: retries, memoryLimit: memoryLimit)
+        retries: retries, initializer: initializer, memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
     do {
         let value = try await body(pool)
-        await pool.close()
+        pool.close()
+        await pool.join()
         return value
     } catch {
-        await pool.close()
+        // Not a graceful close: the items `body` left running would be waited for.
+        pool.terminate()
+        await pool.join()
         throw error
     }
 }

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// The outputs of an ``MPIPool`` stream call (``MPIPool/mapStream(_:_:chunkSize:timeout:)``,
-/// ``MPIPool/mapUnordered(_:_:chunkSize:timeout:)``), as they come.
+/// The outputs of an ``MPIPool`` stream call (``MPIPool/mapStream(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``,
+/// ``MPIPool/mapUnordered(_:_:chunkSize:timeout:)-(_,Inputs,_,_)``, and their forms over an
+/// `AsyncSequence` or with progress), as they come.
 ///
 /// The call starts when the first output is asked for. It holds at most a bounded number of
 /// outputs not yet taken: when the consumer is slower than the ranks, the call stops sending

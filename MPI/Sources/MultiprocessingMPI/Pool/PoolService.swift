@@ -9,7 +9,11 @@ struct PoolService: RankJob {
     var startMethod: StartMethod
     var maxTasksPerWorker: Int?
     var retries: Int
+    /// Run once in each local worker before it serves; found by its type's name on the rank.
+    var initializer: EncodedRankTarget?
     var memoryLimit: Int?
+    /// Whether the rank's log records go to rank 0 (``RankLogs``).
+    var forwardsLogs: Bool
 
     func run(channel: RankChannel) async throws {
         // The rank's shared pool for the default settings (started at launch), else one of
@@ -21,13 +25,15 @@ struct PoolService: RankJob {
         } else {
             pool = try await ProcessPool(
                 workers: workers, startMethod: startMethod, maxTasksPerWorker: maxTasksPerWorker, retries: retries,
-                memoryLimit: memoryLimit, forwardsLogs: false)
+                initializer: try initializer?.decode(), memoryLimit: memoryLimit, forwardsLogs: forwardsLogs)
         }
         try await channel.send(PoolReply.ready)
+        let forwarding = forwardsLogs ? RankLogs.forward(over: channel) : nil
         // Requests run at once, each on a task of its own: rank 0 keeps several in flight so
         // that the local workers never wait for the network.
         let running = RunningRequests()
         defer { if shared == nil { pool.terminate() } }
+        var terminated = false
         serving: while true {
             let request: PoolRequest
             do {
@@ -37,6 +43,11 @@ struct PoolService: RankJob {
             }
             switch request {
             case .stop:
+                break serving
+            case .terminate:
+                // Cancelling a request's task kills the local workers running its items.
+                terminated = true
+                running.cancelAll()
                 break serving
             case .cancel(let id):
                 running.cancel(id)
@@ -53,9 +64,12 @@ struct PoolService: RankJob {
         // pool's last call returned, so normally there are none).
         await running.waitForAll()
         if shared == nil {
-            pool.close()
+            if terminated { pool.terminate() } else { pool.close() }
             await pool.join()
         }
+        // The last records, before the job ends (rank 0's join waits for that end).
+        forwarding?.cancel()
+        await forwarding?.value
     }
 
     /// Runs one request on the local pool.
@@ -137,6 +151,10 @@ final class RunningRequests: Sendable {
 
     func cancel(_ id: UInt64) {
         tasks.withLock { $0[id] }?.cancel()
+    }
+
+    func cancelAll() {
+        for task in tasks.withLock({ Array($0.values) }) { task.cancel() }
     }
 
     func waitForAll() async {

@@ -11,6 +11,9 @@ enum PoolRequest: Codable, Sendable {
     case cancel(id: UInt64)
     /// The pool is closing: the service ends once its requests are answered.
     case stop
+    /// The pool is terminated: the service ends its requests at once (their local workers
+    /// killed) and ends.
+    case terminate
 }
 
 /// What a worker rank's ``PoolService`` sends rank 0.
@@ -22,10 +25,44 @@ enum PoolReply: Codable, Sendable {
     /// Request `id` could not run at all: the function's type is not in this program, or the
     /// function or its inputs did not decode. Says why.
     case refused(id: UInt64, reason: String)
+    /// Log records of the rank (an encoded ``RankLogBatch``), for rank 0's logging system.
+    case logs([UInt8])
 }
 
 /// One item's outcome on a worker rank.
 enum PoolItemResult<Output: Codable & Sendable>: Codable, Sendable {
     case output(Output)
     case failure(kind: MPIPoolError.Kind, detail: String)
+}
+
+/// A `ProcessTarget` on its way to the worker ranks (an ``MPIPool``'s initializer): its
+/// mangled type name and its value on the library's binary wire. A rank finds the type by
+/// its name (every rank runs the same program).
+struct EncodedRankTarget: Codable, Sendable {
+    var typeName: String
+    var bytes: [UInt8]
+
+    /// Encodes `target`; refuses one holding a one-machine handle (``RankWire``).
+    init(_ target: any ProcessTarget) throws {
+        guard let typeName = _mangledTypeName(type(of: target)) else {
+            throw MPIPoolError(reason: .couldNotRun("\(type(of: target)) has no mangled name"))
+        }
+        self.typeName = typeName
+        bytes = try RankWire.encode(target)
+    }
+
+    /// The target, on a worker rank.
+    func decode() throws -> any ProcessTarget {
+        guard let type = _typeByName(typeName) as? any ProcessTarget.Type else {
+            throw MPIPoolError(
+                reason: .couldNotRun("no ProcessTarget type with the mangled name \(typeName) in this program"))
+        }
+        return try Self.decode(type, from: bytes)
+    }
+
+    private static func decode<Target: ProcessTarget>(_ type: Target.Type, from bytes: [UInt8]) throws
+        -> any ProcessTarget
+    {
+        try RankWire.decode(Target.self, from: bytes)
+    }
 }

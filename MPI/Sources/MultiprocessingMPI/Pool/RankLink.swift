@@ -37,6 +37,9 @@ final class RankLink: Sendable {
             let id: UInt64
             switch reply {
             case .ready: continue
+            case .logs(let batch):
+                RankLogs.logAgain(batch, from: rank)
+                continue
             case .done(let replied, _), .refused(let replied, _): id = replied
             }
             state.withLock { $0.waiting.removeValue(forKey: id) }?.resume(returning: reply)

@@ -2,7 +2,7 @@ import Multiprocessing
 import Synchronization
 
 /// The local pool of a worker rank for ``MPIPool``s with the default settings (one worker
-/// started from a fork server, no task budget, no retries, no memory limit), started when
+/// started from a fork server, no task budget, no retries, no initializer, no memory limit), started when
 /// the rank is launched and shared by every such pool for the rank's life.
 ///
 /// Starting a local pool costs the fork server's start (a process exec'd and its Swift
@@ -18,8 +18,11 @@ enum RankLocalPool {
     static func prepare() {
         shared.withLock { task in
             guard task == nil else { return }
+            // Before the pool: its relay of the workers' records logs through the rank's
+            // logging system, which holds them for rank 0.
+            RankLogs.install()
             task = Task.detached {
-                guard let pool = try? await ProcessPool(workers: 1, startMethod: .forkserver, forwardsLogs: false)
+                guard let pool = try? await ProcessPool(workers: 1, startMethod: .forkserver)
                 else { return nil }
                 _ = await pool.results(RankWarmUpFunction(), [0])
                 return pool
@@ -30,7 +33,7 @@ enum RankLocalPool {
     /// The shared pool, when `service`'s settings are the defaults and it started.
     static func pool(for service: PoolService) async -> ProcessPool? {
         guard service.workers == 1, service.startMethod == .forkserver, service.maxTasksPerWorker == nil,
-            service.retries == 0, service.memoryLimit == nil
+            service.retries == 0, service.initializer == nil, service.memoryLimit == nil
         else { return nil }
         guard let task = shared.withLock({ $0 }) else { return nil }
         return await task.value
