@@ -248,9 +248,19 @@ public final class MPIPool: Sendable {
         }
         switch reply {
         case .done(_, let bytes):
-            let outcomes: [PoolItemResult<Output>]
+            let outcomes: PoolItemResults<Output>
             do {
-                outcomes = try RankWire.decode([PoolItemResult<Output>].self, from: bytes)
+                outcomes = try RankWire.decode(PoolItemResults<Output>.self, from: bytes)
+                // Every item answered once, the failures in order: else nothing of it is trusted.
+                let offsets = outcomes.failures.map(\.offset)
+                guard outcomes.outputs.count + offsets.count == range.count,
+                    zip(offsets, offsets.dropFirst()).allSatisfy({ $0 < $1 }),
+                    offsets.allSatisfy({ (0..<range.count).contains($0) })
+                else {
+                    throw MPIPoolError(
+                        reason: .couldNotRun(
+                            "\(outcomes.outputs.count) outputs and \(offsets.count) failures for \(range.count) items"))
+                }
             } catch {
                 return range.map {
                     (
@@ -261,13 +271,21 @@ public final class MPIPool: Sendable {
                     )
                 }
             }
-            return zip(range, outcomes).map { index, outcome in
-                switch outcome {
-                case .output(let output): (index, .success(output))
-                case .failure(let kind, let detail):
-                    (index, .failure(MPIPoolError(index: index, rank: link.rank, reason: .item(kind, detail))))
+            var results: [(Int, Result<Output, MPIPoolError>)] = []
+            results.reserveCapacity(range.count)
+            var failures = outcomes.failures.makeIterator()
+            var nextFailure = failures.next()
+            var outputs = outcomes.outputs.makeIterator()
+            for (offset, index) in range.enumerated() {
+                if let failure = nextFailure, failure.offset == offset {
+                    let reason = MPIPoolError.Reason.item(failure.kind, failure.detail)
+                    results.append((index, .failure(MPIPoolError(index: index, rank: link.rank, reason: reason))))
+                    nextFailure = failures.next()
+                } else if let output = outputs.next() {
+                    results.append((index, .success(output)))
                 }
             }
+            return results
         case .refused(_, let reason):
             return range.map { ($0, .failure(MPIPoolError(index: $0, rank: link.rank, reason: .couldNotRun(reason)))) }
         case .ready, .logs:

@@ -99,10 +99,13 @@ struct PoolService: RankJob {
         }
         // The call's chunk size, for the local pool: each item still fails alone.
         let results = await pool.results(decoded.0, decoded.1, chunkSize: chunkSize, timeout: timeout)
-        let outcomes = results.map { result -> PoolItemResult<Function.Output> in
+        var outcomes = PoolItemResults<Function.Output>(outputs: [], failures: [])
+        outcomes.outputs.reserveCapacity(results.count)
+        for (offset, result) in results.enumerated() {
             switch result {
-            case .success(let output): .output(output)
-            case .failure(let error): .failure(kind: kind(of: error), detail: detail(of: error))
+            case .success(let output): outcomes.outputs.append(output)
+            case .failure(let error):
+                outcomes.failures.append(PoolItemFailure(offset: offset, kind: kind(of: error), detail: detail(of: error)))
             }
         }
         do {
