@@ -105,7 +105,8 @@ struct PoolService: RankJob {
             switch result {
             case .success(let output): outcomes.outputs.append(output)
             case .failure(let error):
-                outcomes.failures.append(PoolItemFailure(offset: offset, kind: kind(of: error), detail: detail(of: error)))
+                outcomes.failures.append(
+                    PoolItemFailure(offset: offset, kind: kind(of: error), detail: detail(of: error)))
             }
         }
         do {
