@@ -9,16 +9,22 @@ import Testing
 /// - ``withDescriptorLimit(spare:_:)`` lowers RLIMIT_NOFILE so that exactly `spare` more
 ///   descriptors can be opened; the next `open`, `socketpair`, `memfd_create` fails with EMFILE.
 /// - ``withProcessLimit(spare:_:)`` lets exactly `spare` more *tasks* (processes or threads)
-///   start in the runner and its descendants (the fork server included); the next `fork`,
-///   `clone`, `posix_spawn` or `pthread_create` fails with EAGAIN.
+///   start from the runner's launcher thread and in its descendants (the fork server
+///   included); the next `fork`, `clone`, `posix_spawn` or `pthread_create` there fails
+///   with EAGAIN.
 ///
 /// The process limit is the hard one: RLIMIT_NPROC does not bind root (the kernel exempts
 /// uid 0 of the initial user namespace, and any process with CAP_SYS_RESOURCE or
 /// CAP_SYS_ADMIN), and CI runs as root. So it uses, in this order:
 /// 1. a pids cgroup (v1, `/sys/fs/cgroup/pids` writable, as on this machine and CI): a fresh
-///    cgroup under the runner's own, holding the runner and its descendants, its `pids.max`
+///    cgroup under the runner's own, holding the runner's launcher thread (the one thread
+///    every child starts from, ``Launcher/threadID``) and its descendants, its `pids.max`
 ///    set to what they have now plus `spare`. It binds root and counts every descendant,
-///    the fork server's workers too.
+///    the fork server's workers too, but not the runner's other threads: with the whole
+///    runner inside, Dispatch could not start a thread once the children had used the
+///    spare tasks (it retries `pthread_create` forever, a second apart), so the task that
+///    would reap them never ran, and the zombies kept the tasks: a case hung (the fault
+///    matrix saw it once, on a loaded machine, where idle Dispatch threads had exited).
 /// 2. as root without it: the runner's real and effective uid become an unused uid (the
 ///    saved uid stays 0, so root comes back afterwards) and RLIMIT_NPROC is set; the
 ///    kernel counts the tasks of the real uid. Processes started before (the fork server,
@@ -26,11 +32,10 @@ import Testing
 /// 3. not root: RLIMIT_NPROC over the tasks this uid already runs on the machine (racy when
 ///    the user runs other programs meanwhile).
 ///
-/// Both count threads as well as processes: the runner's own threads (Swift's cooperative
-/// pool, the library's reactor) are counted when the limit is set, and a thread the runtime
-/// starts afterwards uses up one of the `spare` tasks. A scenario should warm its threads up
-/// before (one `await` of what it will use) and expect the failure at `spare` or a little
-/// earlier; ``ProcessLimit/mechanism`` says which way was taken.
+/// The RLIMIT_NPROC ways count the runner's own threads as well (Swift's cooperative pool,
+/// the library's reactor): a thread the runtime starts afterwards uses up one of the
+/// `spare` tasks. A scenario should expect the failure at `spare` or a little earlier;
+/// ``ProcessLimit/mechanism`` says which way was taken.
 enum Limits {
     /// Runs `body` with RLIMIT_NOFILE lowered so that exactly `spare` more descriptors can be
     /// opened in this process, then restores the limit (also when `body` throws).
@@ -145,15 +150,16 @@ struct ProcessLimit {
         let made = "\(original)/mp-fault-\(getpid())"
         guard mkdir(made, 0o755) == 0 || errno == EEXIST else { throw LimitError.failed("mkdir \(made)", errno) }
         let limit = ProcessLimit(mechanism: .cgroup, cgroup: (made, original))
-        // The runner first, then its descendants (a process started meanwhile lands where
-        // its parent is by then: in the new cgroup).
-        for pid in [getpid()] + descendantProcesses() {
-            guard writeTextFile("\(made)/cgroup.procs", "\(pid)") || pid != getpid() else {
-                let code = errno
-                limit.lift()
-                throw LimitError.failed("moving \(pid) to \(made)", code)
-            }
+        // The launcher thread first (`tasks` moves one thread), then the descendants (a
+        // process started meanwhile lands where its launching thread is by then: in the
+        // new cgroup).
+        let launcher = Launcher.threadID
+        guard writeTextFile("\(made)/tasks", "\(launcher)") else {
+            let code = errno
+            limit.lift()
+            throw LimitError.failed("moving the launcher thread \(launcher) to \(made)", code)
         }
+        for pid in descendantProcesses() { _ = writeTextFile("\(made)/cgroup.procs", "\(pid)") }
         guard let current = readTextFile("\(made)/pids.current").flatMap({ Int($0.filter(\.isNumber)) }),
             writeTextFile("\(made)/pids.max", "\(current + spare)")
         else {
@@ -164,8 +170,9 @@ struct ProcessLimit {
         return limit
     }
 
-    /// Lifts the limit: the processes go back to their cgroup and the one made is removed,
-    /// or root and the RLIMIT_NPROC before come back.
+    /// Lifts the limit: the processes go back to their cgroup (the runner's launcher thread
+    /// with its process, listed in `cgroup.procs` by it) and the one made is removed, or root
+    /// and the RLIMIT_NPROC before come back.
     fileprivate func lift() {
         switch mechanism {
         case .cgroup:
@@ -263,7 +270,7 @@ struct LimitProbe: ProcessFunction {
         } else {
             // Children that wait on a pipe until this process closes its end.
             var children: [(ChildProcess, Connection<Int>)] = []
-            let method: StartMethod = kind == "processes" ? .spawn : .forkserver
+            let method: StartMethod = kind == "processes" || kind == "idle" ? .spawn : .forkserver
             try await Limits.withProcessLimit(spare: 12) { _ in
                 do {
                     while children.count < 20 {
@@ -274,6 +281,17 @@ struct LimitProbe: ProcessFunction {
                     }
                 } catch {
                     found.error = "\(error)"
+                }
+                if kind == "idle" {
+                    // Every spare task used, and this process idle long enough for Dispatch
+                    // to end its idle threads (5 s): the children are then ended and joined
+                    // under the limit, which takes threads here again. With this process
+                    // itself under the limit, that hung (see ``Limits``).
+                    try await Task.sleep(for: .seconds(7))
+                    for (child, connection) in children {
+                        connection.close()
+                        _ = try? await child.join(timeout: .seconds(20))
+                    }
                 }
             }
             found.made = children.count
@@ -314,7 +332,7 @@ struct LimitsTests {
 
     @Test(
         "a process limit binds root too: starting a child fails, and works again after",
-        arguments: ["processes", "forkserver"])
+        arguments: ["processes", "forkserver", "idle"])
     func processLimit(_ kind: String) async throws {
         let found = try #require(try await ChildProcess.run(LimitProbe(), with: kind, timeout: .seconds(60)))
         #expect(found.made < 20, "the limit did not bind: \(found.made) children started")

@@ -1,3 +1,4 @@
+import CMultiprocessing
 import Glibc
 import SystemPackage
 
@@ -15,6 +16,12 @@ import SystemPackage
 ///   ever talks to it.
 enum Launcher {
     private static let thread = JobThread()
+
+    /// The launcher thread's id (`gettid`), starting the thread if need be. Every child of
+    /// this process starts from that thread, so a limit on what this process starts can
+    /// bind that thread alone (a pids cgroup holds single threads): the fault matrix sets
+    /// one so, and the process's other threads stay free to run and reap meanwhile.
+    static var threadID: pid_t { thread.run { mp_gettid() } }
 
     /// Starts a child, blocking the calling thread until it exists.
     static func launch(_ method: StartMethod, socket: FileDescriptor, typeName: String) throws -> pid_t {
