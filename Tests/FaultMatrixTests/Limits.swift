@@ -71,9 +71,9 @@ enum Limits {
         return limit
     }
 
-    /// Runs `body` while only `spare` more tasks (processes or threads) may start in this
-    /// process and its descendants, then lifts the limit (also when `body` throws). See
-    /// ``Limits`` for how, and what counts.
+    /// Runs `body` while only `spare` more tasks (processes or threads) may start from this
+    /// process (its children, see ``Limits`` for exactly what) and in its descendants, then
+    /// lifts the limit (also when `body` throws). See ``Limits`` for how, and what counts.
     static func withProcessLimit<T>(spare: Int, _ body: (ProcessLimit) async throws -> T) async throws -> T {
         let limit = try ProcessLimit.impose(spare: spare)
         defer { limit.lift() }
@@ -96,7 +96,7 @@ enum LimitError: Error, CustomStringConvertible {
 struct ProcessLimit {
     /// How the limit binds.
     enum Mechanism: String {
-        /// A pids cgroup holding the runner and every descendant.
+        /// A pids cgroup holding the runner's launcher thread and every descendant.
         case cgroup
         /// RLIMIT_NPROC under a borrowed uid (root without a writable pids cgroup).
         case borrowedUID
@@ -137,7 +137,7 @@ struct ProcessLimit {
         return limit
     }
 
-    /// A pids cgroup under the runner's own, holding the runner and its descendants.
+    /// A pids cgroup under the runner's own, holding its launcher thread and its descendants.
     private static func imposeWithCgroup(spare: Int) throws -> ProcessLimit {
         guard let table = readTextFile("/proc/self/cgroup"),
             let line = table.split(separator: "\n").first(where: {
