@@ -310,9 +310,19 @@ func cpuSpeedup(size: Size) throws -> Double {
                     }
                     serialTimes[slot].append(elapsed)
                 }
+                let workers = CurrentProcess.activeChildren.compactMap(\.pid)
+                let before = workers.map(scheduledNanoseconds)
                 let start = clock.now
                 let counts = try await pool.map(function, Array(0..<16), chunkSize: 1)
-                pooledTimes.append(seconds(clock.now - start))
+                let elapsed = seconds(clock.now - start)
+                pooledTimes.append(elapsed)
+                // Where the pooled pass's time went: each worker's time on a CPU and waiting
+                // for one (schedstat), as a share of the pass.
+                let shares = zip(before, workers.map(scheduledNanoseconds)).map { old, new in
+                    "\(Int(Double(new.running - old.running) / 1e7 / elapsed))% on CPU, "
+                        + "\(Int(Double(new.waiting - old.waiting) / 1e7 / elapsed))% runnable"
+                }
+                printError("cpu-speedup: pooled pass \(format(elapsed * 1000)) ms; workers: \(shares.joined(separator: "; "))")
                 guard counts.reduce(0, +) == serialCount else { fatalError("the pool's prime count is wrong") }
             }
             let milliseconds = { (times: [Double]) in times.map { format($0 * 1000) }.joined(separator: ", ") }
@@ -324,6 +334,29 @@ func cpuSpeedup(size: Size) throws -> Double {
             return bestSerial.reduce(0, +) / Double(bestSerial.count) / pooledTimes.min()!
         }
     }
+}
+
+/// A process's time on a CPU and waiting runnable for one, over all its threads, in
+/// nanoseconds (`/proc/PID/task/*/schedstat`); zeros once it is gone.
+func scheduledNanoseconds(_ pid: pid_t) -> (running: UInt64, waiting: UInt64) {
+    var total: (running: UInt64, waiting: UInt64) = (0, 0)
+    guard let tasks = opendir("/proc/\(pid)/task") else { return total }
+    defer { closedir(tasks) }
+    while let entry = readdir(tasks) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard Int(name) != nil, let file = fopen("/proc/\(pid)/task/\(name)/schedstat", "r") else { continue }
+        var running: UInt64 = 0
+        var waiting: UInt64 = 0
+        withUnsafeMutablePointer(to: &running) { runningPointer in
+            withUnsafeMutablePointer(to: &waiting) { waitingPointer in
+                _ = withVaList([runningPointer, waitingPointer]) { vfscanf(file, "%llu %llu", $0) }
+            }
+        }
+        fclose(file)
+        total.running += running
+        total.waiting += waiting
+    }
+    return total
 }
 
 // glibc declares these only under _GNU_SOURCE, which the Swift Glibc module does not define.
