@@ -322,7 +322,8 @@ func cpuSpeedup(size: Size) throws -> Double {
                     "\(Int(Double(new.running - old.running) / 1e7 / elapsed))% on CPU, "
                         + "\(Int(Double(new.waiting - old.waiting) / 1e7 / elapsed))% runnable"
                 }
-                printError("cpu-speedup: pooled pass \(format(elapsed * 1000)) ms; workers: \(shares.joined(separator: "; "))")
+                printError(
+                    "cpu-speedup: pooled pass \(format(elapsed * 1000)) ms; workers: \(shares.joined(separator: "; "))")
                 guard counts.reduce(0, +) == serialCount else { fatalError("the pool's prime count is wrong") }
             }
             let milliseconds = { (times: [Double]) in times.map { format($0 * 1000) }.joined(separator: ", ") }
