@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = os.path.dirname(HERE)
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--enable-recovery"]
 SIZES = [1, 16, 256]
+PHASES = ["idle", "apply", "requests-of-1", "requests-of-16", "requests-of-256", "map-chunk1"]
 
 
 def load():
@@ -75,6 +76,16 @@ def derive(report):
     }
 
 
+def checked(label, out, err, expected):
+    """The job's phases; says so on stderr, with the job's last stderr lines, if some are missing."""
+    found = phases(out)
+    missing = [name for name in expected if name not in found]
+    if missing:
+        tail = "\n    ".join(err.strip().splitlines()[-8:])
+        print(f"{label}: no figures for {', '.join(missing)}; the job's stderr ended:\n    {tail}", file=sys.stderr)
+    return found
+
+
 def worker_cpu(err):
     """Seconds of CPU of every worker rank and its descendants (perf stat's CSV lines)."""
     return sum(float(ms) for ms in re.findall(r"^([0-9.]+),msec,task-clock", err, re.MULTILINE)) / 1e3
@@ -108,20 +119,22 @@ def main():
     rounds = []
     for number in range(1, args.rounds + 1):
         entry = {"started": time.strftime("%H:%M:%S", time.gmtime()), "load": load()}
-        out, _ = run(job + ["-x", "SWIFT_MPI_ENGINE_STATS=1"] + workload)
-        entry["counted"] = phases(out)
-        out, _ = run(job + workload)
-        entry["uncounted"] = phases(out)
+        out, err = run(job + ["-x", "SWIFT_MPI_ENGINE_STATS=1"] + workload)
+        entry["counted"] = checked(f"round {number}, counted", out, err, PHASES)
+        out, err = run(job + workload)
+        entry["uncounted"] = checked(f"round {number}, uncounted", out, err, PHASES)
         entry["workers"] = {}
         for name, selected in [("start", ""), ("requests-of-1", "requests-of-1"),
                                ("requests-of-256", "requests-of-256")]:
             out, err = run(job + ["-x", f"MPI_ENGINE_COSTS_PHASES={selected}"] + timed + workload)
-            entry["workers"][name] = {"cpu_s": worker_cpu(err), "phases": phases(out)}
+            entry["workers"][name] = {"cpu_s": worker_cpu(err),
+                                      "phases": checked(f"round {number}, workers' {name}", out, err,
+                                                        [selected] if selected else [])}
         entry["load_end"] = load()
         rounds.append(entry)
         print(f"round {number}: {entry['started']} UTC, load {entry['load']} -> {entry['load_end']}", file=sys.stderr)
 
-    names = ["idle", "apply", "requests-of-1", "requests-of-16", "requests-of-256", "map-chunk1"]
+    names = PHASES
     print("Rank 0, per phase (SWIFT_MPI_ENGINE_STATS=1; clock readings taken out); one row per round")
     print("| phase | round | wall ms | tasks | requests | messages | rank 0 CPU ms | engine busy ms | engine idle ms "
           "| other threads ms | work µs/message | work µs/task | polling µs per ms | CPU µs/task uncounted |")
@@ -175,6 +188,15 @@ def main():
     for w in summary["worker"]:
         print(f"| {w['round']} | {w['phase']} | {w['requests']} | {w['tasks']} | {w['extra_cpu_s']:.2f} "
               f"| {w['per_request_us']:.1f} | {w['per_task_us']:.2f} |")
+    # A worker rank's cost per further task in a request: the difference between a request of
+    # 256 and one of 1, over the 255 more tasks, round by round.
+    for index in sorted({w["round"] for w in summary["worker"]}):
+        by_phase = {w["phase"]: w for w in summary["worker"] if w["round"] == index}
+        if "requests-of-1" in by_phase and "requests-of-256" in by_phase:
+            further = (by_phase["requests-of-256"]["per_request_us"]
+                       - by_phase["requests-of-1"]["per_request_us"]) / 255
+            summary.setdefault("worker_per_further_task_us", []).append(further)
+            print(f"round {index}: a worker rank's CPU per further task in a request {further:.2f} µs")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"summary": summary, "rounds": rounds}, file, indent=2)
