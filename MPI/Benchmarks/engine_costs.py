@@ -1,6 +1,7 @@
 """Rank 0's CPU per message and per task with the MPI pool, apart from its engine's polling.
 
     python3 MPI/Benchmarks/engine_costs.py [--rounds N] [--ranks 4] [--json FILE]
+    python3 MPI/Benchmarks/engine_costs.py --from-json FILE   # an earlier run's tables again
 
 Builds `mpi-benchmarks` (release) and, in each round, runs 4-rank jobs of its
 `mpi-engine-costs` workload (MPI/Benchmarks/Swift/EngineCosts.swift):
@@ -19,7 +20,10 @@ Builds `mpi-benchmarks` (release) and, in each round, runs 4-rank jobs of its
 
 "Work" is what the messages cost rank 0: the other threads plus the engine's busy rounds.
 The fit over requests of 1, 16 and 256 tasks, work per request = fixed + per_task x tasks,
-gives the cost per message (fixed / 2: a request and its reply) and per task.
+gives the cost per message (fixed / 2: a request and its reply) and per task. The same fit
+over rank 0's whole CPU in the jobs without the counters includes the polling (an upper
+bound) but nothing the counting adds: after the reply fix the counted jobs used clearly more
+CPU per task than the uncounted ones (MPI/SCALING.md).
 """
 
 import argparse
@@ -105,7 +109,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--from-json", metavar="FILE", help="print the tables of an earlier run's --json; run nothing")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as file:
+            report(json.load(file)["rounds"], args)
+        return
 
     subprocess.run(["swift", "build", "-c", "release", "--product", "mpi-benchmarks"], cwd=PACKAGE, check=True,
                    stdout=subprocess.DEVNULL)
@@ -133,6 +142,11 @@ def main():
         entry["load_end"] = load()
         rounds.append(entry)
         print(f"round {number}: {entry['started']} UTC, load {entry['load']} -> {entry['load_end']}", file=sys.stderr)
+    report(rounds, args)
+
+
+def report(rounds, args):
+    """Prints the tables (and writes --json) for the rounds run."""
 
     names = PHASES
     print("Rank 0, per phase (SWIFT_MPI_ENGINE_STATS=1; clock readings taken out); one row per round")
@@ -164,6 +178,15 @@ def main():
         if len(points) >= 2:
             fixed, per_task = fit(points)
             summary["fits"].append({"round": index, "points": points, "fixed_us": fixed, "per_task_us": per_task})
+        # The same fit over rank 0's whole CPU in the job without the counters: polling included
+        # (an upper bound), but nothing the counting itself adds.
+        points = [(size, entry["uncounted"][f"requests-of-{size}"]["process_cpu_s"] * 1e6
+                   / entry["uncounted"][f"requests-of-{size}"]["requests"])
+                  for size in SIZES if f"requests-of-{size}" in entry["uncounted"]]
+        if len(points) >= 2:
+            fixed, per_task = fit(points)
+            summary.setdefault("fits_uncounted", []).append(
+                {"round": index, "points": points, "fixed_us": fixed, "per_task_us": per_task})
         start = entry["workers"]["start"]["cpu_s"]
         for name, requests in [("requests-of-1", None), ("requests-of-256", None)]:
             run_entry = entry["workers"][name]
@@ -179,6 +202,13 @@ def main():
     print("| round | points (tasks: µs per request) | fixed per request µs | per message µs | per task µs |")
     print("|---|---|---|---|---|")
     for f in summary["fits"]:
+        points = ", ".join(f"{x}: {y:.1f}" for x, y in f["points"])
+        print(f"| {f['round']} | {points} | {f['fixed_us']:.1f} | {f['fixed_us'] / 2:.1f} | {f['per_task_us']:.2f} |")
+    print()
+    print("The same over rank 0's whole CPU per request in the jobs without the counters (polling included)")
+    print("| round | points (tasks: µs per request) | fixed per request µs | per message µs | per task µs |")
+    print("|---|---|---|---|---|")
+    for f in summary.get("fits_uncounted", []):
         points = ", ".join(f"{x}: {y:.1f}" for x, y in f["points"])
         print(f"| {f['round']} | {points} | {f['fixed_us']:.1f} | {f['fixed_us'] / 2:.1f} | {f['per_task_us']:.2f} |")
     print()
