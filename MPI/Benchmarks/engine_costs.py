@@ -22,7 +22,7 @@ Builds `mpi-benchmarks` (release) and, in each round, runs 4-rank jobs of its
 The fit over requests of 1, 16 and 256 tasks, work per request = fixed + per_task x tasks,
 gives the cost per message (fixed / 2: a request and its reply) and per task. The same fit
 over rank 0's whole CPU in the jobs without the counters includes the polling (an upper
-bound) but nothing the counting adds: after the reply fix the counted jobs used clearly more
+bound) but nothing the counting adds: at commit 5e43705 the counted jobs used clearly more
 CPU per task than the uncounted ones (MPI/SCALING.md).
 """
 
