@@ -21,9 +21,9 @@ Builds `mpi-benchmarks` (release) and, in each round, runs 4-rank jobs of its
 "Work" is what the messages cost rank 0: the other threads plus the engine's busy rounds.
 The fit over requests of 1, 16 and 256 tasks, work per request = fixed + per_task x tasks,
 gives the cost per message (fixed / 2: a request and its reply) and per task. The same fit
-over rank 0's whole CPU in the jobs without the counters includes the polling (an upper
-bound) but nothing the counting adds: at commit 5e43705 the counted jobs used clearly more
-CPU per task than the uncounted ones (MPI/SCALING.md).
+over rank 0's whole CPU in the jobs without the counters is printed as a check: it includes
+the polling, and nothing the counting might add (the spread between jobs, 2x and more on the
+project's VM, is larger than any difference seen between counted and uncounted jobs).
 """
 
 import argparse
