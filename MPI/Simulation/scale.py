@@ -2,7 +2,7 @@
 
 Usage: python3 MPI/Simulation/scale.py [--json FILE] [--quick] [--jitter F] [--seed N]
 
-About 65 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
+About 46-70 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
 the trees of section 4 need the 20 rounds to pass their start-up.
 
 Standard library only, deterministic (no randomness unless --jitter, and then seeded). The
