@@ -44,7 +44,7 @@ let package = Package(
             ],
             path: "Examples/pool-on-ranks"
         ),
-        // The MPI pool's benchmarks (MPI/Benchmarks/run.sh runs them beside mpi4py.futures).
+        // The MPI pool's benchmarks (MPI/Benchmarks/compare.py runs them beside mpi4py.futures).
         .executableTarget(
             name: "mpi-benchmarks",
             dependencies: [

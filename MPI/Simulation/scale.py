@@ -2,7 +2,7 @@
 
 Usage: python3 MPI/Simulation/scale.py [--json FILE] [--quick] [--jitter F] [--seed N]
 
-About 65 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
+About 46-70 s on the project's VM; --quick (5 rounds per worker, not 20) is a smoke test only:
 the trees of section 4 need the 20 rounds to pass their start-up.
 
 Standard library only, deterministic (no randomness unless --jitter, and then seeded). The
@@ -65,14 +65,17 @@ SCENARIOS = {
         source="mpi_floor.c: MPI_Isend 0.14-0.27 us, MPI_Recv 0.29-0.30 us of rank 0's CPU (16 B, "
                "Open MPI 4.1.4 shared memory); a worker's reply + receive taken as the same 0.5 us"),
     "mpipool": Costs(
-        "mpipool", send=40.4, recv=40.4, item=3.7, worker=333.0, worker_item=3.6,
-        source="MPI/Benchmarks/engine_costs.py, 5 rounds (14:35 and 14:37 UTC, 2026-12-06): rank 0's "
-               "CPU per request (request + reply) fitted over requests of 1, 16 and 256 tasks, less the "
-               "engine's polling: 80.9 us fixed (median; 43-142), 7.43 us per task (median; 5.1-9.7), "
-               "split evenly between the send and the receive, and between a task's way out and back; "
-               "a worker rank's CPU (the rank and its local pool) 333 us per request of 1 task (median; "
-               "293-372), 3.6 us per further task (median; 2.7-4.1): an upper bound, with its engine's "
-               "polling and on oversubscribed cores"),
+        "mpipool", send=46.0, recv=46.0, item=1.755, worker=321.0, worker_item=1.7,
+        source="MPI/Benchmarks/engine_costs.py at commit 5e43705 (after the reply fix b9148d6: a reply's "
+               "outputs as one array), 5 rounds (15:05-15:10 UTC, 2026-12-06): rank 0's CPU per request "
+               "(request + reply) fitted over requests of 1, 16 and 256 tasks, less the engine's polling: "
+               "91.9 us fixed (median; 77-107), 3.51 us per task (median; 2.1-4.2), split evenly between "
+               "the send and the receive, and between a task's way out and back (the same fit over rank "
+               "0's whole CPU in the jobs without the counters: 98.5 us and 2.12 us, within the jobs' "
+               "spread); a worker rank's CPU (the rank and its local pool) 321 us per request of 1 task "
+               "(median of 6; 269-370), 1.7 us per further task (median; 1.5-2.2): an upper bound, with "
+               "its engine's polling and on oversubscribed cores. Before (8d15bd6): 80.9 us, 7.43 us, "
+               "333 us, 3.6 us"),
     "mpi4py": Costs(
         "mpi4py", send=22.5, recv=22.5, item=0.15, worker=45.0,
         source="mpi4py_bench.py: rank 0 CPU 45.6 us per task at chunksize 1, 0.74 us at chunksize "
