@@ -51,7 +51,6 @@ extension ProcessPool {
         try beginCall()
         defer { endCall() }
         let encoded = try EncodedFunction(function)
-        warmFunction(encoded)
         let board = PoolBoard<Function.Input, Function.Output>()
         let small = inMemory && chunkSize < Self.smallChunk && timeout == nil && maxTasksPerWorker == nil
         let depth = pipelineDepth(timeout: timeout, small: small)
@@ -137,19 +136,11 @@ extension ProcessPool {
         let board = PoolBoard<Function.Input, Function.Output>()
         board.post(PoolChunk(origin: 0, start: 0, inputs: [input]))
         board.finish()
-        let encoded = try EncodedFunction(function)
-        warmFunction(encoded)
-        await drive(board, encoded, timeout: timeout, depth: 1)
+        await drive(board, try EncodedFunction(function), timeout: timeout, depth: 1)
         guard let outcome = try await board.collect().first, let result = outcome.result(at: 0) else {
             throw ProcessPoolError(index: 0, reason: .couldNotRun("the worker gave no answer"))
         }
         return try result.get()
-    }
-
-    /// Has the fork server look the call's function up, so that workers it forks later (a
-    /// replacement, a later pool's) need not: see ``ForkServer/warm(typeName:)``.
-    private func warmFunction(_ function: EncodedFunction) {
-        if startMethod == .forkserver { Launcher.warm(typeName: function.typeName) }
     }
 
     /// Chunks sent to a worker at most: 4 where a chunk's answer comes in one message and

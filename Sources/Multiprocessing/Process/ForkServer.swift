@@ -90,31 +90,6 @@ enum ForkServer {
         }
     }
 
-    /// Asks a running server to look `typeName` up, without forking: the workers it forks
-    /// from then on inherit the runtime's caches for that type. A pool asks it for the
-    /// function of each call: a fresh worker otherwise looked its first call's function up
-    /// itself (the type by its mangled name, then its `ProcessFunction` conformance), the
-    /// biggest part of a later pool's start. Does nothing when no server runs. On the
-    /// launcher thread only, like ``fork(socket:typeName:)``.
-    static func warm(typeName: String) {
-        client.withLock { client in
-            guard let control = client?.control else { return }
-            do {
-                var (frame, _) = try MessageStream.encodeFrame(typeName)
-                try control.send(frame: &frame, descriptors: [])
-                guard (try control.receiveValue(deadline: Optional(replyTimeout).deadline) as Reply?) != nil else {
-                    throw ConnectionError.system(.timedOut, during: "waiting for the fork server")
-                }
-            } catch {
-                // A reply that may still come would be taken for the next fork's: this
-                // server is done with; the next start gets a new one.
-                try? client?.process.send(signal: SIGKILL)
-                client?.close()
-                client = nil
-            }
-        }
-    }
-
     /// Ends a worker that a dead server forked for `socket`. Through a pidfd, checked again
     /// after it is opened: a pid read from /proc may have been reaped and reused meanwhile,
     /// and only a process that still holds our socket is the stray. (Every start goes
@@ -192,11 +167,6 @@ enum ForkServer {
                 warmed.insert(typeName).inserted
             {
                 WorkerMain.warmUp(typeName: typeName)
-            }
-            if frame.descriptors.isEmpty {
-                // A warm-up request (``warm(typeName:)``): looked up above, nothing to fork.
-                try? control.sendValue(Reply(pid: nil, error: nil))
-                continue
             }
             guard frame.descriptors.count == 1 else {
                 for descriptor in frame.descriptors { descriptor.closeIgnoringErrors() }

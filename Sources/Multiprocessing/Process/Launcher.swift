@@ -1,6 +1,5 @@
 import CMultiprocessing
 import Glibc
-import Synchronization
 import SystemPackage
 
 /// Starts children by the chosen method, one at a time, on the library's launcher thread.
@@ -44,16 +43,6 @@ enum Launcher {
                 throw ConnectionError.system(error, during: "starting the shared memory watcher (posix_spawn)")
             }
         }
-    }
-
-    /// The type names already sent to the fork server to look up (``warm(typeName:)``).
-    private static let warmed = Mutex<Set<String>>([])
-
-    /// Has the fork server look `typeName` up once, in the background, so that the workers
-    /// it forks later find it in the runtime's caches (see ``ForkServer/warm(typeName:)``).
-    static func warm(typeName: String) {
-        guard warmed.withLock({ $0.insert(typeName).inserted }) else { return }
-        thread.submit { ForkServer.warm(typeName: typeName) }
     }
 
     /// For tests: keeps the launcher thread busy until `gate` fires, and tells how many
