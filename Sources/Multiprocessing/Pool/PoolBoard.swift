@@ -92,6 +92,8 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         var failure: (any Error)?
         var collector: CheckedContinuation<Void, any Error>?
         var collectorCancelled = false
+        /// Chunks sent ahead to a worker busy with another, by their task id.
+        var ahead: [UInt64: Ahead] = [:]
 
         mutating func pop() -> PoolChunk<Input>? {
             guard head < chunks.count else { return nil }
@@ -111,12 +113,31 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         /// another driver looks, so none of them can find the board finished while inputs
         /// are still to come back to it (they did: a 16-item map of slow items then ran on
         /// one worker while the other driver had ended).
+        /// The chunks waiting, counted up to `limit` (a group counts as its chunks of `unit`).
+        func waitingChunks(upTo limit: Int) -> Int {
+            var count = 0
+            for chunk in chunks[head...] where count < limit {
+                count += chunk.unit.map { (chunk.inputs.count + $0 - 1) / $0 } ?? 1
+            }
+            return count
+        }
+
         mutating func pop(budget: Int) -> PoolChunk<Input>? {
             guard let chunk = pop() else { return nil }
             let (taken, rest) = chunk.fitted(to: budget)
             if let rest { chunks.insert(rest, at: head) }
             return taken
         }
+    }
+
+    /// A chunk sent ahead (see ``WorkerWords``): an idle driver may take it back while its
+    /// worker has not started it.
+    private struct Ahead {
+        var chunk: PoolChunk<Input>
+        var words: WorkerWords
+        /// Taken back by another driver; or seen started by its worker (no longer tried).
+        var stolen = false
+        var started = false
     }
 
     /// What ``tryTake()`` found.
@@ -154,8 +175,16 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     /// A chunk if one is waiting, without waiting; of a group, what `budget` inputs allow.
-    func tryTake(budget: Int) -> Take {
+    ///
+    /// With `leaving`, only if at least that many chunks (a group counting as the chunks it
+    /// holds) stay on the board after it: a driver that takes a chunk to send ahead leaves
+    /// one for every other driver, so no worker waits idle while the chunk it could run
+    /// sits queued behind another worker's item.
+    func tryTake(budget: Int, leaving: Int = 0) -> Take {
         state.withLock { state in
+            if leaving > 0 && state.waitingChunks(upTo: leaving + 1) <= leaving {
+                return state.finished && state.head == state.chunks.count ? .finished : .empty
+            }
             if let chunk = state.pop(budget: budget) { return .chunk(chunk) }
             return state.finished ? .finished : .empty
         }
@@ -172,6 +201,41 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
                 return .none
             }
             if case .some(let chunk) = chunk { continuation.resume(returning: chunk) }
+        }
+    }
+
+    /// Registers `chunk`, about to be sent ahead as task `id` to the worker sharing `words`
+    /// (which marks it claimable first), so that an idle driver can take it back. `false`
+    /// if the worker's word refused the offer (see ``WorkerWords/offerAhead(_:)``): the
+    /// chunk goes as an ordinary one.
+    func sendingAhead(_ chunk: PoolChunk<Input>, id: UInt64, words: WorkerWords) -> Bool {
+        guard words.offerAhead(id) else { return false }
+        state.withLock { $0.ahead[id] = Ahead(chunk: chunk, words: words) }
+        return true
+    }
+
+    /// Task `id`, sent ahead, is answered, skipped or lost with its worker: forgets it, and
+    /// says whether another driver took it back (then that driver answers for it; the
+    /// sender must not run it again or deliver it).
+    func settleAhead(_ id: UInt64) -> Bool {
+        state.withLock { $0.ahead.removeValue(forKey: id)?.stolen ?? false }
+    }
+
+    /// A chunk sent ahead to a busy worker that has not started it, taken back for the
+    /// calling driver, whose worker is idle; `nil` if none.
+    ///
+    /// Under the board's lock, so that a sender settling the chunk (its worker died) sees
+    /// either the chunk stolen or its entry gone before any steal.
+    func stealAhead() -> PoolChunk<Input>? {
+        state.withLock { state in
+            for (id, entry) in state.ahead where !entry.stolen && !entry.started {
+                if entry.words.steal(id) {
+                    state.ahead[id]?.stolen = true
+                    return entry.chunk
+                }
+                state.ahead[id]?.started = true
+            }
+            return nil
         }
     }
 

@@ -19,6 +19,9 @@ enum PoolMessage: Codable, Sendable {
     /// The answer to task `id`: the outputs of the inputs that did not fail (an encoded
     /// `[Output]`, in order), and the failures.
     case outputs(id: UInt64, outputs: [UInt8], failures: [PoolItemFailure])
+    /// Task `id` was not run: it had been sent ahead and an idle driver took it back first
+    /// (see ``WorkerWords``).
+    case skipped(id: UInt64)
     /// Several messages in one: tasks sent ahead together (one write for many small
     /// chunks), or the answers to them (one write back). Never nested.
     case batch([PoolMessage])
@@ -29,7 +32,7 @@ extension PoolMessage {
     // coding of an enum with payloads goes through nested keyed containers, whose generic
     // metadata lookups cost more than a small task itself (one per item with chunk size 1).
     fileprivate enum Tag: UInt8 {
-        case task, result, results, outputs, batch
+        case task, result, results, outputs, batch, skipped
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -60,6 +63,9 @@ extension PoolMessage {
         case .batch(let messages):
             try container.encode(Tag.batch.rawValue)
             try container.encode(messages)
+        case .skipped(let id):
+            try container.encode(Tag.skipped.rawValue)
+            try container.encode(id)
         }
     }
 
@@ -86,6 +92,8 @@ extension PoolMessage {
                 failures: try container.decode([PoolItemFailure].self))
         case .batch:
             self = .batch(try container.decode([PoolMessage].self))
+        case .skipped:
+            self = .skipped(id: try container.decode(UInt64.self))
         }
     }
 }
@@ -161,6 +169,9 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             encoder.writeByte(Tag.batch.rawValue)
             encoder.writeFixed(UInt32(messages.count))
             for message in messages { try message._encodeBinary(into: encoder) }
+        case .skipped(let id):
+            encoder.writeByte(Tag.skipped.rawValue)
+            encoder.writeFixed(id)
         }
     }
 
@@ -210,6 +221,8 @@ extension PoolMessage: _BinaryEncodingSpecial, _BinaryDecodingSpecial {
             // allocate.
             for _ in 0..<count { messages.append(try decode(from: decoder, inBatch: true)) }
             return .batch(messages)
+        case .skipped:
+            return .skipped(id: try decoder.readFixed(UInt64.self, path))
         case nil:
             throw WireError.invalidData("not a pool message (tag \(tag))", codingPath: path)
         }

@@ -9,9 +9,10 @@ import Synchronization
 final class PoolWorker: Sendable {
     let process: ChildProcess
     private let channel: Connection<PoolMessage>
-    /// Which task and input the worker is running (written by the worker; see
-    /// ``ServePool``), read when it dies to name the input at fault: see ``Running``.
-    let running: SharedValue<Int>
+    /// Shared with the worker: which task and input it is running (written by the worker;
+    /// see ``ServePool``), read when it dies to name the input at fault (see ``Running``),
+    /// and the claim on a task sent ahead.
+    let words: WorkerWords
     /// Tasks (chunks) served, for `maxTasksPerWorker`.
     let tasksServed = Atomic<Int>(0)
     /// When to look for a reply a while before sleeping on it (see ``SpinPolicy``).
@@ -53,14 +54,16 @@ final class PoolWorker: Sendable {
         case outputs(id: UInt64, [UInt8], failures: [PoolItemFailure])
         /// The worker ended (crashed, was killed, or exited) before replying.
         case ended(Termination)
+        /// Task `id` was taken back before the worker started it, and not run.
+        case skipped(id: UInt64)
         /// The deadline passed first.
         case timedOut
     }
 
-    private init(process: ChildProcess, channel: Connection<PoolMessage>, running: SharedValue<Int>) {
+    private init(process: ChildProcess, channel: Connection<PoolMessage>, words: WorkerWords) {
         self.process = process
         self.channel = channel
-        self.running = running
+        self.words = words
     }
 
     /// Starts a worker; it runs `initializer` (if any) before serving.
@@ -69,9 +72,9 @@ final class PoolWorker: Sendable {
         extras: PoolWorkerExtras = PoolWorkerExtras()  // pool-extras hook
     ) async throws -> PoolWorker {
         let (mine, theirs) = try Connection<PoolMessage>.pair()
-        let running: SharedValue<Int>
+        let words: WorkerWords
         do {
-            running = try SharedValue(-1)
+            words = try WorkerWords()
         } catch {
             mine.close()
             theirs.close()
@@ -79,7 +82,7 @@ final class PoolWorker: Sendable {
         }
         // A daemon: workers are ended, not waited for, when this program exits (as Python's).
         let process = ChildProcess(
-            ServePool(tasks: theirs, running: running, initializer: initializer, extras: extras),  // pool-extras hook
+            ServePool(tasks: theirs, words: words, initializer: initializer, extras: extras),  // pool-extras hook
             name: name, isDaemon: true, startMethod: startMethod)
         do {
             try await process.start()
@@ -87,7 +90,7 @@ final class PoolWorker: Sendable {
             mine.close()
             throw error
         }
-        return PoolWorker(process: process, channel: mine, running: running)
+        return PoolWorker(process: process, channel: mine, words: words)
     }
 
     var pid: pid_t { process.pid ?? 0 }
@@ -167,6 +170,7 @@ final class PoolWorker: Sendable {
         case .result(let id, let offset, let outcome): .reply(id: id, offset: offset, outcome: outcome)
         case .results(let id, let outcomes): .replies(id: id, outcomes)
         case .outputs(let id, let outputs, let failures): .outputs(id: id, outputs, failures: failures)
+        case .skipped(let id): .skipped(id: id)
         case .task, .batch: .replies(id: .max, [])
         }
     }

@@ -171,6 +171,9 @@ extension ProcessPool {
         var chunk: PoolChunk<Input>
         var at: ContinuousClock.Instant
         var bytes: Int
+        /// Sent ahead, behind a slow chunk: registered on the board, where an idle driver
+        /// may take it back (see ``WorkerWords``).
+        var ahead = false
     }
 
     /// Takes chunks from `board` and runs them on a worker it acquires (and releases while
@@ -197,7 +200,13 @@ extension ProcessPool {
                 // from a batch is still to be read, so answers are taken before sending):
                 // the worker always has the next batch when it ends one, and each write
                 // carries half the depth.
-                if sent.isEmpty
+                // A slow chunk: one more goes ahead while it runs, so that the worker starts
+                // it the moment it answers (the answer's round trip through this task left
+                // each worker idle 1-4% of a CPU-bound map); only while the board keeps a
+                // chunk for every other driver (see ``PoolBoard/tryTake(budget:leaving:)``).
+                let sendsAhead =
+                    !quick && depth > 1 && sent.count == 1 && redo.isEmpty && sent[0].bytes < Self.pipelinedBytes
+                if sent.isEmpty || sendsAhead
                     || (quick && sent.count <= depth / 2 && !(worker?.hasBufferedAnswers ?? false)
                         && sent.reduce(0, { $0 + $1.bytes }) < Self.pipelinedBytes
                         && sent.reduce(0, { $0 + $1.chunk.inputs.count }) <= ahead / 2)
@@ -209,15 +218,23 @@ extension ProcessPool {
                         fromRedo = true
                     } else {
                         let budget = quick ? ahead / 2 : 0
-                        switch board.tryTake(budget: budget) {
+                        switch board.tryTake(budget: budget, leaving: sendsAhead ? workerCount - 1 : 0) {
                         case .chunk(let chunk): next = chunk
-                        case .finished: break
+                        case .finished:
+                            // Nothing left on the board: a chunk queued behind another
+                            // worker's slow one runs here instead, if not yet started.
+                            if sent.isEmpty { next = board.stealAhead() }
                         case .empty:
                             if sent.isEmpty {
-                                // Nothing to do for now: the worker goes back to the pool.
-                                if let idle = worker { release(idle) }
-                                worker = nil
-                                next = await board.take(budget: budget)
+                                if let stolen = board.stealAhead() {
+                                    next = stolen
+                                } else {
+                                    // Nothing to do for now: the worker goes back to the pool.
+                                    if let idle = worker { release(idle) }
+                                    worker = nil
+                                    next = await board.take(budget: budget)
+                                    if next == nil { next = board.stealAhead() }
+                                }
                             }
                         }
                         if next == nil && sent.isEmpty { break loop }
@@ -232,7 +249,7 @@ extension ProcessPool {
                                 offer(current)  // untouched: it goes back as it came
                                 throw CancellationError()
                             }
-                            current.running.store(-1)
+                            current.words.setRunning(-1)
                             worker = current
                         }
                         // The chunks ready now, up to half the depth, go in one message: one
@@ -258,7 +275,9 @@ extension ProcessPool {
                                 .task(
                                     id: id, typeName: function.typeName, function: function.bytes, inputs: inputs,
                                     count: chunk.inputs.count, eachInput: timeout != nil))
-                            sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count))
+                            // Registered before it is sent: the worker may claim it at once.
+                            let goesAhead = sendsAhead && board.sendingAhead(chunk, id: id, words: current.words)
+                            sent.append(Sent(id: id, chunk: chunk, at: .now, bytes: inputs.count, ahead: goesAhead))
                             bytes += inputs.count
                             batchInputs += chunk.inputs.count
                             guard quick, batch.count < max(1, depth / 2), bytes < Self.pipelinedBytes,
@@ -278,7 +297,7 @@ extension ProcessPool {
                         let delivered = await current.send(batch.count == 1 ? batch[0] : .batch(batch))
                         if !delivered {
                             let termination = await retired(current, kill: true)
-                            redo += attribute(sent, to: current, termination, board: board)
+                            redo += attribute(settled(sent, board), to: current, termination, board: board)
                             (worker, sent, quick, ahead) = (nil, [], false, 0)
                         }
                         continue
@@ -298,8 +317,15 @@ extension ProcessPool {
                 }
                 // Cancelled: throws, and the worker is killed below (the items must really stop).
                 let event = try await current.next(timeout: nil)
+                if case .skipped(let id) = event, id == head.id, head.ahead {
+                    // Taken back by an idle driver, which answers for it.
+                    _ = board.settleAhead(id)
+                    sent.removeFirst()
+                    continue
+                }
                 if let outcome = Self.outcome(of: event, for: head, Output.self, worker: current) {
                     sent.removeFirst()
+                    if head.ahead { _ = board.settleAhead(head.id) }
                     let elapsed = ContinuousClock.now - head.at
                     quick = elapsed < Self.quickChunk && head.bytes <= Self.pipelinedBytes
                     if !quick {
@@ -325,18 +351,25 @@ extension ProcessPool {
                     // Answered out of turn, which only a broken worker does.
                     termination = await retired(current, kill: true)
                 }
-                redo += attribute(sent, to: current, termination, board: board)
+                redo += attribute(settled(sent, board), to: current, termination, board: board)
                 (worker, sent, quick, ahead) = (nil, [], false, 0)
             }
             if let worker { release(worker) }
         } catch {
             // A worker with a chunk sent cannot serve anyone else: its answer would come
             // to them. (Cancelled, or an input that cannot be encoded.)
+            _ = settled(sent, board)
             if let worker {
                 if sent.isEmpty { release(worker) } else { retire(worker, kill: true) }
             }
             board.fail(error)
         }
+    }
+
+    /// The chunks of `sent` still this driver's, once its worker is gone: a chunk sent ahead
+    /// and taken back by another driver is that driver's to answer (see ``WorkerWords``).
+    private func settled<Input, Output>(_ sent: [Sent<Input>], _ board: PoolBoard<Input, Output>) -> [Sent<Input>] {
+        sent.filter { !$0.ahead || !board.settleAhead($0.id) }
     }
 
     /// Counts a task done on `current`; it goes back (`worker` nil) when its budget is spent.
@@ -365,7 +398,7 @@ extension ProcessPool {
     private func attribute<Input: Sendable, Output: Sendable>(
         _ sent: [Sent<Input>], to worker: PoolWorker, _ termination: Termination, board: PoolBoard<Input, Output>
     ) -> [PoolChunk<Input>] {
-        let running = PoolWorker.Running(worker.running.load())
+        let running = PoolWorker.Running(worker.words.running)
         var again: [PoolChunk<Input>] = []
         let blamed = sent.contains { entry in
             guard let running, running.isTask(entry.id) else { return false }
@@ -445,7 +478,7 @@ extension ProcessPool {
                 // fault, and runs again as it is, as `attribute` does for whole chunks (the
                 // fault matrix failed an input no worker had started). After three such
                 // deaths it fails, so that a worker that dies on anything cannot loop.
-                let running = PoolWorker.Running(worker.running.load())
+                let running = PoolWorker.Running(worker.words.running)
                 if running != PoolWorker.Running(task: head.id, offset: offset) && chunk.silentDeaths < 2 {
                     var rest = chunk
                     rest.start = index

@@ -2,10 +2,10 @@
 /// for any ``ProcessFunction`` until the pool closes the channel.
 struct ServePool: ProcessTarget {
     let tasks: Connection<PoolMessage>
-    /// The task and the offset in it of the input being run (shared with the pool, which
-    /// reads it when the worker dies; see ``PoolWorker/Running``); the offset is the
-    /// input count once the task is done.
-    let running: SharedValue<Int>
+    /// Shared with the pool: the task and the offset in it of the input being run (which
+    /// the pool reads when the worker dies; see ``PoolWorker/Running``; the offset is the
+    /// input count once the task is done), and the claim on a task sent ahead.
+    let words: WorkerWords
     let initializer: EncodedTarget?
     /// pool-extras hook: SIGINT ignored, logs forwarded, memory watched.
     var extras = PoolWorkerExtras()
@@ -63,6 +63,12 @@ struct ServePool: ProcessTarget {
             guard case .task(let id, let typeName, let function, let inputs, let count, let eachInput) = message else {
                 continue
             }
+            guard words.claim(id) else {
+                // Sent ahead, and taken back by an idle driver before this worker came to
+                // it: another worker runs it. Said at once, so the driver stops waiting.
+                answers.append(.skipped(id: id))
+                continue
+            }
             if eachInput {
                 // Answered input by input as each ends (its clock is the pool's timeout):
                 // nothing may wait behind it.
@@ -106,7 +112,7 @@ struct ServePool: ProcessTarget {
     private func refuse(
         id: UInt64, count: Int, eachInput: Bool, reason: String, answers: inout [PoolMessage]
     ) async throws {
-        running.store(PoolWorker.Running(task: id, offset: count).word)
+        words.setRunning(PoolWorker.Running(task: id, offset: count).word)
         if eachInput {
             for offset in 0..<count {
                 try await tasks.send(.result(id: id, offset: offset, outcome: .couldNotStart(reason: reason)))
@@ -153,14 +159,14 @@ struct ServePool: ProcessTarget {
         let task = PoolWorker.Running(task: id, offset: 0).word
         if !eachInput {
             // One call for the chunk, specialised where the function type is declared.
-            let running = running
+            let words = words
             // Fault matrix: between two inputs (the one before done, its output not yet
             // answered) and with an input marked running, before it is called.
             outputs = await function._callEach(
                 inputs,
                 starting: {
                     if $0 > 0 { FaultInjection.step("pool.worker.afterItem") }
-                    running.store(task | $0)
+                    words.setRunning(task | $0)
                     FaultInjection.step("pool.worker.beforeItem")
                 }
             ) { offset, error in
@@ -169,7 +175,7 @@ struct ServePool: ProcessTarget {
         }
         for offset in inputs.indices where eachInput {
             let input = inputs[offset]
-            running.store(task | offset)
+            words.setRunning(task | offset)
             FaultInjection.step("pool.worker.beforeItem")
             let output: Function.Output
             do {
@@ -193,7 +199,7 @@ struct ServePool: ProcessTarget {
         // The last input done, not yet marked so: the worker dies "running" it.
         if !eachInput && count > 0 { FaultInjection.step("pool.worker.afterItem") }
         // Past the last input: a worker that dies from here on was running none of them.
-        running.store(task | count)
+        words.setRunning(task | count)
         FaultInjection.step("pool.worker.taskDone")
         if eachInput { return }
         let encoded: [UInt8]

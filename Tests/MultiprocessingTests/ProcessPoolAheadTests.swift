@@ -1,0 +1,122 @@
+import Glibc
+import Testing
+
+@testable import Multiprocessing
+
+/// Items that make a slow chunk's successor wait: item 0 waits (up to 30 s) until item 1
+/// has run, then returns whether it saw it run, or (with `killsWorker`) SIGKILLs its own
+/// worker. Item 1 marks that it ran. Every item appends its index to `directory/runs` (one
+/// `O_APPEND` write each, so that concurrent runs cannot interleave) and, except item 0,
+/// takes 5 ms: chunks too slow to be batched, so each is sent ahead behind the one before.
+struct WaitsForItemOne: ProcessFunction {
+    var directory: String
+    var killsWorker = false
+    /// Item 0 does not wait for item 1: it SIGKILLs its worker at once.
+    var killsAtOnce = false
+
+    func callAsFunction(_ input: Int) -> Bool {
+        let log = open("\(directory)/runs", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        if log >= 0 {
+            let line = Array("\(input)\n".utf8)
+            _ = line.withUnsafeBytes { write(log, $0.baseAddress, $0.count) }
+            close(log)
+        }
+        switch input {
+        case 0:
+            if killsAtOnce {
+                usleep(20_000)
+                kill(getpid(), SIGKILL)
+            }
+            var seen = false
+            for _ in 0..<30_000 where !seen {
+                seen = access("\(directory)/one", F_OK) == 0
+                if !seen { usleep(1000) }
+            }
+            if killsWorker { kill(getpid(), SIGKILL) }
+            return seen
+        case 1:
+            close(open("\(directory)/one", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600))
+            return true
+        default:
+            usleep(5000)
+            return true
+        }
+    }
+
+    /// How many times each item ran, by the log.
+    static func runs(in directory: String) -> [Int: Int] {
+        var counts: [Int: Int] = [:]
+        let log = open("\(directory)/runs", O_RDONLY | O_CLOEXEC)
+        guard log >= 0 else { return counts }
+        defer { close(log) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while case let count = read(log, &buffer, buffer.count), count > 0 { bytes += buffer[..<count] }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            if let index = Int(line) { counts[index, default: 0] += 1 }
+        }
+        return counts
+    }
+}
+
+/// A chunk sent ahead to a busy worker (so that the worker starts it the moment it answers)
+/// must not wait there while another worker is free: the free one takes it back.
+@Suite("Process pool: chunks sent ahead", .timeLimit(.minutes(2)))
+struct ProcessPoolAheadTests {
+    @Test(
+        "a slow item's successor, sent ahead to its worker, runs on a free worker instead",
+        arguments: [StartMethod.spawn, .forkserver])
+    func freeWorkerTakesItBack(_ method: StartMethod) async throws {
+        try await withMarkerDirectory { directory in
+            try await withProcessPool(workers: 2, startMethod: method) { pool in
+                // Item 0 returns true only if item 1 ran while it waited: on the other worker.
+                let outputs = try await pool.map(WaitsForItemOne(directory: directory), Array(0..<12), chunkSize: 1)
+                #expect(outputs == Array(repeating: true, count: 12))
+                let runs = WaitsForItemOne.runs(in: directory)
+                #expect(runs == Dictionary(uniqueKeysWithValues: (0..<12).map { ($0, 1) }), "each item ran once")
+            }
+        }
+    }
+
+    @Test("several calls at once, each with a blocked item: every item runs once, none waits behind it")
+    func concurrentCalls() async throws {
+        try await withProcessPool(workers: 2, startMethod: .forkserver) { pool in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        try await withMarkerDirectory { directory in
+                            let outputs = try await pool.map(
+                                WaitsForItemOne(directory: directory), Array(0..<8), chunkSize: 1)
+                            #expect(outputs == Array(repeating: true, count: 8))
+                            let runs = WaitsForItemOne.runs(in: directory)
+                            #expect(runs == Dictionary(uniqueKeysWithValues: (0..<8).map { ($0, 1) }))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    @Test(
+        "a worker that dies with a chunk sent ahead: the chunk runs once, taken back or run again",
+        arguments: [false, true])
+    func workerDiesWithChunkAhead(atOnce: Bool) async throws {
+        try await withMarkerDirectory { directory in
+            try await withProcessPool(workers: 2, startMethod: .forkserver) { pool in
+                let function = WaitsForItemOne(directory: directory, killsWorker: true, killsAtOnce: atOnce)
+                let results = await pool.results(function, Array(0..<10), chunkSize: 1)
+                guard case .failure(let error) = results[0], case .workerEnded(.signaled(.kill)) = error.reason else {
+                    Issue.record("item 0 should fail with its worker killed: \(results[0])")
+                    return
+                }
+                #expect(error.index == 0)
+                for (index, result) in results.enumerated().dropFirst() {
+                    #expect((try? result.get()) == true, "item \(index): \(result)")
+                }
+                let runs = WaitsForItemOne.runs(in: directory)
+                #expect(runs == Dictionary(uniqueKeysWithValues: (0..<10).map { ($0, 1) }), "each item ran once")
+            }
+        }
+    }
+}
