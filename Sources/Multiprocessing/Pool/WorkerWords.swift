@@ -78,7 +78,7 @@ struct WorkerWords: Sendable, Codable {
         }
         guard found == key || found == -key else { return true }
         // Stolen (before this look, or between it and the swap).
-        word(1).compareExchange(expected: -key, desired: 0, ordering: .sequentiallyConsistent)
+        _ = word(1).compareExchange(expected: -key, desired: 0, ordering: .sequentiallyConsistent)
         return false
     }
 
