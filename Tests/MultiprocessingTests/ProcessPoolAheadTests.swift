@@ -80,7 +80,11 @@ struct ProcessPoolAheadTests {
 
     @Test("several calls at once, each with a blocked item: every item runs once, none waits behind it")
     func concurrentCalls() async throws {
-        try await withProcessPool(workers: 2, startMethod: .forkserver) { pool in
+        // One worker more than the calls: each call's item 0 holds a worker until the
+        // call's item 1 has run somewhere, so with fewer (the 2 this test had) two calls
+        // can hold every worker at once and wait for each other (seen once under ASan,
+        // 17:29 UTC: item 0 gave up after its 30 s), with or without chunks sent ahead.
+        try await withProcessPool(workers: 4, startMethod: .forkserver) { pool in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<3 {
                     group.addTask {
