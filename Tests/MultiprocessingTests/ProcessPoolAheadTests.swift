@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import Testing
 
 @testable import Multiprocessing
@@ -122,5 +123,57 @@ struct ProcessPoolAheadTests {
                 #expect(runs == Dictionary(uniqueKeysWithValues: (0..<10).map { ($0, 1) }), "each item ran once")
             }
         }
+    }
+}
+
+/// The claim word alone, under contention: the pool offering each task while the worker
+/// claims the one before, and a third thread stealing whatever is offered.
+@Suite("Process pool: the claim word of a chunk sent ahead")
+struct WorkerWordsTests {
+    @Test("each task offered is run by exactly one side: the worker or the stealer")
+    func exactlyOneSideRunsEachTask() throws {
+        let words = try WorkerWords()
+        let count = 200_000
+        let claimed = Mutex([Bool](repeating: false, count: count + 1))
+        let stolen = Mutex([Bool](repeating: false, count: count + 1))
+        // The last task the pool has offered (or had refused), and the last the worker claimed.
+        let offered = Atomic<Int>(0)
+        let reached = Atomic<Int>(0)
+        let finished = Atomic<Int>(0)
+        // The pool: offers task k while the worker may still be claiming k - 1, as a driver
+        // sends a chunk ahead behind the one its worker has not started yet.
+        onNewThread(after: .zero) {
+            for task in 1...count {
+                while reached.load(ordering: .acquiring) < task - 2 { sched_yield() }
+                _ = words.offerAhead(UInt64(task))
+                offered.store(task, ordering: .releasing)
+            }
+            finished.add(1, ordering: .releasing)
+        }
+        onNewThread(after: .zero) {
+            for task in 1...count {
+                while offered.load(ordering: .acquiring) < task { sched_yield() }
+                if words.claim(UInt64(task)) { claimed.withLock { $0[task] = true } }
+                reached.store(task, ordering: .releasing)
+            }
+            finished.add(1, ordering: .releasing)
+        }
+        onNewThread(after: .zero) {
+            while reached.load(ordering: .acquiring) < count {
+                let task = offered.load(ordering: .acquiring)
+                if task > 0, words.steal(UInt64(task)) { stolen.withLock { $0[task] = true } }
+                sched_yield()
+            }
+            finished.add(1, ordering: .releasing)
+        }
+        let deadline = ContinuousClock.now + .seconds(100)
+        while finished.load(ordering: .acquiring) < 3 && ContinuousClock.now < deadline { usleep(1000) }
+        try #require(finished.load(ordering: .acquiring) == 3, "the threads did not finish")
+        let (ran, took) = (claimed.withLock { $0 }, stolen.withLock { $0 })
+        let lost = (1...count).filter { !ran[$0] && !took[$0] }
+        let twice = (1...count).filter { ran[$0] && took[$0] }
+        #expect(lost.isEmpty, "\(lost.count) tasks run by neither side, first \(lost.prefix(5))")
+        #expect(twice.isEmpty, "\(twice.count) tasks run by both sides, first \(twice.prefix(5))")
+        #expect(took.contains(true), "no steal succeeded: the test did not contend")
     }
 }

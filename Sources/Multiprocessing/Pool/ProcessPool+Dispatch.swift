@@ -318,9 +318,12 @@ extension ProcessPool {
                 // Cancelled: throws, and the worker is killed below (the items must really stop).
                 let event = try await current.next(timeout: nil)
                 if case .skipped(let id) = event, id == head.id, head.ahead {
-                    // Taken back by an idle driver, which answers for it.
-                    _ = board.settleAhead(id)
+                    // Taken back by an idle driver, which answers for it. One skipped that
+                    // no driver took back runs again here: a chunk must never be lost,
+                    // whatever the claim word said (it cannot, by `WorkerWords.claim`).
+                    let stolen = board.settleAhead(id)
                     sent.removeFirst()
+                    if !stolen { redo.append(head.chunk) }
                     continue
                 }
                 if let outcome = Self.outcome(of: event, for: head, Output.self, worker: current) {

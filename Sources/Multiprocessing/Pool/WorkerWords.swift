@@ -67,17 +67,27 @@ struct WorkerWords: Sendable, Codable {
     }
 
     /// The worker, about to start task `id`: whether it may run it (`false`: an idle
-    /// driver took it back; the mark is cleared). A task not offered is always the worker's.
+    /// driver took it back; the mark is cleared). A task not offered is always the worker's,
+    /// and so is one whose offer a later offer replaced.
+    ///
+    /// A failed swap is looked at again, not taken for a steal: the word may have changed
+    /// from this task's key to the next task's (the pool offering that one while this one
+    /// was not yet claimed), and then this task is the worker's. Taking every failed swap
+    /// for a steal skipped such a task that nobody had taken, and its call waited forever
+    /// for it (found under AddressSanitizer, where a worker is often descheduled between
+    /// its look and its swap).
     func claim(_ id: UInt64) -> Bool {
         let key = Self.key(id)
-        let found = word(1).load(ordering: .sequentiallyConsistent)
-        if found == key
-            && word(1).compareExchange(expected: key, desired: 0, ordering: .sequentiallyConsistent).exchanged
-        {
-            return true
+        var found = word(1).load(ordering: .sequentiallyConsistent)
+        while found == key {
+            let (exchanged, original) = word(1).compareExchange(
+                expected: key, desired: 0, ordering: .sequentiallyConsistent)
+            if exchanged { return true }
+            found = original
         }
-        guard found == key || found == -key else { return true }
-        // Stolen (before this look, or between it and the swap).
+        guard found == -key else { return true }
+        // Stolen. Only the worker clears a mark (an offer over it is refused, and a steal
+        // needs a key), so the swap cannot fail.
         _ = word(1).compareExchange(expected: -key, desired: 0, ordering: .sequentiallyConsistent)
         return false
     }
