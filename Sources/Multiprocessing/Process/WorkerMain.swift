@@ -130,6 +130,9 @@ enum WorkerMain {
         guard let type = _typeByName(typeName) else { return }
         _ = type as? any ProcessTarget.Type
         _ = type as? any ProcessFunction.Type
+        if let prepared = type as? any ForkServerPrepared.Type {
+            _lookUpBinaryFastPaths(for: prepared.typesDecoded)
+        }
     }
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
