@@ -83,16 +83,41 @@ struct ContendLocks: ProcessTarget {
 /// file named after the test process. The fork server must never decode it.
 struct MarksDecoding: ProcessTarget {
     init() {}
-    init(from decoder: any Decoder) throws {
-        let line = "\(getpid())\n"
-        let file = open("/tmp/mp-decoded-by-\(getppid())", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        if file >= 0 {
-            _ = line.withCString { write(file, $0, strlen($0)) }
-            close(file)
-        }
-    }
+    init(from decoder: any Decoder) throws { markDecoded() }
     func encode(to encoder: any Encoder) throws {}
     func run() {}
+}
+
+/// Appends this process's pid to the file `MarksDecoding` uses.
+func markDecoded() {
+    let line = "\(getpid())\n"
+    let file = open("/tmp/mp-decoded-by-\(getppid())", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    if file >= 0 {
+        _ = line.withCString { write(file, $0, strlen($0)) }
+        close(file)
+    }
+}
+
+/// An input that marks where it is decoded.
+struct MarkedInput: Codable, Sendable {
+    var value: Int
+    init(_ value: Int) { self.value = value }
+    init(from decoder: any Decoder) throws {
+        value = try decoder.singleValueContainer().decode(Int.self)
+        markDecoded()
+    }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(value)
+    }
+}
+
+/// A pool function that marks where it and its inputs are decoded.
+struct MarksDecodingFunction: ProcessFunction {
+    init() {}
+    init(from decoder: any Decoder) throws { markDecoded() }
+    func encode(to encoder: any Encoder) throws {}
+    func callAsFunction(_ input: MarkedInput) -> Int { input.value * 2 }
 }
 
 @MainActor func onTheMainActor(_ value: Int) -> Int { value + 1 }
@@ -293,6 +318,26 @@ struct HardeningTests {
         try child.join()
         let decoders = try readFile(path).split(separator: "\n").compactMap { pid_t($0) }
         #expect(decoders == [child.pid])
+        #expect(ForkServer.serverID != nil)
+        #expect(!decoders.contains(ForkServer.serverID ?? -1))
+    }
+
+    @Test("the fork server prepares for a pool's functions without running their code")
+    func forkServerPreparesFunctionsWithoutRunningThem() async throws {
+        let path = "/tmp/mp-decoded-by-\(getpid())"
+        unlink(path)
+        defer { unlink(path) }
+        var workers: [pid_t] = []
+        // The second pool's workers are forked after the server was told of the function.
+        for _ in 0..<2 {
+            workers += try await withProcessPool(workers: 1, startMethod: .forkserver) {
+                (pool: ProcessPool) async throws -> [pid_t] in
+                #expect(try await pool.map(MarksDecodingFunction(), [MarkedInput(1), MarkedInput(2)]) == [2, 4])
+                return pool.workerPIDs
+            }
+        }
+        let decoders = Set(try readFile(path).split(separator: "\n").compactMap { pid_t($0) })
+        #expect(decoders == Set(workers), "only the workers decoded the function and its inputs")
         #expect(ForkServer.serverID != nil)
         #expect(!decoders.contains(ForkServer.serverID ?? -1))
     }

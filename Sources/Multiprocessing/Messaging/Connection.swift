@@ -219,6 +219,11 @@ private struct ConnectionHandle: Codable {
     var maximumMessageSize: Int
 }
 
+extension MessageStream {
+    /// The types decoding a connection's handle goes through (see ``ForkServerPrepared``).
+    static var handleTypes: [any Decodable.Type] { [ConnectionHandle.self, ConnectionKind.self] }
+}
+
 extension Connection: CopyEncodable {
     func encodeCopy(to encoder: any Encoder) throws {
         try stream.encodeHandle(kind: .duplex, to: encoder, moving: false)

@@ -14,6 +14,8 @@ extension ProcessPool {
             }
             typeName = name
             bytes = try BinaryEncoder().encode(function)
+            // A later pool's workers, forked by the fork server, find the function looked up.
+            ForkServer.prepare(function: name)
         }
     }
 

@@ -1,3 +1,5 @@
+import Logging
+
 /// The work of a pool worker, in its own process: run the initializer, then answer tasks
 /// for any ``ProcessFunction`` until the pool closes the channel.
 struct ServePool: ProcessTarget {
@@ -232,5 +234,17 @@ struct ServePool: ProcessTarget {
         } catch {
             return .threw(ErrorReport(error))
         }
+    }
+}
+
+extension ServePool: ForkServerPrepared {
+    /// Checked against a real decode by `ForkServerPreparedTests`.
+    static var typesDecoded: [any Decodable.Type] {
+        [
+            ServePool.self, Connection<PoolMessage>.self, SharedValue<Int>.self, SharedRegion.self,
+            EncodedTarget?.self, EncodedTarget.self, PoolWorkerExtras.self, Queue<WorkerLogRecord>?.self,
+            Queue<WorkerLogRecord>.self, Logger.Level.self, Int?.self, SharedArray<Int>?.self, SharedArray<Int>.self,
+            PoolMessage.self, [UInt8].self,
+        ] + MessageStream.handleTypes
     }
 }

@@ -129,7 +129,20 @@ enum WorkerMain {
     static func warmUp(typeName: String) {
         guard let type = _typeByName(typeName) else { return }
         _ = type as? any ProcessTarget.Type
-        _ = type as? any ProcessFunction.Type
+        if let prepared = type as? any ForkServerPrepared.Type {
+            _lookUpBinaryFastPaths(for: prepared.typesDecoded)
+        }
+        if let function = type as? any ProcessFunction.Type {
+            // What a pool worker decodes and encodes for it: the function, a chunk's inputs
+            // and its outputs.
+            func types<Function: ProcessFunction>(_: Function.Type) -> [any Decodable.Type] {
+                [
+                    Function.self, Function.Input.self, Function.Output.self, [Function.Input].self,
+                    [Function.Output].self,
+                ]
+            }
+            _lookUpBinaryFastPaths(for: _openExistential(function, do: types))
+        }
     }
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {

@@ -92,11 +92,14 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     @exclusivity(unchecked) private var depth = 0
     @exclusivity(unchecked) private var ordinaryTypes = _BinaryOrdinaryTypeCache()
     let userInfo: [CodingUserInfoKey: Any]
+    /// For tests: where the types looked up are noted (see ``_BinaryFastPathLookups``).
+    private let lookups: _BinaryFastPathLookups?
 
     init(bytes: UnsafeRawBufferPointer, userInfo: [CodingUserInfoKey: Any]) {
         self.base = bytes.baseAddress
         self.end = bytes.baseAddress == nil ? 0 : bytes.count
         self.userInfo = userInfo
+        lookups = userInfo.isEmpty ? nil : userInfo[.fastPathLookups] as? _BinaryFastPathLookups
     }
 
     /// Forgets the input, so a decoder kept past the end of `decode` can only throw.
@@ -193,6 +196,7 @@ final class _BinaryDecoderImpl: Decoder, _BinaryPathTracking {
     private func specialType<T>(_ type: T.Type) -> (any _BinaryDecodingSpecial.Type)? {
         let id = ObjectIdentifier(T.self)
         if ordinaryTypes.contains(id) { return nil }
+        lookups?.note(T.self)
         if let special = T.self as? any _BinaryDecodingSpecial.Type { return special }
         ordinaryTypes.insert(id)
         return nil
