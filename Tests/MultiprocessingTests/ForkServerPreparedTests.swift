@@ -27,7 +27,7 @@ struct ForkServerPreparedTests {
         let extras = PoolWorkerExtras(
             logs: logs, logLevel: .debug, memoryLimit: 1 << 30, memoryNotes: ceiling.notes)
         let target = ServePool(
-            tasks: theirs, running: try SharedValue(-1), initializer: try EncodedTarget(PreparedInitializer(note: "x")),
+            tasks: theirs, words: try WorkerWords(), initializer: try EncodedTarget(PreparedInitializer(note: "x")),
             extras: extras)
         let outbox = DescriptorOutbox()
         let bytes = try BinaryEncoder(userInfo: [.descriptorOutbox: outbox]).encode(target)

@@ -241,7 +241,8 @@ extension ServePool: ForkServerPrepared {
     /// Checked against a real decode by `ForkServerPreparedTests`.
     static var typesDecoded: [any Decodable.Type] {
         [
-            ServePool.self, Connection<PoolMessage>.self, SharedValue<Int>.self, SharedRegion.self,
+            ServePool.self, Connection<PoolMessage>.self, WorkerWords.self, SharedValue<WorkerWords.Layout>.self,
+            SharedRegion.self,
             EncodedTarget?.self, EncodedTarget.self, PoolWorkerExtras.self, Queue<WorkerLogRecord>?.self,
             Queue<WorkerLogRecord>.self, Logger.Level.self, Int?.self, SharedArray<Int>?.self, SharedArray<Int>.self,
             PoolMessage.self, [UInt8].self,
