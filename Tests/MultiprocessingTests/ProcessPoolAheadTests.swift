@@ -133,47 +133,59 @@ struct WorkerWordsTests {
     @Test("each task offered is run by exactly one side: the worker or the stealer")
     func exactlyOneSideRunsEachTask() throws {
         let words = try WorkerWords()
+        // Up to this many tasks, for up to 3 s (a sanitized run on busy cores is slow).
         let count = 200_000
+        let stopOffering = ContinuousClock.now + .seconds(3)
         let claimed = Mutex([Bool](repeating: false, count: count + 1))
         let stolen = Mutex([Bool](repeating: false, count: count + 1))
-        // The last task the pool has offered (or had refused), and the last the worker claimed.
+        // The last task the pool has offered (or had refused), whether it offers no more, and
+        // the last task the worker claimed.
         let offered = Atomic<Int>(0)
+        let offering = Atomic<Bool>(true)
         let reached = Atomic<Int>(0)
         let finished = Atomic<Int>(0)
         // The pool: offers task k while the worker may still be claiming k - 1, as a driver
         // sends a chunk ahead behind the one its worker has not started yet.
         onNewThread(after: .zero) {
-            for task in 1...count {
+            for task in 1...count where ContinuousClock.now < stopOffering {
                 while reached.load(ordering: .acquiring) < task - 2 { sched_yield() }
                 _ = words.offerAhead(UInt64(task))
                 offered.store(task, ordering: .releasing)
             }
+            offering.store(false, ordering: .releasing)
             finished.add(1, ordering: .releasing)
         }
         onNewThread(after: .zero) {
-            for task in 1...count {
-                while offered.load(ordering: .acquiring) < task { sched_yield() }
+            var task = 1
+            while true {
+                while offered.load(ordering: .acquiring) < task && offering.load(ordering: .acquiring) {
+                    sched_yield()
+                }
+                guard offered.load(ordering: .acquiring) >= task else { break }
                 if words.claim(UInt64(task)) { claimed.withLock { $0[task] = true } }
                 reached.store(task, ordering: .releasing)
+                task += 1
             }
             finished.add(1, ordering: .releasing)
         }
         onNewThread(after: .zero) {
-            while reached.load(ordering: .acquiring) < count {
+            while finished.load(ordering: .acquiring) < 2 {
                 let task = offered.load(ordering: .acquiring)
                 if task > 0, words.steal(UInt64(task)) { stolen.withLock { $0[task] = true } }
                 sched_yield()
             }
             finished.add(1, ordering: .releasing)
         }
-        let deadline = ContinuousClock.now + .seconds(100)
+        let deadline = ContinuousClock.now + .seconds(60)
         while finished.load(ordering: .acquiring) < 3 && ContinuousClock.now < deadline { usleep(1000) }
         try #require(finished.load(ordering: .acquiring) == 3, "the threads did not finish")
+        let tasks = offered.load(ordering: .acquiring)
+        try #require(tasks >= 1000, "only \(tasks) tasks offered: the test did not run")
         let (ran, took) = (claimed.withLock { $0 }, stolen.withLock { $0 })
-        let lost = (1...count).filter { !ran[$0] && !took[$0] }
-        let twice = (1...count).filter { ran[$0] && took[$0] }
-        #expect(lost.isEmpty, "\(lost.count) tasks run by neither side, first \(lost.prefix(5))")
-        #expect(twice.isEmpty, "\(twice.count) tasks run by both sides, first \(twice.prefix(5))")
-        #expect(took.contains(true), "no steal succeeded: the test did not contend")
+        let lost = (1...tasks).filter { !ran[$0] && !took[$0] }
+        let twice = (1...tasks).filter { ran[$0] && took[$0] }
+        #expect(lost.isEmpty, "\(lost.count) of \(tasks) tasks run by neither side, first \(lost.prefix(5))")
+        #expect(twice.isEmpty, "\(twice.count) of \(tasks) tasks run by both sides, first \(twice.prefix(5))")
+        #expect(took.contains(true), "no steal succeeded in \(tasks) tasks: the test did not contend")
     }
 }
