@@ -42,5 +42,7 @@ struct ForkServerPreparedTests {
         decoded.extras.logs?.close()
         #expect(lookups.count >= 8, "the decode looked up \(lookups.count) types")
         #expect(lookups.names(notIn: ServePool.typesDecoded) == [])
+        // The optionals, the messages and the bytes read their own way, both directions.
+        #expect(_lookUpBinaryFastPaths(for: ServePool.typesDecoded) >= 10)
     }
 }

@@ -128,9 +128,11 @@ enum WorkerMain {
     /// a lock would make every later fork unsafe).
     static func warmUp(typeName: String) {
         guard let type = _typeByName(typeName) else { return }
-        _ = type as? any ProcessTarget.Type
+        // Each result is kept (counted in `preparedLookups`): a lookup whose result is
+        // unused may be optimized away.
+        var found = type is any ProcessTarget.Type ? 1 : 0
         if let prepared = type as? any ForkServerPrepared.Type {
-            _lookUpBinaryFastPaths(for: prepared.typesDecoded)
+            found += _lookUpBinaryFastPaths(for: prepared.typesDecoded)
         }
         if let function = type as? any ProcessFunction.Type {
             // What a pool worker decodes and encodes for it: the function, a chunk's inputs
@@ -141,9 +143,14 @@ enum WorkerMain {
                     [Function.Output].self,
                 ]
             }
-            _lookUpBinaryFastPaths(for: _openExistential(function, do: types))
+            found += _lookUpBinaryFastPaths(for: _openExistential(function, do: types))
         }
+        preparedLookups.add(found, ordering: .relaxed)
     }
+
+    /// The lookups ``warmUp(typeName:)`` found something for, in this process (the fork
+    /// server): kept so that the optimizer keeps the lookups.
+    static let preparedLookups = Atomic<Int>(0)
 
     private static func finish(_ outcome: ChildOutcome, on channel: MessageStream, exitCode: Int32) -> Never {
         FaultInjection.step("child.beforeReport")
