@@ -517,6 +517,17 @@ struct HardeningTests {
         }
     }
 
+    @Test("cancelling a start still waiting for the launcher ends it at once, with no child started")
+    func cancelQueuedStart() throws {
+        // In a process of its own, as above: it holds the launcher.
+        let child = ChildProcess(CancelsQueuedStart())
+        try child.start()
+        let ended = try child.join(timeout: .seconds(90))
+        if !ended { child.kill() }
+        #expect(ended)
+        #expect(child.termination == .exited(0), "the cancelled start waited for the launcher, or started a child")
+    }
+
     @Test("async starts wait for the launcher without holding threads of the cooperative pool")
     func asyncStartsDoNotBlock() throws {
         // In a process of its own: holding the launcher here would stall every other test's
@@ -538,6 +549,36 @@ struct HardeningTests {
             }
             for try await sum in group { #expect(sum == 3 << 20) }
         }
+    }
+}
+
+/// Holds the launcher thread, starts a child from a task (the start waits its turn), and
+/// cancels the task: the start must throw `CancellationError` while the launcher is still
+/// held (it waited for it before, behind a fork server that did not answer: 22 s, seen in a
+/// busy repetition of the suite), and no child may be started once the launcher is free.
+struct CancelsQueuedStart: ProcessTarget {
+    struct NoWork: ProcessTarget {
+        func run() {}
+    }
+
+    func run() async throws {
+        let gate = ThreadSignal()
+        Launcher.hold(until: gate)
+        defer { gate.fire() }
+        let process = ChildProcess(NoWork(), startMethod: .spawn)
+        let starting = Task { try await process.start() }
+        while Launcher.waitingStarts < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        starting.cancel()
+        // Still held: only a start that gives up at once can end here.
+        do {
+            try await starting.value
+            throw PlainError()  // it started, with the launcher held
+        } catch is CancellationError {}
+        gate.fire()
+        while Launcher.waitingStarts > 0 { try await Task.sleep(for: .milliseconds(5)) }
+        // The launcher has run everything queued: the cancelled job started nothing.
+        _ = Launcher.threadID
+        guard process.pid == nil, CurrentProcess.activeChildren.isEmpty else { throw PlainError() }
     }
 }
 

@@ -41,9 +41,32 @@ final class JobThread: Sendable {
     }
 
     /// Runs `body` on this thread; the calling task suspends meanwhile.
+    ///
+    /// Cancelling the task while the job waits its turn (behind a start that waits for a
+    /// stopped fork server, say) throws `CancellationError` at once, and `body` never runs.
+    /// Once the thread has taken the job up, it runs to the end.
     func run<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
-        try await withCheckedThrowingContinuation { continuation in
-            submit { continuation.resume(with: Swift.Result { try body() }) }
+        // Who resumes the continuation: the thread taking the job up, or a cancellation
+        // before that. Whichever comes first takes it out; the other finds it gone.
+        let waiting = Mutex<CheckedContinuation<Result, any Error>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let cancelled = waiting.withLock { waiting -> Bool in
+                    if Task.isCancelled { return true }
+                    waiting = continuation
+                    return false
+                }
+                if cancelled {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                submit {
+                    guard let continuation = waiting.withLock({ $0.take() }) else { return }
+                    continuation.resume(with: Swift.Result { try body() })
+                }
+            }
+        } onCancel: {
+            waiting.withLock { $0.take() }?.resume(throwing: CancellationError())
         }
     }
 
