@@ -519,24 +519,19 @@ struct HardeningTests {
 
     @Test("cancelling a start still waiting for the launcher ends it at once, with no child started")
     func cancelQueuedStart() throws {
-        // In a process of its own, as above: it holds the launcher.
-        let child = ChildProcess(CancelsQueuedStart())
-        try child.start()
-        let ended = try child.join(timeout: .seconds(90))
-        if !ended { child.kill() }
+        // In a process of its own, as below: it holds the launcher.
+        let (ended, termination) = try runAlone(CancelsQueuedStart())
         #expect(ended)
-        #expect(child.termination == .exited(0), "the cancelled start waited for the launcher, or started a child")
+        #expect(termination == .exited(0), "the cancelled start waited for the launcher, or started a child")
     }
 
     @Test("async starts wait for the launcher without holding threads of the cooperative pool")
     func asyncStartsDoNotBlock() throws {
         // In a process of its own: holding the launcher here would stall every other test's
         // starts, and sync tests that wait for them hold cooperative threads themselves.
-        let child = ChildProcess(AsyncStartsLeavePoolFree())
-        try child.start()
-        let ended = try child.join(timeout: .seconds(90))
-        if !ended { child.kill() }
-        #expect(ended, "the starts held the cooperative pool: nothing else could run")
+        #expect(
+            try runAlone(AsyncStartsLeavePoolFree()).ended,
+            "the starts held the cooperative pool: nothing else could run")
     }
 
     @Test("a large function input is sent without holding a cooperative thread")
@@ -720,10 +715,20 @@ extension Int {
 extension HardeningTests {
     @Test("a fork server that stops answering fails one start, and is replaced")
     func stoppedForkServer() throws {
-        let child = ChildProcess(StoppedForkServer())
-        try child.start()
-        let ended = try child.join(timeout: .seconds(90))
-        if !ended { child.kill() }
-        #expect(ended)
+        #expect(try runAlone(StoppedForkServer()).ended)
     }
+}
+
+/// Runs `target` in a child of its own (for work that holds the launcher or the fork server,
+/// which would stall every other test's starts here) and waits up to 90 s for it; a child
+/// still running then is killed. Returns whether it ended in time, and how.
+func runAlone<Target: ProcessTarget>(_ target: Target) throws -> (ended: Bool, termination: Termination?) {
+    let child = ChildProcess(target)
+    try child.start()
+    let ended = try child.join(timeout: .seconds(90))
+    if !ended {
+        child.kill()
+        _ = try? child.join(timeout: .seconds(10))
+    }
+    return (ended, child.termination)
 }
