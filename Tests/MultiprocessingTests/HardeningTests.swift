@@ -525,6 +525,15 @@ struct HardeningTests {
         #expect(termination == .exited(0), "the cancelled start waited for the launcher, or started a child")
     }
 
+    @Test("a get on a quiet queue looks for items once, not again every slice it sleeps")
+    func quietQueueSleeps() throws {
+        // In a process of its own: the count is the process's, and other tests' queues here
+        // would add to it.
+        let (ended, termination) = try runAlone(WaitsOnQuietQueue())
+        #expect(ended)
+        #expect(termination == .exited(0), "the waiter looked for items again after sleeping whole slices")
+    }
+
     @Test("async starts wait for the launcher without holding threads of the cooperative pool")
     func asyncStartsDoNotBlock() throws {
         // In a process of its own: holding the launcher here would stall every other test's
@@ -574,6 +583,26 @@ struct CancelsQueuedStart: ProcessTarget {
         // The launcher has run everything queued: the cancelled job started nothing.
         _ = Launcher.threadID
         guard process.pid == nil, CurrentProcess.activeChildren.isEmpty else { throw PlainError() }
+    }
+}
+
+/// Waits 8 slices on an empty queue, then for an item put while it sleeps: it looked for
+/// items (yielding the CPU for 50 µs) when it began to wait, and not again after each slice
+/// (a pool's log relay, waiting for minutes, did, on CPUs its workers were using). Exits 1
+/// if it looked again or missed the item.
+struct WaitsOnQuietQueue: ProcessTarget {
+    func run() throws {
+        let queue = try Queue<Int>()
+        let before = QueueRing.looksBegun.load(ordering: .relaxed)
+        guard try queue.get(timeout: SharedMonitor.slice * 8) == nil else { exit(1) }
+        guard QueueRing.looksBegun.load(ordering: .relaxed) - before == 1 else { exit(1) }
+        // The slices still end in time for an item put meanwhile.
+        let producer = TestThread {
+            usleep(150_000)
+            try? queue.put(7)
+        }
+        guard try queue.get(timeout: .seconds(30)) == 7 else { exit(1) }
+        producer.join()
     }
 }
 

@@ -89,8 +89,12 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         var finished = false
         var takers: [(budget: Int, continuation: CheckedContinuation<PoolChunk<Input>?, Never>)] = []
         var outcomes: [PoolChunkOutcome<Output>] = []
+        /// The inputs the outcomes waiting to be collected cover.
+        var outcomeInputs = 0
         var failure: (any Error)?
         var collector: CheckedContinuation<Void, any Error>?
+        /// How many inputs' outcomes the waiting collector wants before it is woken.
+        var collectorWants = 1
         var collectorCancelled = false
         /// Chunks sent ahead to a worker busy with another, by their task id.
         var ahead: [UInt64: Ahead] = [:]
@@ -241,8 +245,10 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
 
     /// Hands an outcome to the call.
     func deliver(_ outcome: PoolChunkOutcome<Output>) {
-        let collector = state.withLock { state in
+        let collector = state.withLock { state -> CheckedContinuation<Void, any Error>? in
             state.outcomes.append(outcome)
+            state.outcomeInputs += outcome.count
+            guard state.outcomeInputs >= state.collectorWants else { return nil }
             defer { state.collector = nil }
             return state.collector
         }
@@ -260,13 +266,22 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
         collector?.resume()
     }
 
-    /// The outcomes delivered since the last call, waiting for at least one.
+    /// The outcomes delivered since the last call, waiting until they cover at least
+    /// `inputs` inputs.
+    ///
+    /// A call that has nothing to do with an outcome before the others come (a `map` whose
+    /// inputs are all on the board) waits for all of them at once: waking it for each one
+    /// cost a thread's wake-up per answer, taken from the workers' CPUs.
     /// - Throws: a driver's failure, or `CancellationError` when the calling task is cancelled.
-    func collect() async throws -> [PoolChunkOutcome<Output>] {
+    func collect(inputs: Int = 1) async throws -> [PoolChunkOutcome<Output>] {
+        let wanted = max(1, inputs)
         while true {
             let ready = try state.withLock { state -> [PoolChunkOutcome<Output>]? in
-                if !state.outcomes.isEmpty {
-                    defer { state.outcomes.removeAll(keepingCapacity: true) }
+                if !state.outcomes.isEmpty && state.outcomeInputs >= wanted {
+                    defer {
+                        state.outcomes.removeAll(keepingCapacity: true)
+                        state.outcomeInputs = 0
+                    }
                     return state.outcomes
                 }
                 if let failure = state.failure { throw failure }
@@ -277,10 +292,11 @@ final class PoolBoard<Input: Sendable, Output: Sendable>: Sendable {
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                     let wait = state.withLock { state -> Bool in
-                        guard state.outcomes.isEmpty, state.failure == nil, !state.collectorCancelled else {
+                        guard state.outcomeInputs < wanted, state.failure == nil, !state.collectorCancelled else {
                             return false
                         }
                         state.collector = continuation
+                        state.collectorWants = wanted
                         return true
                     }
                     if !wait { continuation.resume() }

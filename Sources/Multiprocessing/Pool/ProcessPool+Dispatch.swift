@@ -43,10 +43,12 @@ extension ProcessPool {
     /// (an ordered stream) then holds at most about `window` of them, however long one
     /// slow item keeps the others waiting. Cancelling the calling task kills the workers
     /// running its items and throws `CancellationError`. An error `nextInputs` throws is
-    /// thrown once the chunks already cut are done.
+    /// thrown once the chunks already cut are done. Without `promptly` (a caller that only
+    /// keeps the outcomes until the end), `body` is called once all the inputs have been
+    /// cut with the outcomes of all of them together.
     func dispatch<Function: ProcessFunction>(
         _ function: Function, chunkSize: Int, timeout: Duration?, window: Int? = nil, inMemory: Bool = false,
-        nextInputs: (Int) async throws -> [Function.Input]?,
+        promptly: Bool = true, nextInputs: (Int) async throws -> [Function.Input]?,
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         precondition(chunkSize > 0, "chunkSize must be positive")
@@ -102,7 +104,10 @@ extension ProcessPool {
                     }
                 }
                 if unanswered.isEmpty { break }
-                let outcomes = try await board.collect()
+                // Once every input is on the board, a caller that is not told of each
+                // outcome as it comes has nothing to do before the last: it sleeps until then.
+                let outcomes = try await board.collect(
+                    inputs: exhausted && !promptly ? unanswered.values.reduce(0, +) : 1)
                 for outcome in outcomes {
                     let left = (unanswered[outcome.origin] ?? 0) - outcome.count
                     unanswered[outcome.origin] = left > 0 ? left : nil
@@ -115,11 +120,12 @@ extension ProcessPool {
 
     /// `dispatch` over an array: chunks are slices, copied at once.
     func dispatch<Function: ProcessFunction>(
-        _ function: Function, _ inputs: [Function.Input], chunkSize: Int, timeout: Duration?,
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int, timeout: Duration?, promptly: Bool = true,
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         var next = 0
-        try await dispatch(function, chunkSize: chunkSize, timeout: timeout, inMemory: true) { size in
+        try await dispatch(function, chunkSize: chunkSize, timeout: timeout, inMemory: true, promptly: promptly) {
+            size in
             guard next < inputs.count else { return nil }
             let end = min(inputs.count, next + size)
             defer { next = end }

@@ -21,7 +21,7 @@ extension ProcessPool {
     ) async throws -> [Function.Output] {
         var outcomes: [PoolChunkOutcome<Function.Output>] = []
         let size = chunkSize ?? automaticChunkSize(for: inputs.count)
-        try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { outcomes += $0 }
+        try await dispatch(function, inputs, chunkSize: size, timeout: timeout, promptly: false) { outcomes += $0 }
         // Each outcome covers a run of inputs of its own: in order of their starts, the
         // outputs are the call's, and the first failure is the lowest index's.
         outcomes.sort { $0.start < $1.start }
@@ -83,7 +83,8 @@ extension ProcessPool {
         defer { progress?.end() }
         var slots = [Result<Function.Output, ProcessPoolError>?](repeating: nil, count: inputs.count)
         let size = chunkSize ?? automaticChunkSize(for: inputs.count)
-        try await dispatch(function, inputs, chunkSize: size, timeout: timeout) { outcomes in
+        try await dispatch(function, inputs, chunkSize: size, timeout: timeout, promptly: progress != nil) {
+            outcomes in
             for outcome in outcomes {
                 outcome.forEach { index, result in slots[index] = result }
                 progress?.record(succeeded: outcome.count - outcome.failures.count, failed: outcome.failures.count)

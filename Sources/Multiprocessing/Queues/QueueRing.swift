@@ -75,6 +75,8 @@ struct QueueRing: Sendable {
 
     /// How long a waiter looks for a change before it sleeps.
     static let spin: Duration = .microseconds(50)
+    /// How many times a waiter of this process began to look (for the tests).
+    static let looksBegun = Atomic<Int>(0)
 
     private enum Offset {
         static let producers = 0
@@ -222,6 +224,7 @@ struct QueueRing: Sendable {
     ) throws -> Bool {
         let size = Self.recordSize(payload.count)
         precondition(size <= capacity / 2, "swift-multiprocessing: a queue record larger than half its ring")
+        var looking = true
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
             FaultInjection.step("queue.put.locked")
@@ -258,7 +261,7 @@ struct QueueRing: Sendable {
             if deadline.hasPassed { return false }
             try sleep(
                 on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
-                check: check
+                looking: &looking, check: check
             ) {
                 // Fresh reads of both ends (not the ones above): the look before sleeping must
                 // see a get that happened since.
@@ -363,6 +366,7 @@ struct QueueRing: Sendable {
     /// Waits until `deadline` for a record at the head and returns it holding the consumers'
     /// lock; `nil` (the lock not held) if the time ran out.
     private func nextRecord(deadline: Deadline?, check: () throws -> Void) throws -> Record? {
+        var looking = true
         while true {
             guard try lock(consumers, deadline: deadline, check: check) else { return nil }
             FaultInjection.step("queue.get.locked")
@@ -394,7 +398,7 @@ struct QueueRing: Sendable {
             if deadline.hasPassed { return nil }
             try sleep(
                 on: Offset.itemsPosted, sleepers: Offset.itemSleepers, wanted: Offset.itemsWanted, deadline: deadline,
-                check: check
+                looking: &looking, check: check
             ) {
                 self.head != self.tail
             }
@@ -561,12 +565,13 @@ struct QueueRing: Sendable {
 
     /// Waits until every item put is marked done; `false` if the deadline passed first.
     func join(deadline: Deadline?, check: () throws -> Void) rethrows -> Bool {
+        var looking = true
         while unfinishedTasks != 0 {
             if deadline.hasPassed { return false }
             FaultInjection.step("queue.join.waiting")
             try sleep(
                 on: Offset.tasksPosted, sleepers: Offset.joinSleepers, wanted: Offset.tasksWanted, deadline: deadline,
-                check: check
+                looking: &looking, check: check
             ) {
                 unfinishedTasks == 0
             }
@@ -616,15 +621,24 @@ struct QueueRing: Sendable {
     /// Sleeps on a futex word at most one slice (and not past `deadline`), unless `ready`
     /// (or the queue is closed) once this waiter is counted among the sleepers.
     private func sleep(
-        on word: Int, sleepers: Int, wanted: Int, deadline: Deadline?, check: () throws -> Void, until ready: () -> Bool
+        on word: Int, sleepers: Int, wanted: Int, deadline: Deadline?, looking: inout Bool, check: () throws -> Void,
+        until ready: () -> Bool
     ) rethrows {
         // Waking a sleeping CPU costs tens of microseconds, many times an item's cost: look
         // for a while first, yielding the CPU between looks, so a busy queue never sleeps.
-        let spinEnd = min(ContinuousClock.now.advanced(by: Self.spin), deadline ?? .now.advanced(by: Self.spin))
-        repeat {
-            if ready() || isClosed { return }
-            sched_yield()
-        } while ContinuousClock.now < spinEnd
+        // A wait that already slept a whole slice with nothing coming is on a quiet queue:
+        // it stops looking (a relay thread waiting on its queue for minutes looked for 50 µs
+        // every slice, yielding to whatever else ran: the workers of a CPU-bound map).
+        if looking {
+            Self.looksBegun.add(1, ordering: .relaxed)
+            let spinEnd = min(ContinuousClock.now.advanced(by: Self.spin), deadline ?? .now.advanced(by: Self.spin))
+            repeat {
+                if ready() || isClosed { return }
+                sched_yield()
+            } while ContinuousClock.now < spinEnd
+        } else if ready() || isClosed {
+            return
+        }
         let count = atomic32(sleepers)
         count.wrappingIncrement(ordering: .sequentiallyConsistent)
         atomic32(wanted).store(1, ordering: .sequentiallyConsistent)
@@ -635,7 +649,7 @@ struct QueueRing: Sendable {
         if !ready() && !isClosed {
             let sliceEnd = ContinuousClock.now.advanced(by: SharedMonitor.slice)
             var until = monotonicTime(of: deadline.map { min($0, sliceEnd) } ?? sliceEnd)
-            _ = mp_futex_wait(futex(word), seen, &until)
+            if mp_futex_wait(futex(word), seen, &until) == ETIMEDOUT { looking = false }
         }
         count.wrappingDecrement(ordering: .sequentiallyConsistent)
         try check()
@@ -730,6 +744,7 @@ extension QueueRing {
         waitForRoom: (Deadline?) -> Void, dropOrphans: () -> Int
     ) throws -> Bool {
         let size = Self.recordSize(8)
+        var looking = true
         while true {
             guard try lock(producers, deadline: deadline, check: check) else { return false }
             FaultInjection.step("queue.putSide.locked")
@@ -799,7 +814,7 @@ extension QueueRing {
             if deadline.hasPassed { return false }
             try sleep(
                 on: Offset.spacePosted, sleepers: Offset.spaceSleepers, wanted: Offset.spaceWanted, deadline: deadline,
-                check: check
+                looking: &looking, check: check
             ) {
                 hasRoom(for: size, head: self.head, tail: self.tail)
             }
