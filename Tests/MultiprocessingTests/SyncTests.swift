@@ -610,6 +610,10 @@ struct ProcessConditionTests {
             WaitOnCondition(condition: condition, woken: try SharedCounter(), timeout: 30), isDaemon: true)
         try child.start()
         #expect(eventually(within: .seconds(30)) { condition.waitingCount == 1 })
+        // Counted as waiting a moment before it lets the lock go: killed in between, it would
+        // die holding the lock, and the living waiter's `withLock` would fail (a busy
+        // repetition did that). Taking the lock here waits for the release.
+        try condition.withLock {}
         child.kill()
         _ = try? child.join(timeout: .seconds(10))
         let woken = Mutex(false)
