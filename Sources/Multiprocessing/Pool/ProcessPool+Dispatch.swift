@@ -120,7 +120,7 @@ extension ProcessPool {
 
     /// `dispatch` over an array: chunks are slices, copied at once.
     func dispatch<Function: ProcessFunction>(
-        _ function: Function, _ inputs: [Function.Input], chunkSize: Int, timeout: Duration?, promptly: Bool = true,
+        _ function: Function, _ inputs: [Function.Input], chunkSize: Int, timeout: Duration?, promptly: Bool,
         _ body: ([PoolChunkOutcome<Function.Output>]) async throws -> Void
     ) async throws {
         var next = 0
